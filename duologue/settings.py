@@ -1,0 +1,79 @@
+"""Configuration, read once from the environment into a frozen object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEV_DIR = Path(".duologue")
+DEV_SECRET = DEV_DIR / "secret"
+
+
+class SettingsError(Exception):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {raw!r}")
+    return value
+
+
+def _secret(env: Mapping[str, str]) -> str:
+    secret = env.get("DUOLOGUE_SECRET") or ""
+    if not secret and DEV_SECRET.exists():
+        secret = DEV_SECRET.read_text().strip()
+    return secret
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str = ""
+    database_url: str = ""
+    secret: str = ""
+    partitions: int = 64
+    prefix: str = "dl"
+    rate: float = 20.0
+    burst: int = 40
+    max_body: int = 4000
+    max_frame: int = 65536
+    outbox: int = 1024
+    dedupe_ttl: int = 86400
+    ping_interval: float = 20.0
+    drain_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            redis_url=env.get("REDIS_URL", ""),
+            database_url=env.get("DATABASE_URL", ""),
+            secret=_secret(env),
+            partitions=int(_number(env, "DUOLOGUE_PARTITIONS", 64, minimum=1)),
+            prefix=env.get("DUOLOGUE_PREFIX") or "dl",
+            rate=_number(env, "DUOLOGUE_RATE", 20),
+            burst=int(_number(env, "DUOLOGUE_BURST", 40, minimum=1)),
+            max_body=int(_number(env, "DUOLOGUE_MAX_BODY", 4000, minimum=1)),
+            outbox=int(_number(env, "DUOLOGUE_OUTBOX", 1024, minimum=16)),
+            dedupe_ttl=int(_number(env, "DUOLOGUE_DEDUPE_TTL", 86400, minimum=86400)),
+            ping_interval=_number(env, "DUOLOGUE_PING_INTERVAL", 20, minimum=0.1),
+            drain_timeout=_number(env, "DUOLOGUE_DRAIN_TIMEOUT", 10, minimum=0),
+        )
+
+    def require(self, *names: str) -> Settings:
+        """Fail with a clear message when a required value is empty."""
+        env_names = {"redis_url": "REDIS_URL", "database_url": "DATABASE_URL",
+                     "secret": "DUOLOGUE_SECRET"}
+        for name in names:
+            if not getattr(self, name):
+                raise SettingsError(f"{env_names[name]} is not set")
+        return self

@@ -1,0 +1,1 @@
+"""The WebSocket gateway: Starlette app, Redis event store adapter, live fan-out."""

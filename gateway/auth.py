@@ -1,0 +1,44 @@
+"""HS256 JWT tokens (PyJWT): ``sub`` is the user id, ``exp`` is required."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from domain.ids import is_user_id
+
+
+class AuthError(Exception):
+    """The token is missing, malformed, expired, wrongly signed or names no valid user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user: str
+    exp: int
+
+
+def verify(token: str, secret: str) -> Identity:
+    if not token:
+        raise AuthError("missing token")
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]}
+        )
+    except jwt.PyJWTError as exc:
+        raise AuthError(f"bad token: {type(exc).__name__}") from None
+    user, exp = claims.get("sub"), claims.get("exp")
+    if not isinstance(user, str) or not is_user_id(user) or not isinstance(exp, int | float):
+        raise AuthError("bad token: claims")
+    return Identity(user, int(exp))
+
+
+def mint(user: str, secret: str, ttl: int = 3600) -> str:
+    return jwt.encode({"sub": user, "exp": int(time.time()) + ttl}, secret, algorithm="HS256")
+
+
+def bearer(header: str | None) -> str:
+    scheme, _, token = (header or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""

@@ -1,0 +1,118 @@
+"""One function per client frame: load, decide, append, answer."""
+
+from __future__ import annotations
+
+import contextlib
+
+from redis.exceptions import RedisError
+
+from domain.commands import (
+    Command,
+    DeleteMessage,
+    EditMessage,
+    MarkRead,
+    SendMessage,
+    decide,
+    validate,
+)
+from domain.errors import ForbiddenError, InvalidError
+from domain.ids import check_event_id, check_participant, event_key, thread_id
+from domain.state import ThreadState
+from gateway.auth import AuthError, verify
+from gateway.connection import Connection
+from gateway.protocol import UnavailableError
+from gateway.replay import replay_thread
+from gateway.store import EventStore, GuardFailed, guard_for
+from schemas.client import Delete, Edit, Read, Refresh, Send, Sync, Typing
+from schemas.server import Ack, Refreshed, Synced, TypingNotice, encode_frame
+
+ATTEMPTS = 3  # decisions retried when a concurrent command changed the state
+
+
+def ack(conn: Connection, ref: str, thread: str, event_id: str, duplicate: bool) -> None:
+    ts = int(event_id.partition("-")[0])
+    conn.push(encode_frame(Ack(ref=ref, thread=thread, id=event_id, ts=ts, duplicate=duplicate)))
+
+
+def send_command(user: str, frame: Send) -> SendMessage:
+    if frame.to is None and frame.thread is None:
+        raise InvalidError("send needs `to` or `thread`")
+    thread = frame.thread if frame.to is None else thread_id(user, frame.to)
+    if frame.thread is not None and frame.thread != thread:
+        raise InvalidError("`to` and `thread` name different threads")
+    return SendMessage(user, thread, frame.body, frame.client_msg_id)
+
+
+def change_command(user: str, frame: Edit | Delete | Read) -> Command:
+    match frame:
+        case Edit():
+            return EditMessage(user, frame.thread, frame.target, frame.body, frame.client_msg_id)
+        case Delete():
+            return DeleteMessage(user, frame.thread, frame.target, frame.client_msg_id)
+        case Read():
+            return MarkRead(user, frame.thread, frame.up_to, frame.client_msg_id)
+
+
+async def send(store: EventStore, conn: Connection, frame: Send, max_body: int) -> None:
+    command = send_command(conn.user, frame)
+    validate(command, max_body)
+    (event,) = decide(ThreadState(command.thread), command)
+    appended = await store.append(command.thread, conn.user, command.client_msg_id, event)
+    ack(conn, command.client_msg_id, command.thread, appended.id, appended.duplicate)
+
+
+async def change(
+    store: EventStore, conn: Connection, frame: Edit | Delete | Read, max_body: int
+) -> None:
+    command = change_command(conn.user, frame)
+    validate(command, max_body)
+    target = frame.up_to if isinstance(frame, Read) else frame.target
+    for _ in range(ATTEMPTS):
+        loaded = await store.load(frame.thread, conn.user, frame.client_msg_id, target)
+        if loaded.prior is not None:
+            return ack(conn, frame.client_msg_id, frame.thread, loaded.prior, True)
+        events = decide(loaded.state, command)
+        if not events and loaded.receipt_event is not None:
+            return ack(conn, frame.client_msg_id, frame.thread, loaded.receipt_event, True)
+        try:
+            appended = await store.append(
+                frame.thread, conn.user, frame.client_msg_id, events[0], guard_for(command))
+        except GuardFailed:
+            continue
+        return ack(conn, frame.client_msg_id, frame.thread, appended.id, appended.duplicate)
+    raise UnavailableError("the thread changed too often meanwhile; retry")
+
+
+async def sync(store: EventStore, conn: Connection, frame: Sync) -> None:
+    check_participant(frame.thread, conn.user)
+    after = check_event_id(frame.after)
+    async with conn.replaying:
+        low, last = await store.bounds(frame.thread)
+        if last is None or event_key(after) > event_key(last):
+            conn.hold(frame.thread)
+            conn.release(frame.thread, event_key(last or "0"))
+            conn.push(encode_frame(Synced(thread=frame.thread, last_id=after, recovered=False)))
+            return
+        trimmed = low is not None and event_key(after) < event_key(low)
+        newest = await replay_thread(store, conn, frame.thread, after)
+    conn.push(encode_frame(Synced(thread=frame.thread, last_id=newest, recovered=not trimmed)))
+
+
+async def typing(store: EventStore, conn: Connection, frame: Typing) -> None:
+    other = check_participant(frame.thread, conn.user)
+    if other == conn.user:
+        return  # nobody else to tell in a note-to-self thread
+    notice = encode_frame(TypingNotice(thread=frame.thread, user=conn.user))
+    with contextlib.suppress(RedisError, OSError):  # typing is ephemeral: never an error
+        await store.publish(other, f"{frame.thread} ~ {notice}")
+
+
+def refresh(conn: Connection, frame: Refresh, secret: str) -> None:
+    try:
+        identity = verify(frame.token, secret)
+    except AuthError as exc:
+        raise InvalidError(str(exc)) from None
+    if identity.user != conn.user:
+        raise ForbiddenError("the token is for another user")
+    conn.expire_at(identity.exp)
+    conn.push(encode_frame(Refreshed(exp=identity.exp)))

@@ -1,0 +1,153 @@
+"""Live fan-out: one pub/sub listener per gateway process.
+
+The append script publishes ``<thread> <id> <event frame>`` to each participant's
+channel (``<thread> ~ <frame>`` for typing). The hub subscribes a user's channel
+while the user has a connection here and hands each message to those connections.
+
+Pub/sub is only a hint. A channel's subscription is confirmed before the
+connection reads its starting point, and every later confirmation of the same
+channel (redis-py resubscribes after a reconnect) means messages may have been
+lost, so the user's connections are caught up from the streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.connection import Connection
+
+log = structlog.get_logger("duologue.hub")
+SUBSCRIBE_TIMEOUT = 5.0
+
+
+class Hub:
+    def __init__(
+        self, redis: Redis, channel_of: Callable[[str], str],
+        on_gap: Callable[[Connection], None],
+    ) -> None:
+        self.pubsub = redis.pubsub()
+        self.channel_of = channel_of
+        self.on_gap = on_gap
+        self.own = f"{channel_of('')}~gateway:{uuid.uuid4().hex}".encode()
+        self.local: dict[bytes, set[Connection]] = {}
+        self.active: set[bytes] = set()
+        self.waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.healthy = False
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="duologue-hub")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.pubsub.aclose()
+
+    @property
+    def connections(self) -> list[Connection]:
+        return [conn for conns in self.local.values() for conn in conns]
+
+    async def attach(self, conn: Connection) -> None:
+        """Register ``conn`` and return once its user's channel is subscribed."""
+        channel = self.channel_of(conn.user).encode()
+        self.local.setdefault(channel, set()).add(conn)
+        if channel in self.active:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        waiters = self.waiters.setdefault(channel, [])
+        waiters.append(waiter)
+        try:
+            if len(waiters) == 1:
+                await self.pubsub.subscribe(channel)
+            await asyncio.wait_for(waiter, SUBSCRIBE_TIMEOUT)
+        except BaseException:
+            self._forget_waiter(channel, waiter)
+            raise
+
+    def _forget_waiter(self, channel: bytes, waiter: asyncio.Future[None]) -> None:
+        waiters = self.waiters.get(channel, [])
+        if waiter in waiters:
+            waiters.remove(waiter)
+        if not waiters:
+            self.waiters.pop(channel, None)
+
+    async def detach(self, conn: Connection) -> None:
+        channel = self.channel_of(conn.user).encode()
+        conns = self.local.get(channel)
+        if conns is None:
+            return
+        conns.discard(conn)
+        if conns:
+            return
+        del self.local[channel]
+        self.active.discard(channel)
+        if channel not in self.waiters:
+            # if the connection is gone, redis-py resubscribes only what is left
+            with contextlib.suppress(RedisError, OSError):
+                await self.pubsub.unsubscribe(channel)
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                if self.own not in self.pubsub.channels:
+                    await self.pubsub.subscribe(self.own)
+                message = await self.pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    self._dispatch(message)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if self.healthy:
+                    log.warning("pubsub_lost", error=str(exc))
+                self.healthy = False
+                self.active.clear()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _dispatch(self, message: dict[str, object]) -> None:
+        kind, channel, data = message["type"], message["channel"], message["data"]
+        if not isinstance(channel, bytes):
+            return
+        if kind == "message" and isinstance(data, bytes):
+            self._deliver(channel, data)
+        elif kind == "subscribe":
+            self._confirmed(channel)
+
+    def _confirmed(self, channel: bytes) -> None:
+        if channel == self.own:
+            if not self.healthy:
+                log.info("pubsub_ready")
+            self.healthy = True
+            return
+        self.active.add(channel)
+        for waiter in self.waiters.pop(channel, []):
+            if not waiter.done():
+                waiter.set_result(None)
+        for conn in self.local.get(channel, ()):
+            if conn.started:
+                self.on_gap(conn)
+
+    def _deliver(self, channel: bytes, data: bytes) -> None:
+        conns = self.local.get(channel)
+        if not conns:
+            return
+        thread, _, rest = data.partition(b" ")
+        event_id, _, frame = rest.partition(b" ")
+        text, thread_s = frame.decode(), thread.decode()
+        if event_id == b"~":
+            for conn in conns:
+                conn.push(text)
+            return
+        id_s = event_id.decode()
+        for conn in conns:
+            conn.live(thread_s, id_s, text)

@@ -1,0 +1,126 @@
+"""The gateway of one process: Redis, event store, hub, limits; frame dispatch; drain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from domain.ids import participants
+from duologue.keys import Keys
+from duologue.settings import Settings
+from gateway import handlers
+from gateway.connection import POLICY, Connection
+from gateway.hub import Hub
+from gateway.protocol import REFUSALS, FrameError, RateLimitedError, code_for, parse
+from gateway.ratelimit import RateLimiter
+from gateway.replay import schedule_catch_up
+from gateway.store import EventStore
+from schemas.client import ClientFrame, Delete, Edit, Read, Refresh, Send, Sync, Typing
+from schemas.server import Error, Hello, Limits, ThreadSummary, encode_frame
+
+log = structlog.get_logger("duologue.gateway")
+SHUTTING_DOWN = 1001
+
+
+def connect_redis(url: str) -> Redis:
+    return Redis.from_url(
+        url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2))
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.prefix, settings.partitions)
+        self.redis = connect_redis(settings.redis_url)
+        self.store = EventStore(self.redis, self.keys, settings.dedupe_ttl)
+        self.hub = Hub(self.redis, self.keys.channel, self.catch_up)
+        self.limiter = RateLimiter(settings.rate, settings.burst)
+        self.connections: set[Connection] = set()
+        self.closing = False
+
+    async def start(self) -> None:
+        await self.hub.start()
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+        await self.redis.aclose()
+
+    def catch_up(self, conn: Connection) -> None:
+        schedule_catch_up(self.store, conn)
+
+    def hello(self, conn: Connection, threads: list[tuple[str, str]]) -> str:
+        summaries = [ThreadSummary(thread=t, with_=_other(t, conn.user), last_id=last)
+                     for t, last in threads]
+        limits = Limits(max_body=self.settings.max_body, max_frame=self.settings.max_frame)
+        return encode_frame(Hello(user=conn.user, threads=summaries, limits=limits))
+
+    async def handle(self, conn: Connection, text: str | None) -> None:
+        """Answer one client frame; refusals become error frames, the socket stays open."""
+        ref: str | None = None
+        try:
+            frame = parse(text)
+            ref = getattr(frame, "client_msg_id", None)
+            await self.dispatch(conn, frame)
+        except Exception as exc:
+            code = code_for(exc)
+            if code is None:
+                raise
+            ref = exc.ref if isinstance(exc, FrameError) else ref
+            self.refuse(conn, code, str(getattr(exc, "message", exc)), ref, exc)
+
+    async def dispatch(self, conn: Connection, frame: ClientFrame) -> None:
+        settings, store = self.settings, self.store
+        match frame:
+            case Send() | Edit() | Delete() | Read():
+                wait_ms = self.limiter.take(conn.user)
+                if wait_ms:
+                    raise RateLimitedError(wait_ms)
+                if isinstance(frame, Send):
+                    await handlers.send(store, conn, frame, settings.max_body)
+                else:
+                    await handlers.change(store, conn, frame, settings.max_body)
+            case Sync():
+                await handlers.sync(store, conn, frame)
+            case Typing():
+                await handlers.typing(store, conn, frame)
+            case Refresh():
+                handlers.refresh(conn, frame, settings.secret)
+
+    def refuse(
+        self, conn: Connection, code: str, message: str, ref: str | None, exc: Exception
+    ) -> None:
+        retry = exc.retry_after_ms if isinstance(exc, RateLimitedError) else None
+        error = Error(code=code, message=message, ref=ref)
+        if retry is not None:
+            error = Error(code=code, message=message, ref=ref, retry_after_ms=retry)
+        conn.push(encode_frame(error))
+        log.info("frame_refused", user=conn.user, code=code, reason=message, ref=ref)
+        if code in REFUSALS and conn.refused():
+            conn.close(POLICY, "too many refused frames", flush=True)
+
+    async def drain(self) -> None:
+        """SIGTERM: finish in-flight commands, then close every socket with 1001."""
+        self.closing = True
+        deadline = time.monotonic() + self.settings.drain_timeout
+        conns = list(self.connections)
+        for conn in conns:
+            conn.draining = True
+        while any(c.inflight for c in conns) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in conns:
+            conn.close(SHUTTING_DOWN, "server shutting down", flush=True)
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        log.info("drained", left=len(self.connections))
+
+
+def _other(thread: str, user: str) -> str:
+    a, b = participants(thread)
+    return b if user == a else a
+

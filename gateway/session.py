@@ -1,0 +1,106 @@
+"""The WebSocket endpoint: authenticate, hello, then a receiver and a sender."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from redis.exceptions import RedisError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from gateway.auth import AuthError, Identity, bearer, verify
+from gateway.connection import Connection
+from gateway.service import SHUTTING_DOWN, Gateway
+from schemas.server import Error, encode_frame
+
+log = structlog.get_logger("duologue.ws")
+INTERNAL = 1011
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    gateway: Gateway = ws.app.state.gateway
+    token = bearer(ws.headers.get("authorization")) or ws.query_params.get("token", "")
+    try:
+        identity = verify(token, gateway.settings.secret)
+    except AuthError as exc:
+        log.info("ws_refused", reason=str(exc), client=_client(ws))
+        await ws.close(1008)  # before accept: the handshake is refused with HTTP 403
+        return
+    await ws.accept()
+    conn = Connection(identity.user, gateway.settings.outbox)
+    started = time.monotonic()
+    gateway.connections.add(conn)
+    try:
+        await _serve(gateway, ws, conn, identity)
+    finally:
+        gateway.connections.discard(conn)
+        conn.cleanup()
+        await gateway.hub.detach(conn)
+        log.info("ws_closed", user=conn.user, client=_client(ws), code=conn.close_code,
+                 reason=conn.close_reason, seconds=round(time.monotonic() - started, 3),
+                 frames_in=conn.received, frames_out=conn.delivered)
+
+
+async def _serve(gateway: Gateway, ws: WebSocket, conn: Connection, identity: Identity) -> None:
+    if gateway.closing:
+        conn.close(SHUTTING_DOWN, "server shutting down")
+        await ws.close(SHUTTING_DOWN, "server shutting down")
+        return
+    try:
+        await gateway.hub.attach(conn)
+        threads = await gateway.store.threads(conn.user)
+    except (RedisError, OSError, TimeoutError):
+        conn.close(INTERNAL, "unavailable")
+        await ws.close(INTERNAL, "unavailable")
+        return
+    conn.push(gateway.hello(conn, threads))
+    conn.start(threads)
+    conn.expire_at(identity.exp)
+    sender = asyncio.create_task(_send(ws, conn))
+    try:
+        await _receive(gateway, ws, conn)
+    finally:
+        if not sender.done():
+            sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+
+
+async def _receive(gateway: Gateway, ws: WebSocket, conn: Connection) -> None:
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            if conn.close_code is None:
+                conn.close_code = message.get("code", 1000)
+                conn.close_reason = "client"
+            return
+        conn.received += 1
+        if conn.draining or conn.close_code is not None:
+            continue  # not acked: the client resends after reconnecting
+        conn.inflight += 1
+        try:
+            await gateway.handle(conn, message.get("text"))
+        except Exception:
+            log.exception("frame_failed", user=conn.user)
+            conn.push(encode_frame(Error(code="internal", message="internal error")))
+            conn.close(INTERNAL, "internal error", flush=True)
+        finally:
+            conn.inflight -= 1
+
+
+async def _send(ws: WebSocket, conn: Connection) -> None:
+    try:
+        while True:
+            await conn.wake.wait()
+            if conn.close_code is None or conn.flush_before_close:
+                for frame in conn.take():
+                    await ws.send_text(frame)
+            if conn.close_code is not None:
+                await ws.close(conn.close_code, conn.close_reason)
+                return
+    except (RuntimeError, OSError, WebSocketDisconnect):
+        return  # the client is gone
+
+
+def _client(ws: WebSocket) -> str:
+    return f"{ws.client.host}:{ws.client.port}" if ws.client else "-"
