@@ -7,9 +7,10 @@ import re
 from domain.errors import ForbiddenError, InvalidError
 
 _USER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_EVENT_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+_EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _CLIENT_MSG_ID = re.compile(r"[!-~]{1,64}")
 
+_U64 = 2**64 - 1  # Redis stream ids are two unsigned 64-bit integers
 EventKey = tuple[int, int]
 BEFORE_FIRST: EventKey = (0, 0)
 
@@ -56,7 +57,7 @@ def event_key(value: str) -> EventKey:
     if value == "0":
         return BEFORE_FIRST
     match = _EVENT_ID.fullmatch(value)
-    if match is None:
+    if match is None or int(match[1]) > _U64 or int(match[2]) > _U64:
         raise InvalidError(f"not a valid event id: {value[:80]!r}")
     return int(match[1]), int(match[2])
 

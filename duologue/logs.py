@@ -11,7 +11,8 @@ import structlog
 _TOKEN = re.compile(r"(token=|Bearer\s+)[^\s&\"']+", re.IGNORECASE)
 
 
-_NOISE = ("connection open", "connection closed", '%s - "WebSocket %s" %s')
+_NOISE = ("connection open", "connection closed", '%s - "WebSocket %s" [accepted]',
+          '%s - "WebSocket %s" 403', '%s - "WebSocket %s" %d')
 
 
 class _DropPerConnection(logging.Filter):

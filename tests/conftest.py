@@ -1,0 +1,102 @@
+"""Fixtures: real Redis (127.0.0.1:6379, else an embedded one), one key prefix per run."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from duologue.embedded import EmbeddedRedis
+from duologue.keys import Keys
+from tests.support import GatewayProcess
+
+RUN_PREFIX = f"dltest{uuid.uuid4().hex[:8]}"
+
+
+def _reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if _reachable(6379):
+        url = "redis://127.0.0.1:6379/0"
+        embedded = None
+    else:
+        embedded = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False).start()
+        url = embedded.url
+    yield url
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(match=f"{RUN_PREFIX}*", count=1000):
+        client.delete(key)
+    client.close()
+    if embedded is not None:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of its own for one test (all under this run's prefix)."""
+    return f"{RUN_PREFIX}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def start_gateway(
+    redis_url: str, log_dir: Path, prefix: str
+) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start gateway processes sharing this test's prefix; stopped at teardown."""
+    started: list[GatewayProcess] = []
+
+    def start(**env: str) -> GatewayProcess:
+        base = {"REDIS_URL": redis_url, "DUOLOGUE_PREFIX": prefix, "DUOLOGUE_RATE": "0"}
+        gateway = GatewayProcess({**base, **env}).start(log_dir)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.terminate()
+
+
+@pytest.fixture(scope="session")
+def shared_gateway(redis_url: str, log_dir: Path) -> Iterator[GatewayProcess]:
+    """One gateway for tests that need no special settings (random user ids keep apart)."""
+    env = {"REDIS_URL": redis_url, "DUOLOGUE_PREFIX": f"{RUN_PREFIX}-shared",
+           "DUOLOGUE_RATE": "0"}
+    gateway = GatewayProcess(env).start(log_dir)
+    yield gateway
+    gateway.terminate()
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys(f"{RUN_PREFIX}-shared", 64)
+
+
+@pytest.fixture
+async def aredis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A redis-server of this test's own, to stop, restart or disturb."""
+    server = EmbeddedRedis(tmp_path / "redis", persist=True).start()
+    yield server
+    server.stop()

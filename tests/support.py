@@ -1,0 +1,178 @@
+"""Test helpers: gateway subprocesses and a small WebSocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+from duologue.embedded import free_port
+from gateway.auth import mint
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "test-secret-" + "x" * 40
+
+
+def uid(name: str = "u") -> str:
+    return f"{name}{uuid.uuid4().hex[:10]}"
+
+
+def token(user: str, ttl: int = 3600, secret: str = SECRET) -> str:
+    return mint(user, secret, ttl)
+
+
+@dataclass
+class GatewayProcess:
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, log_dir: Path) -> GatewayProcess:
+        self.log_path = log_dir / f"gateway-{self.port}.log"
+        env = {**os.environ, "DUOLOGUE_SECRET": SECRET, **self.env}
+        with self.log_path.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "duologue.cli", "gateway", "--port", str(self.port)],
+                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if httpx.get(f"{self.http_url}/healthz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gateway did not start:\n{self.log()}")
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    def terminate(self, timeout: float = 20) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+class Client:
+    """One WebSocket connection; frames are read in the background into ``frames``."""
+
+    def __init__(self, ws: websockets.ClientConnection, user: str) -> None:
+        self.ws = ws
+        self.user = user
+        self.frames: list[dict[str, Any]] = []
+        self.arrived = asyncio.Event()
+        self.reader = asyncio.create_task(self._read())
+        self.seq = 0
+
+    @classmethod
+    async def connect(cls, url: str, user: str, ttl: int = 3600, **kw: Any) -> Client:
+        ws = await websockets.connect(
+            url, additional_headers={"Authorization": f"Bearer {token(user, ttl)}"},
+            max_size=2**24, **kw)
+        client = cls(ws, user)
+        hello = await client.next("hello")
+        client.hello = hello
+        return client
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                self.frames.append(json.loads(raw))
+                self.arrived.set()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.arrived.set()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    def cmid(self) -> str:
+        self.seq += 1
+        return f"{self.user}-{self.seq}"
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+        """The first frame (from the start) matching ``predicate``, consumed."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for i, frame in enumerate(self.frames):
+                if predicate(frame):
+                    del self.frames[i]
+                    return frame
+            if self.reader.done():
+                raise AssertionError(f"closed ({self.ws.close_code}) while waiting; "
+                                     f"frames: {self.frames[-5:]}")
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise AssertionError(f"timed out; frames: {self.frames[-5:]}")
+            self.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), remaining)
+
+    async def next(self, kind: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        return await self.wait_for(
+            lambda f: f.get("type") == kind and all(f.get(k) == v for k, v in match.items()),
+            timeout)
+
+    async def say(self, to: str, body: str = "hi", **extra: Any) -> dict[str, Any]:
+        """Send a message and return its ack (or the error)."""
+        cmid = extra.pop("client_msg_id", None) or self.cmid()
+        await self.send({"type": "send", "to": to, "body": body, "client_msg_id": cmid, **extra})
+        return await self.wait_for(
+            lambda f: f.get("type") in ("ack", "error") and f.get("ref") == cmid)
+
+    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """Send a command frame and return its ack or error."""
+        cmid = frame.setdefault("client_msg_id", self.cmid())
+        await self.send(frame)
+        return await self.wait_for(
+            lambda f: f.get("type") in ("ack", "error") and f.get("ref") == cmid)
+
+    def events(self, thread: str | None = None) -> list[dict[str, Any]]:
+        return [f for f in self.frames
+                if f.get("type") == "event" and (thread is None or f["thread"] == thread)]
+
+    async def wait_closed(self, timeout: float = 10.0) -> int | None:
+        await asyncio.wait_for(self.reader, timeout)
+        return self.ws.close_code
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await asyncio.gather(self.reader, return_exceptions=True)
+
+
+def thread_of(a: str, b: str) -> str:
+    low, high = sorted((a, b), key=str.encode)
+    return f"dm:{low}:{high}"
+
+
+def id_key(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq or 0)
