@@ -40,6 +40,7 @@ class Connection:
         self.delivered = 0
         self.received = 0
         self.pending: list[tuple[str, str, str]] | None = []
+        self.started = False
         self.stale: set[str] = set()
         self.catching_up: asyncio.Task[None] | None = None
         self.catch_up_again = False
@@ -70,14 +71,19 @@ class Connection:
         if self.catching_up is not None:
             self.catching_up.cancel()
 
-    @property
-    def started(self) -> bool:
-        return self.pending is None
-
     def start(self, threads: list[tuple[str, str]]) -> None:
         """``hello`` was queued: its last ids are the floor; release early live frames."""
         for thread, last_id in threads:
             self.last[thread] = event_key(last_id)
+        self.started = True
+        self.resume()
+
+    def pause(self) -> None:
+        """Buffer every live frame (a gap may precede them) until ``resume``."""
+        if self.pending is None:
+            self.pending = []
+
+    def resume(self) -> None:
         pending, self.pending = self.pending or [], None
         for item in pending:
             self.live(*item)
@@ -117,6 +123,8 @@ class Connection:
     def live(self, thread: str, event_id: str, frame: str) -> None:
         if self.pending is not None:
             self.pending.append((thread, event_id, frame))
+            if len(self.pending) > self.capacity:
+                self.close(SLOW_CONSUMER, "slow consumer")
             return
         key = event_key(event_id)
         held = self.held.get(thread)

@@ -87,9 +87,9 @@ async def sync(store: EventStore, conn: Connection, frame: Sync) -> None:
     check_participant(frame.thread, conn.user)
     after = check_event_id(frame.after)
     async with conn.replaying:
+        conn.hold(frame.thread)
         low, last = await store.bounds(frame.thread)
         if last is None or event_key(after) > event_key(last):
-            conn.hold(frame.thread)
             conn.release(frame.thread, event_key(last or "0"))
             conn.push(encode_frame(Synced(thread=frame.thread, last_id=after, recovered=False)))
             return

@@ -135,6 +135,7 @@ class Hub:
                 waiter.set_result(None)
         for conn in self.local.get(channel, ()):
             if conn.started:
+                conn.pause()  # now, before any newer live frame can pass the gap
                 self.on_gap(conn)
 
     def _deliver(self, channel: bytes, data: bytes) -> None:

@@ -44,7 +44,7 @@ async def replay_thread(store: EventStore, conn: Connection, thread: str, after:
 
 
 async def catch_up(store: EventStore, conn: Connection) -> None:
-    """Bring every thread of the connection up to the stream (after a pub/sub gap)."""
+    """Bring every thread of a paused connection up to the stream (after a pub/sub gap)."""
     async with conn.replaying:
         index = await store.threads(conn.user)
         todo = set(conn.stale)
@@ -66,6 +66,7 @@ async def catch_up_until_done(store: EventStore, conn: Connection) -> None:
             backoff = min(backoff * 2, 2.0)
             continue
         if not conn.catch_up_again:
+            conn.resume()
             return
 
 
