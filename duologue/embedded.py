@@ -80,5 +80,6 @@ def start_postgres(directory: Path) -> tuple[object, str]:
     import pgserver
 
     directory.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(directory / "pgdata", cleanup_mode="stop")
+    server = pgserver.get_server(  # type: ignore[attr-defined]
+        directory / "pgdata", cleanup_mode="stop")
     return server, server.get_uri()

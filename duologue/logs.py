@@ -26,7 +26,9 @@ def redact(text: str) -> str:
     return _TOKEN.sub(r"\1<redacted>", text)
 
 
-def _redact_event(_: object, __: str, event_dict: structlog.types.EventDict) -> object:
+def _redact_event(
+    _: object, __: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
     for key, value in event_dict.items():
         if isinstance(value, str):
             event_dict[key] = redact(value)

@@ -16,11 +16,11 @@ from domain.commands import (
     validate,
 )
 from domain.errors import ForbiddenError, InvalidError
-from domain.ids import check_event_id, check_participant, event_key, thread_id
+from domain.ids import BEFORE_FIRST, check_event_id, check_participant, event_key, thread_id
 from domain.state import ThreadState
 from gateway.auth import AuthError, verify
 from gateway.connection import Connection
-from gateway.protocol import UnavailableError
+from gateway.protocol import FrameError, UnavailableError
 from gateway.replay import replay_thread
 from gateway.store import EventStore, GuardFailed, guard_for
 from schemas.client import Delete, Edit, Read, Refresh, Send, Sync, Typing
@@ -35,9 +35,12 @@ def ack(conn: Connection, ref: str, thread: str, event_id: str, duplicate: bool)
 
 
 def send_command(user: str, frame: Send) -> SendMessage:
-    if frame.to is None and frame.thread is None:
-        raise InvalidError("send needs `to` or `thread`")
-    thread = frame.thread if frame.to is None else thread_id(user, frame.to)
+    if frame.to is not None:
+        thread = thread_id(user, frame.to)
+    elif frame.thread is not None:
+        thread = frame.thread
+    else:
+        raise FrameError("send needs `to` or `thread`", frame.client_msg_id)
     if frame.thread is not None and frame.thread != thread:
         raise InvalidError("`to` and `thread` name different threads")
     return SendMessage(user, thread, frame.body, frame.client_msg_id)
@@ -90,8 +93,11 @@ async def sync(store: EventStore, conn: Connection, frame: Sync) -> None:
         conn.hold(frame.thread)
         low, last = await store.bounds(frame.thread)
         if last is None or event_key(after) > event_key(last):
+            # nothing to replay; gapless only when the client had nothing either
+            recovered = last is None and event_key(after) == BEFORE_FIRST
             conn.release(frame.thread, event_key(last or "0"))
-            conn.push(encode_frame(Synced(thread=frame.thread, last_id=after, recovered=False)))
+            conn.push(encode_frame(Synced(thread=frame.thread, last_id=after,
+                                          recovered=recovered)))
             return
         trimmed = low is not None and event_key(after) < event_key(low)
         newest = await replay_thread(store, conn, frame.thread, after)

@@ -49,7 +49,7 @@ class Hub:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
-        await self.pubsub.aclose()
+        await self.pubsub.aclose()  # type: ignore[no-untyped-call]
 
     @property
     def connections(self) -> list[Connection]:

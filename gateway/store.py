@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.resources import files
 from types import MappingProxyType
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -69,28 +70,22 @@ class EventStore:
             guard.kind, guard.field, guard.value]
         for name, value in guard.sets:
             args += [name, value]
-        event_id, status = await self._append(keys=keys, args=args)
+        event_id, status = cast(tuple[bytes, int], await self._append(keys=keys, args=args))
         if status == 2:
             raise GuardFailed(thread)
         return Appended(event_id.decode(), status == 1)
 
-    async def prior(self, thread: str, sender: str, client_msg_id: str) -> str | None:
-        value = await self.redis.get(self.keys.dedupe(thread, sender, client_msg_id))
-        return value.decode() if value is not None else None
-
-    async def load(
-        self, thread: str, user: str, client_msg_id: str, target: str | None = None
-    ) -> Loaded:
+    async def load(self, thread: str, user: str, client_msg_id: str, target: str) -> Loaded:
         """The dedupe record and the slice of state an edit/delete/read needs."""
         state_key = self.keys.state(thread)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(self.keys.dedupe(thread, user, client_msg_id))
             pipe.xrange(self.keys.stream(thread), target, target, count=1)
-            pipe.hmget(state_key, [DELETED + (target or ""), RECEIPT + user, RECEIPT_EVENT + user])
+            pipe.hmget(state_key, [DELETED + target, RECEIPT + user, RECEIPT_EVENT + user])
             prior, entries, (deleted, receipt, receipt_event) = await pipe.execute()
         state = ThreadState(thread)
         if entries:
-            state = _with_target(state, target or "", entries[0][1][b"e"], deleted is not None)
+            state = _with_target(state, target, entries[0][1][b"e"], deleted is not None)
         if receipt is not None:
             state = _with_receipt(state, user, receipt.decode())
         return Loaded(prior.decode() if prior else None, state,
@@ -109,7 +104,7 @@ class EventStore:
     async def replay(self, thread: str, after: str, count: int) -> list[tuple[str, str]]:
         """Up to ``count`` entries with id > ``after``, as (id, payload JSON)."""
         start = "-" if after == "0" else f"({after}"
-        entries = await self.redis.xrange(self.keys.stream(thread), start, "+", count=count)
+        entries: Any = await self.redis.xrange(self.keys.stream(thread), start, "+", count=count)
         return [(i.decode(), fields[b"e"].decode()) for i, fields in entries]
 
     async def bounds(self, thread: str) -> tuple[str | None, str | None]:

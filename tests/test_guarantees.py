@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 
 from tests.support import Client, id_key, thread_of, uid
@@ -25,7 +26,7 @@ async def blast(client: Client, to: str, count: int, tag: str = "m") -> list[dic
 
 
 def strictly_increasing(ids: list[str]) -> bool:
-    return all(id_key(a) < id_key(b) for a, b in zip(ids, ids[1:], strict=False))
+    return all(id_key(a) < id_key(b) for a, b in itertools.pairwise(ids))
 
 
 async def test_ack_means_the_event_is_in_the_thread_stream(shared_gateway, aredis, keys):
@@ -70,7 +71,7 @@ async def test_sync_replays_5000_events_exactly_once_while_the_other_keeps_sendi
     await a.send({"type": "sync", "thread": thread, "after": "0"})
     last_ack = (await sender)[-1]
     await a.wait_for(lambda f: f.get("type") == "event" and f["id"] == last_ack["id"], 30)
-    tail = a.frames[mark:] + [{"type": "event", "thread": thread, "id": last_ack["id"]}]
+    tail = [*a.frames[mark:], {"type": "event", "thread": thread, "id": last_ack["id"]}]
     synced_at = next(i for i, f in enumerate(tail) if f["type"] == "synced")
     ids = [f["id"] for f in tail[:synced_at] if f["type"] == "event"]
     # Live frames that were already on their way when sync arrived come first; the
@@ -95,6 +96,9 @@ async def test_sync_edges_after_the_end_and_empty(shared_gateway):
     a = await Client.connect(shared_gateway.ws_url, alice)
     await a.send({"type": "sync", "thread": thread, "after": "0"})
     assert await a.next("synced") == {"type": "synced", "thread": thread, "last_id": "0",
+                                      "recovered": True}  # nothing exists, nothing missed
+    await a.send({"type": "sync", "thread": thread, "after": "5-0"})
+    assert await a.next("synced") == {"type": "synced", "thread": thread, "last_id": "5-0",
                                       "recovered": False}
     ack = await a.say(bob)
     await a.send({"type": "sync", "thread": thread, "after": ack["id"]})

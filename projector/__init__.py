@@ -1,0 +1,1 @@
+"""The projector: Redis partition logs into Postgres history (arrives with the next issue)."""
