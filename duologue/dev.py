@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+from types import FrameType
 
 import structlog
 
-from duologue.embedded import EmbeddedRedis, start_postgres
+from duologue.embedded import EmbeddedRedis, free_port, start_postgres
 from duologue.settings import DEV_DIR, Settings
 
 log = structlog.get_logger("duologue.dev")
 DEMO_USERS = ("alice", "bob")
+DEV_REDIS_PORT = 6390
 
 
 def run_dev(host: str, port: int) -> int:
-    from gateway.auth import mint
     from gateway.server import serve
 
     redis: EmbeddedRedis | None = None
     postgres: object | None = None
     if not os.environ.get("REDIS_URL"):
-        redis = EmbeddedRedis(DEV_DIR / "redis", port=_dev_port(6390)).start()
+        redis = EmbeddedRedis(DEV_DIR / "redis", port=_port_or_free(DEV_REDIS_PORT)).start()
         os.environ["REDIS_URL"] = redis.url
         log.info("embedded_redis", url=redis.url, data=str(DEV_DIR / "redis"))
     if not os.environ.get("DATABASE_URL"):
@@ -28,9 +31,12 @@ def run_dev(host: str, port: int) -> int:
         os.environ["DATABASE_URL"] = url
         log.info("embedded_postgres", data=str(DEV_DIR / "postgres"))
     settings = Settings.from_env().require("redis_url", "secret")
+    # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exit that
+    # still runs the cleanup below instead of killing the process outright.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        _banner(settings, host, port, mint)
-        serve(settings, host, port)
+        serve(settings, host, port, on_ready=lambda: print(banner(settings, host, port),
+                                                           flush=True))
     finally:
         if redis is not None:
             redis.stop()
@@ -39,24 +45,26 @@ def run_dev(host: str, port: int) -> int:
     return 0
 
 
-def _dev_port(preferred: int) -> int:
-    import socket
+def banner(settings: Settings, host: str, port: int) -> str:
+    from gateway.auth import mint
 
-    from duologue.embedded import free_port
+    base = f"http://{host}:{port}"
+    lines = ["", f"Duologue is up: {base}  (WebSocket ws://{host}:{port}/v1/ws)", ""]
+    for user in DEMO_USERS:
+        token = mint(user, settings.secret, 86400)
+        lines += [f"  {user}: {base}/#token={token}", f"    token: {token}", ""]
+    lines.append("Open the two links in two browser tabs to chat. Ctrl-C stops everything.")
+    return "\n".join(lines)
 
+
+def _exit_on_signal(signum: int, _: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _port_or_free(preferred: int) -> int:
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", preferred))
         except OSError:
             return free_port()
     return preferred
-
-
-def _banner(settings: Settings, host: str, port: int, mint: object) -> None:
-    base = f"http://{host}:{port}"
-    lines = ["", f"Duologue is up: {base}  (WebSocket {base.replace('http', 'ws')}/v1/ws)", ""]
-    for user in DEMO_USERS:
-        token = mint(user, settings.secret, 86400)  # type: ignore[operator]
-        lines += [f"  {user}: {base}/#token={token}", f"    token: {token}", ""]
-    lines.append("Open the two links in two browser tabs to chat. Ctrl-C stops everything.")
-    print("\n".join(lines), flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 import uvicorn
 from starlette.applications import Starlette
@@ -14,9 +15,17 @@ from gateway.app import create_app
 class DrainingServer(uvicorn.Server):
     """uvicorn closes open WebSockets with 1012; the contract says 1001 after a drain."""
 
-    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+    def __init__(
+        self, config: uvicorn.Config, app: Starlette, on_ready: Callable[[], None] | None = None
+    ) -> None:
         super().__init__(config)
         self.app = app
+        self.on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_ready is not None:
+            self.on_ready()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
@@ -27,7 +36,9 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def build(settings: Settings, host: str, port: int) -> DrainingServer:
+def build(
+    settings: Settings, host: str, port: int, on_ready: Callable[[], None] | None = None
+) -> DrainingServer:
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=host, port=port, ws="websockets-sansio",
@@ -35,8 +46,12 @@ def build(settings: Settings, host: str, port: int) -> DrainingServer:
         ws_ping_timeout=settings.ping_interval, log_config=None, access_log=False,
         lifespan="on", timeout_graceful_shutdown=int(settings.drain_timeout) + 5,
         server_header=False)
-    return DrainingServer(config, app)
+    return DrainingServer(config, app, on_ready)
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    build(settings, host, port).run()
+def serve(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8000,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT; ``on_ready`` runs once the port is listening."""
+    build(settings, host, port, on_ready).run()
