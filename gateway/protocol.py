@@ -65,6 +65,8 @@ def parse(text: str | None) -> ClientFrame:
         return decode_client_frame(text)
     except msgspec.DecodeError as exc:
         raise _classify(text, exc) from None
+    except RecursionError:  # msgspec's answer to JSON nested ~1000 levels deep
+        raise FrameError("JSON nested too deeply") from None
 
 
 def _classify(text: str, exc: msgspec.DecodeError) -> FrameError:
@@ -72,6 +74,8 @@ def _classify(text: str, exc: msgspec.DecodeError) -> FrameError:
         value = msgspec.json.decode(text)
     except msgspec.DecodeError:
         return FrameError("not JSON")
+    except RecursionError:
+        return FrameError("JSON nested too deeply")
     if not isinstance(value, dict):
         return FrameError("not a JSON object")
     ref = value.get("client_msg_id")
