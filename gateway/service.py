@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -27,17 +27,24 @@ log = structlog.get_logger("duologue.gateway")
 SHUTTING_DOWN = 1001
 
 
-def connect_redis(url: str) -> Redis:
-    return Redis.from_url(
-        url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=15,
+def connect_redis(url: str, pool_size: int = 64) -> Redis:
+    """A client whose commands wait for a free connection instead of failing.
+
+    redis-py's default pool raises once 100 commands are in flight; under load that
+    would turn into spurious ``unavailable`` errors.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=pool_size, timeout=5, socket_timeout=5,
+        socket_connect_timeout=2, health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2))
+    return Redis(connection_pool=pool)
 
 
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
-        self.redis = connect_redis(settings.redis_url)
+        self.redis = connect_redis(settings.redis_url, settings.redis_pool)
         self.store = EventStore(self.redis, self.keys, settings.dedupe_ttl)
         self.hub = Hub(self.redis, self.keys.channel, self.catch_up)
         self.limiter = RateLimiter(settings.rate, settings.burst)
