@@ -13,6 +13,7 @@ from domain.commands import DeleteMessage, EditMessage, MarkRead
 from domain.ids import event_key, participants
 from domain.state import Message, ThreadState
 from duologue.keys import Keys
+from gateway.batching import ScriptBatcher
 from schemas.events import Event, MessageSent, decode_event, encode_event
 
 APPEND_LUA = files("gateway").joinpath("append.lua").read_text()
@@ -52,10 +53,7 @@ class EventStore:
         self.redis = redis
         self.keys = keys
         self.dedupe_ttl = dedupe_ttl
-        self._append = redis.register_script(APPEND_LUA)
-
-    async def load_script(self) -> None:
-        await self.redis.script_load(APPEND_LUA)
+        self._append = ScriptBatcher(redis, APPEND_LUA)
 
     async def append(
         self, thread: str, sender: str, client_msg_id: str, event: Event, guard: Guard = Guard()
@@ -70,7 +68,7 @@ class EventStore:
             guard.kind, guard.field, guard.value]
         for name, value in guard.sets:
             args += [name, value]
-        event_id, status = cast(tuple[bytes, int], await self._append(keys=keys, args=args))
+        event_id, status = cast(tuple[bytes, int], await self._append(keys, args))
         if status == 2:
             raise GuardFailed(thread)
         return Appended(event_id.decode(), status == 1)
