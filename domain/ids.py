@@ -7,7 +7,7 @@ import re
 from domain.errors import ForbiddenError, InvalidError
 
 _USER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_EVENT_ID = re.compile(r"(0|[1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")  # canonical: no leading 0
 _CLIENT_MSG_ID = re.compile(r"[!-~]{1,64}")
 
 _U64 = 2**64 - 1  # Redis stream ids are two unsigned 64-bit integers

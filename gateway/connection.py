@@ -41,6 +41,8 @@ class Connection:
         self.received = 0
         self.pending: list[tuple[str, str, str]] | None = []
         self.started = False
+        self.gap = False
+        self.subscribing = False
         self.stale: set[str] = set()
         self.catching_up: asyncio.Task[None] | None = None
         self.catch_up_again = False
@@ -71,12 +73,19 @@ class Connection:
         if self.catching_up is not None:
             self.catching_up.cancel()
 
-    def start(self, threads: list[tuple[str, str]]) -> None:
-        """``hello`` was queued: its last ids are the floor; release early live frames."""
+    def start(self, threads: list[tuple[str, str]]) -> bool:
+        """``hello`` was queued: its last ids are the floor; release early live frames.
+
+        True when a resubscription happened meanwhile: the connection stays paused
+        and the caller must schedule a catch-up.
+        """
         for thread, last_id in threads:
             self.last[thread] = event_key(last_id)
         self.started = True
+        if self.gap:
+            return True
         self.resume()
+        return False
 
     def pause(self) -> None:
         """Buffer every live frame (a gap may precede them) until ``resume``."""

@@ -21,7 +21,7 @@ from domain.state import ThreadState
 from gateway.auth import AuthError, verify
 from gateway.connection import Connection
 from gateway.protocol import FrameError, UnavailableError
-from gateway.replay import replay_thread
+from gateway.replay import replay_thread, schedule_catch_up
 from gateway.store import EventStore, GuardFailed, guard_for
 from schemas.client import Delete, Edit, Read, Refresh, Send, Sync, Typing
 from schemas.server import Ack, Refreshed, Synced, TypingNotice, encode_frame
@@ -89,19 +89,28 @@ async def change(
 async def sync(store: EventStore, conn: Connection, frame: Sync) -> None:
     check_participant(frame.thread, conn.user)
     after = check_event_id(frame.after)
-    async with conn.replaying:
-        conn.hold(frame.thread)
-        low, last = await store.bounds(frame.thread)
-        if last is None or event_key(after) > event_key(last):
-            # nothing to replay; gapless only when the client had nothing either
-            recovered = last is None and event_key(after) == BEFORE_FIRST
-            conn.release(frame.thread, event_key(last or "0"))
-            conn.push(encode_frame(Synced(thread=frame.thread, last_id=after,
-                                          recovered=recovered)))
-            return
-        trimmed = low is not None and event_key(after) < event_key(low)
-        newest = await replay_thread(store, conn, frame.thread, after)
-    conn.push(encode_frame(Synced(thread=frame.thread, last_id=newest, recovered=not trimmed)))
+    try:
+        async with conn.replaying:
+            await _sync(store, conn, frame.thread, after)
+    except (RedisError, OSError):
+        # The thread stays held; the catch-up replays it from what was delivered.
+        conn.stale.add(frame.thread)
+        schedule_catch_up(store, conn)
+        raise
+
+
+async def _sync(store: EventStore, conn: Connection, thread: str, after: str) -> None:
+    conn.hold(thread)
+    low, last = await store.bounds(thread)
+    if last is None or event_key(after) > event_key(last):
+        # nothing to replay; gapless only when the client had nothing either
+        recovered = last is None and event_key(after) == BEFORE_FIRST
+        conn.release(thread, event_key(last or "0"))
+        conn.push(encode_frame(Synced(thread=thread, last_id=after, recovered=recovered)))
+        return
+    trimmed = low is not None and event_key(after) < event_key(low)
+    newest = await replay_thread(store, conn, thread, after)
+    conn.push(encode_frame(Synced(thread=thread, last_id=newest, recovered=not trimmed)))
 
 
 async def typing(store: EventStore, conn: Connection, frame: Typing) -> None:

@@ -64,6 +64,7 @@ class Hub:
         waiter = asyncio.get_running_loop().create_future()
         waiters = self.waiters.setdefault(channel, [])
         waiters.append(waiter)
+        conn.subscribing = True  # the confirmation it waits for is no gap for it
         try:
             if len(waiters) == 1:
                 await self.pubsub.subscribe(channel)
@@ -71,6 +72,8 @@ class Hub:
         except BaseException:
             self._forget_waiter(channel, waiter)
             raise
+        finally:
+            conn.subscribing = False
 
     def _forget_waiter(self, channel: bytes, waiter: asyncio.Future[None]) -> None:
         waiters = self.waiters.get(channel, [])
@@ -122,6 +125,8 @@ class Hub:
             self._deliver(channel, data)
         elif kind == "subscribe":
             self._confirmed(channel)
+        elif kind == "unsubscribe":
+            self.active.discard(channel)  # late: a reconnect may have resubscribed it
 
     def _confirmed(self, channel: bytes) -> None:
         if channel == self.own:
@@ -137,6 +142,8 @@ class Hub:
             if conn.started:
                 conn.pause()  # now, before any newer live frame can pass the gap
                 self.on_gap(conn)
+            elif not conn.subscribing:
+                conn.gap = True  # its hello state may predate the gap: catch up after start
 
     def _deliver(self, channel: bytes, data: bytes) -> None:
         conns = self.local.get(channel)

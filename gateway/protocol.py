@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from domain.errors import DomainError
@@ -39,7 +39,8 @@ class UnavailableError(Exception):
 CODES: dict[type[BaseException], str] = {
     RedisConnectionError: "unavailable",  # includes BusyLoadingError
     RedisTimeoutError: "unavailable",
-    ReadOnlyError: "unavailable",
+    ReadOnlyError: "unavailable",  # a replica after failover
+    OutOfMemoryError: "unavailable",  # maxmemory with noeviction: nothing was written
     ConnectionError: "unavailable",
     TimeoutError: "unavailable",
 }
@@ -51,6 +52,8 @@ def code_for(exc: BaseException) -> str | None:
     own = getattr(exc, "code", None)
     if isinstance(exc, DomainError | FrameError | RateLimitedError | UnavailableError):
         return str(own)
+    if isinstance(exc, ResponseError) and str(exc).startswith(("MISCONF", "LOADING")):
+        return "unavailable"  # Redis refuses writes until its disk or load recovers
     for cls in type(exc).__mro__:
         if cls in CODES:
             return CODES[cls]

@@ -16,6 +16,7 @@ from schemas.server import Error, encode_frame
 
 log = structlog.get_logger("duologue.ws")
 INTERNAL = 1011
+GONE = 1006  # logged only: the peer vanished without a close frame
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
@@ -55,7 +56,8 @@ async def _serve(gateway: Gateway, ws: WebSocket, conn: Connection, identity: Id
         await ws.close(INTERNAL, "unavailable")
         return
     conn.push(gateway.hello(conn, threads))
-    conn.start(threads)
+    if conn.start(threads):
+        gateway.catch_up(conn)
     conn.expire_at(identity.exp)
     sender = asyncio.create_task(_send(ws, conn))
     try:
@@ -99,7 +101,7 @@ async def _send(ws: WebSocket, conn: Connection) -> None:
                 await ws.close(conn.close_code, conn.close_reason)
                 return
     except (RuntimeError, OSError, WebSocketDisconnect):
-        return  # the client is gone
+        conn.close(GONE, "client gone")  # wakes a replay waiting for room
 
 
 def _client(ws: WebSocket) -> str:

@@ -33,8 +33,9 @@ def test_thread_ids_are_canonical_and_bytewise_sorted():
 
 def test_event_ids_sort_numerically_not_as_text():
     assert event_key("9-0") < event_key("10-0") < event_key("10-1")
-    assert event_key("0") < event_key("0-1")
-    for bad in ("", "1", "a-1", "1-", "-1", "1-1-1", "\uff11-1", f"{2**64}-0"):
+    assert event_key("0") < event_key("0-1") and event_key("0-0") == (0, 0)
+    bad_ids = ("", "1", "a-1", "1-", "-1", "1-1-1", "\uff11-1", f"{2**64}-0", "01-1", "1-01")
+    for bad in bad_ids:
         with pytest.raises(InvalidError):
             event_key(bad)
 
