@@ -1,0 +1,1 @@
+"""Gateway benchmark suite: ``python -m bench`` (see docs/benchmarks.md)."""

@@ -1,0 +1,181 @@
+"""``python -m bench``: run the gateway benchmarks and print a table of medians.
+
+Each figure is measured ``--runs`` times (default 3), each run on a fresh gateway
+process with its own Redis key prefix, deleted afterwards. ``--only`` picks
+figures: throughput, latency, sync, memory, ceilings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import driver, procs
+from bench.ceilings import ceilings
+from bench.common import REDIS_URL, ROOT
+from bench.fig_chat import latency, throughput
+from bench.fig_memory import memory
+from bench.fig_sync import sync
+from bench.options import Options
+from bench.report import Result, table
+
+FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
+    "throughput": throughput, "latency": latency, "sync": sync, "memory": memory,
+    "ceilings": ceilings,
+}
+
+
+def parse(argv: list[str] | None = None) -> tuple[Options, list[str], Path | None]:
+    d = Options()
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=d.runs, help="runs per figure (median of them)")
+    p.add_argument("--only", action="append", choices=sorted(FIGURES),
+                   help="run only this figure (repeatable)")
+    p.add_argument("--pairs", type=int, default=d.pairs)
+    p.add_argument("--window", type=int, default=d.window, help="sends in flight per sender")
+    p.add_argument("--senders", choices=("both", "one"), default=d.senders)
+    p.add_argument("--active-pairs", type=int, default=d.active_pairs,
+                   help="second throughput series with only this many pairs sending (0: skip)")
+    p.add_argument("--warmup", type=float, default=d.warmup)
+    p.add_argument("--duration", type=float, default=d.duration)
+    p.add_argument("--rate", type=float, default=d.rate, help="sends/s for latency")
+    p.add_argument("--load-procs", type=int, default=d.load_procs)
+    p.add_argument("--events", type=int, default=d.events, help="events for sync")
+    p.add_argument("--idle", type=int, default=d.idle, help="idle sockets for memory")
+    p.add_argument("--echo-clients", type=int, default=d.echo_clients)
+    p.add_argument("--quiet-wait", type=float, default=d.quiet_wait,
+                   help="before each run wait up to this many seconds until the machine is "
+                        "idle (< 0.3 cores busy); 0 to skip")
+    p.add_argument("--redo-noisy", type=int, default=d.redo_noisy,
+                   help="redo up to this many chat runs per series during which other "
+                        "sessions kept > 0.25 cores busy (they stay in the JSON details)")
+    p.add_argument("--profile", action="store_true",
+                   help="one extra throughput run under py-spy; prints the top functions")
+    p.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="EXPERIMENT: extra gateway setting for the chat figures, e.g. "
+                        "DUOLOGUE_REDIS_POOL=128 (repeatable)")
+    p.add_argument("--json", type=Path, default=None,
+                   help="write results here (default bench/results/<time>.json)")
+    a = p.parse_args(argv)
+    if a.runs < 1:
+        p.error("--runs must be >= 1")
+    opts = Options(runs=a.runs, pairs=a.pairs, window=a.window, senders=a.senders,
+                   active_pairs=a.active_pairs,
+                   warmup=a.warmup, duration=a.duration, rate=a.rate, load_procs=a.load_procs,
+                   events=a.events, idle=a.idle, echo_clients=a.echo_clients,
+                   quiet_wait=a.quiet_wait, redo_noisy=a.redo_noisy,
+                   profile=a.profile,
+                   gateway_env=tuple(_pair(item, p) for item in a.gateway_env))
+    only = a.only or list(FIGURES)
+    if a.profile and "throughput" not in only:
+        only.append("throughput")
+    return opts, [name for name in FIGURES if name in only], a.json
+
+
+def _pair(item: str, p: argparse.ArgumentParser) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name.startswith("DUOLOGUE_"):
+        p.error(f"--gateway-env wants DUOLOGUE_NAME=VALUE, got {item!r}")
+    return name, value
+
+
+def plain(value: Any) -> Any:
+    """JSON-safe: infinities and NaN as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def machine() -> dict[str, object]:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        version = client.info("server")["redis_version"]
+    finally:
+        client.close()
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "redis": version, "gateway": _commit()}
+
+
+def _commit() -> str:
+    """The commit the gateway code is at, ``+changes`` if its files differ from it."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10, check=False)
+        return done.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "gateway", "domain", "schemas", "duologue")
+    return head + ("+changes" if dirty else "")
+
+
+async def run_all(opts: Options, names: list[str]) -> dict[str, Result]:
+    results: dict[str, Result] = {}
+    for name in names:
+        print(f"== {name}", flush=True)
+        started = time.monotonic()
+        results[name] = await FIGURES[name](opts)
+        print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C and SIGTERM (even when started with SIGINT ignored, as background jobs are)
+    # unwind through every run's clean-up: processes stopped, Redis keys deleted
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    opts, names, json_path = parse(argv)
+    info = machine()
+    print(f"machine: {info}; runs per figure: {opts.runs}", flush=True)
+    if opts.experiment:
+        print(f"EXPERIMENT: chat figures with gateway settings {opts.experiment}", flush=True)
+    started = time.monotonic()
+    try:
+        results = asyncio.run(run_all(opts, names))
+    except KeyboardInterrupt:
+        print("interrupted: servers and workers stopped, run keys deleted", file=sys.stderr)
+        return 130
+    finally:
+        driver.kill_all()
+        procs.stop_all()
+    rows = [row for r in results.values() for row in r.rows]
+    print()
+    print(table([r for r in rows if not r.ceiling]))
+    if any(r.ceiling for r in rows):
+        print("\nceilings (same run):")
+        print(table([r for r in rows if r.ceiling]))
+    for name, result in results.items():
+        for note in result.notes:
+            print(f"\n[{name}] {note}")
+    print(f"\ntotal {time.monotonic() - started:.0f} s")
+    path = json_path or ROOT / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plain({
+        "machine": info, "options": asdict(opts),
+        "figures": {name: {"rows": [vars(r) for r in res.rows], "runs": res.runs,
+                           "notes": res.notes} for name, res in results.items()},
+    }), indent=1, default=str))
+    print(f"results written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Benchmark knobs (command-line options of ``python -m bench``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Options:
+    runs: int = 3
+    pairs: int = 100  # user pairs for the chat figures
+    window: int = 16  # sends in flight per sender (throughput)
+    senders: str = "both"  # both participants send, or one per pair
+    active_pairs: int = 30  # second series: only this many pairs send (0 = skip); 60 senders
+    # stay under the 63 command connections of the default DUOLOGUE_REDIS_POOL=64
+    warmup: float = 1.0  # seconds of load before a measurement window
+    duration: float = 5.0  # seconds of a measurement window
+    rate: float = 2000.0  # sends/s for the latency figure
+    load_procs: int = 1  # load-generator processes for the chat figures
+    events: int = 10000  # events to catch up on (sync figure)
+    idle: int = 2000  # idle sockets (memory figure)
+    echo_clients: int = 100
+    quiet_wait: float = 20.0  # before a run, wait up to this long for an idle machine
+    redo_noisy: int = 2  # chat runs disturbed by other sessions redone, at most, per series
+    profile: bool = False  # one extra throughput run under py-spy
+    profile_seconds: float = 5.0
+    gateway_env: tuple[tuple[str, str], ...] = ()  # experiment: extra gateway settings
+
+    @property
+    def experiment(self) -> dict[str, str]:
+        """What differs from the gateway as shipped (empty: as shipped)."""
+        return dict(self.gateway_env)
