@@ -6,9 +6,6 @@ import asyncio
 import time
 
 import structlog
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from domain.ids import participants
 from duologue.keys import Keys
@@ -18,6 +15,7 @@ from gateway.connection import POLICY, Connection
 from gateway.hub import Hub
 from gateway.protocol import REFUSALS, FrameError, RateLimitedError, code_for, parse
 from gateway.ratelimit import RateLimiter
+from gateway.redis_client import connect_redis
 from gateway.replay import schedule_catch_up
 from gateway.store import EventStore
 from schemas.client import ClientFrame, Delete, Edit, Read, Refresh, Send, Sync, Typing
@@ -25,19 +23,6 @@ from schemas.server import Error, Hello, Limits, ThreadSummary, encode_frame
 
 log = structlog.get_logger("duologue.gateway")
 SHUTTING_DOWN = 1001
-
-
-def connect_redis(url: str, pool_size: int = 64) -> Redis:
-    """A client whose commands wait for a free connection instead of failing.
-
-    redis-py's default pool raises once 100 commands are in flight; under load that
-    would turn into spurious ``unavailable`` errors.
-    """
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=pool_size, timeout=5, socket_timeout=5,
-        socket_connect_timeout=2, health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2))
-    return Redis(connection_pool=pool)
 
 
 class Gateway:
