@@ -41,4 +41,4 @@ def connect_redis(url: str, pool_size: int = 64) -> Redis:
         url, max_connections=pool_size, timeout=5, socket_timeout=5,
         socket_connect_timeout=2, health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2), **extra)
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
