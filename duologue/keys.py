@@ -45,5 +45,3 @@ class Keys:
         """Pub/sub channel carrying live event frames for one user."""
         return f"{self.prefix}:live:{user}"
 
-    def typing_channel(self, user: str) -> str:
-        return f"{self.prefix}:typing:{user}"

@@ -51,10 +51,6 @@ class Hub:
             await asyncio.gather(self.task, return_exceptions=True)
         await self.pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    @property
-    def connections(self) -> list[Connection]:
-        return [conn for conns in self.local.values() for conn in conns]
-
     async def attach(self, conn: Connection) -> None:
         """Register ``conn`` and return once its user's channel is subscribed."""
         channel = self.channel_of(conn.user).encode()

@@ -7,7 +7,7 @@ import time
 
 import structlog
 
-from domain.ids import participants
+from domain.ids import check_participant
 from duologue.keys import Keys
 from duologue.settings import Settings
 from gateway import handlers
@@ -47,7 +47,7 @@ class Gateway:
         schedule_catch_up(self.store, conn)
 
     def hello(self, conn: Connection, threads: list[tuple[str, str]]) -> str:
-        summaries = [ThreadSummary(thread=t, with_=_other(t, conn.user), last_id=last)
+        summaries = [ThreadSummary(thread=t, with_=check_participant(t, conn.user), last_id=last)
                      for t, last in threads]
         limits = Limits(max_body=self.settings.max_body, max_frame=self.settings.max_frame)
         return encode_frame(Hello(user=conn.user, threads=summaries, limits=limits))
@@ -110,9 +110,4 @@ class Gateway:
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         log.info("drained", left=len(self.connections))
-
-
-def _other(thread: str, user: str) -> str:
-    a, b = participants(thread)
-    return b if user == a else a
 

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.resources import files
-from types import MappingProxyType
 from typing import Any, cast
 
 from redis.asyncio import Redis
 
 from domain.commands import DeleteMessage, EditMessage, MarkRead
 from domain.ids import event_key, participants
-from domain.state import Message, ThreadState
+from domain.state import ThreadState, fold
 from duologue.keys import Keys
 from gateway.batching import ScriptBatcher
-from schemas.events import Event, MessageSent, decode_event, encode_event
+from schemas.events import (
+    Event,
+    MessageDeleted,
+    MessageSent,
+    ReadUpTo,
+    decode_event,
+    encode_event,
+)
 
 APPEND_LUA = files("gateway").joinpath("append.lua").read_text()
 DELETED = "x:"  # state field prefix: x:<target> exists once the target is deleted
@@ -81,11 +87,16 @@ class EventStore:
             pipe.xrange(self.keys.stream(thread), target, target, count=1)
             pipe.hmget(state_key, [DELETED + target, RECEIPT + user, RECEIPT_EVENT + user])
             prior, entries, (deleted, receipt, receipt_event) = await pipe.execute()
-        state = ThreadState(thread)
+        found: list[tuple[str, Event]] = []
         if entries:
-            state = _with_target(state, target, entries[0][1][b"e"], deleted is not None)
-        if receipt is not None:
-            state = _with_receipt(state, user, receipt.decode())
+            sent = decode_event(entries[0][1][b"e"])
+            found.append((target, sent))
+            if deleted is not None and isinstance(sent, MessageSent):  # x:<target> = its id
+                gone = MessageDeleted(sender=sent.sender, target=target, client_msg_id="")
+                found.append((deleted.decode(), gone))
+        if receipt is not None and receipt_event is not None:
+            found.append((receipt_event.decode(), ReadUpTo(reader=user, up_to=receipt.decode())))
+        state = fold(thread, sorted(found, key=lambda entry: event_key(entry[0])))
         return Loaded(prior.decode() if prior else None, state,
                       receipt_event.decode() if receipt_event else None)
 
@@ -115,21 +126,6 @@ class EventStore:
 
     async def publish(self, user: str, message: str) -> None:
         await self.redis.publish(self.keys.channel(user), message)
-
-
-def _with_target(state: ThreadState, target: str, payload: bytes, deleted: bool) -> ThreadState:
-    event = decode_event(payload)
-    messages = {}
-    if isinstance(event, MessageSent):
-        messages[target] = Message(event.sender, None if deleted else event.body,
-                                   event_key(target)[0], deleted=deleted)
-    return ThreadState(state.thread, state.last_id, MappingProxyType(messages),
-                       state.known | {target}, state.receipts)
-
-
-def _with_receipt(state: ThreadState, user: str, up_to: str) -> ThreadState:
-    return ThreadState(state.thread, state.last_id, state.messages, state.known,
-                       MappingProxyType({**state.receipts, user: up_to}))
 
 
 def guard_for(command: object) -> Guard:
