@@ -83,5 +83,18 @@ def check_body(body: str, max_body: int) -> str:
     return body
 
 
+SORT_BASE = 10**20  # every sequence number is below 2**64 < 10**20
+
+
+def sort_key(value: str) -> int:
+    """One integer that sorts like the event id (the ``key`` columns in Postgres).
+
+    Written ``<ms><seq padded to 20 digits>``, so ``1732467890123-5`` is
+    ``173246789012300000000000000000005``: readable and ordered.
+    """
+    ms, seq = event_key(value)
+    return ms * SORT_BASE + seq
+
+
 def event_id_of(key: EventKey) -> str:
     return "0" if key == BEFORE_FIRST else f"{key[0]}-{key[1]}"

@@ -32,6 +32,22 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from duologue.db import migrate
+
+    settings = Settings.from_env().require("database_url")
+    applied = migrate(settings.database_url)
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
+    print(f"applied {names}" if applied else "schema is up to date")
+    return 0
+
+
+def cmd_projector(args: argparse.Namespace) -> int:
+    from projector.main import run
+
+    return run(Settings.from_env(), workers=args.workers, burst=args.burst)
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from duologue.dev import run_dev
 
@@ -53,6 +69,12 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8000)
         p.set_defaults(run=run)
+    p = sub.add_parser("migrate", help="create or upgrade the Postgres schema (DATABASE_URL)")
+    p.set_defaults(run=cmd_migrate)
+    p = sub.add_parser("projector", help="project the event log into Postgres")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--burst", action="store_true", help="exit once every log is drained")
+    p.set_defaults(run=cmd_projector)
     p = sub.add_parser("token", help="print a token for USER")
     p.add_argument("user")
     p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")

@@ -7,11 +7,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from duologue.embedded import EmbeddedRedis
+from duologue.db import migrate
+from duologue.embedded import EmbeddedRedis, start_postgres
 from duologue.keys import Keys
 from tests.support import GatewayProcess
 
@@ -41,6 +43,29 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     client.close()
     if embedded is not None:
         embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database of this run's own, migrated; dropped at the end.
+
+    PostgreSQL at 127.0.0.1:5432 (user postgres, trust) when it answers, else pgserver.
+    """
+    server: object | None = None
+    if _reachable(5432):
+        admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    else:
+        server, admin = start_postgres(tmp_path_factory.mktemp("postgres"))
+    name = RUN_PREFIX
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = psycopg.conninfo.make_conninfo(admin, dbname=name)
+    migrate(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    if server is not None:
+        server.cleanup()  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,77 @@
+"""The projector's bookkeeping in Postgres: checkpoints, dead letters, workers."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import psycopg
+
+from domain.ids import sort_key
+from projector.entries import Poison
+
+GROUP = "projector"  # the consumer group on every partition log
+
+
+class CheckpointMoved(Exception):
+    """Another writer advanced this partition's checkpoint: we no longer own it."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.stream = stream
+
+
+def lock_id(stream: str) -> int:
+    """A signed 64-bit advisory-lock key for one partition log."""
+    digest = hashlib.blake2b(stream.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def checkpoint(conn: psycopg.Connection, stream: str, partition: int) -> str:
+    conn.execute(
+        "INSERT INTO projector_checkpoints (stream, partition) VALUES (%s, %s) "
+        "ON CONFLICT DO NOTHING", (stream, partition))
+    row = conn.execute(
+        "SELECT log_id FROM projector_checkpoints WHERE stream = %s", (stream,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def advance(cur: psycopg.Cursor, stream: str, old: str, new: str, count: int) -> None:
+    """Compare-and-set: move the checkpoint from ``old`` to ``new`` or raise."""
+    cur.execute(
+        "UPDATE projector_checkpoints SET log_id = %s, log_key = %s, "
+        "events = events + %s, updated_at = now() WHERE stream = %s AND log_id = %s",
+        (new, sort_key(new), count, stream, old))
+    if cur.rowcount != 1:
+        raise CheckpointMoved(stream)
+
+
+def bury(cur: psycopg.Cursor, stream: str, partition: int, dead: Sequence[Poison]) -> None:
+    if dead:
+        cur.executemany(
+            "INSERT INTO dead_letters (stream, partition, log_id, thread, event_id, payload, "
+            "reason) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [(stream, partition, p.log_id, p.thread, p.id, p.payload, p.reason) for p in dead])
+
+
+def heartbeat(
+    conn: psycopg.Connection, name: str, pid: int, host: str, prefix: str, owned: list[int]
+) -> int:
+    """Record this worker as alive; return how many workers of ``prefix`` are alive."""
+    conn.execute(
+        "INSERT INTO projector_workers (name, pid, host, prefix, partitions) "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+        "heartbeat_at = now(), partitions = EXCLUDED.partitions",
+        (name, pid, host, prefix, owned))
+    conn.execute(
+        "DELETE FROM projector_workers WHERE prefix = %s "
+        "AND heartbeat_at < now() - interval '1 minute'", (prefix,))
+    row = conn.execute(
+        "SELECT count(*) FROM projector_workers WHERE prefix = %s "
+        "AND heartbeat_at > now() - interval '10 seconds'", (prefix,)).fetchone()
+    return max(1, int(row[0])) if row else 1
+
+
+def retire(conn: psycopg.Connection, name: str) -> None:
+    conn.execute("DELETE FROM projector_workers WHERE name = %s", (name,))

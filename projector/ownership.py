@@ -1,0 +1,114 @@
+"""Which partitions this worker owns: one Postgres advisory lock per partition log.
+
+A lock lives as long as the worker's session, so a dead worker's partitions free
+themselves; live workers (heartbeats) split the partitions evenly, and whoever
+takes a partition over claims its pending entries (XAUTOCLAIM).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import zlib
+from dataclasses import dataclass, field
+
+import psycopg
+import redis
+import structlog
+
+from duologue.keys import Keys
+from projector import ledger
+
+log = structlog.get_logger("duologue.projector")
+REBALANCE_EVERY = 2.0
+
+
+@dataclass
+class Owned:
+    partition: int
+    stream: str
+    checkpoint: str
+    pending: bool = True  # read our own pending entries ("0") before new ones (">")
+
+
+@dataclass
+class Ownership:
+    conn: psycopg.Connection
+    client: redis.Redis
+    keys: Keys
+    name: str
+    owned: dict[int, Owned] = field(default_factory=dict)
+    target: int = 0
+    _next: float = 0.0
+
+    @property
+    def by_stream(self) -> dict[str, Owned]:
+        return {o.stream: o for o in self.owned.values()}
+
+    def complete(self) -> bool:
+        """Every partition we should own is owned and none has pending entries left."""
+        return len(self.owned) >= self.target and not any(o.pending for o in self.owned.values())
+
+    def rebalance(self, force: bool = False) -> None:
+        if not force and time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + REBALANCE_EVERY
+        live = ledger.heartbeat(self.conn, self.name, os.getpid(), socket.gethostname(),
+                                self.keys.prefix, sorted(self.owned))
+        self.target = math.ceil(self.keys.partitions / live)
+        for partition in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - self.target)]:
+            self.release(self.owned[partition].stream)
+        start = zlib.crc32(self.name.encode()) % self.keys.partitions
+        for step in range(self.keys.partitions):
+            if len(self.owned) >= self.target:
+                break
+            partition = (start + step) % self.keys.partitions
+            if partition not in self.owned:
+                self._try_take(partition)
+
+    def _try_take(self, partition: int) -> None:
+        stream = self.keys.log(partition)
+        row = self.conn.execute("SELECT pg_try_advisory_lock(%s)",
+                                (ledger.lock_id(stream),)).fetchone()
+        if not row or not row[0]:
+            return
+        try:
+            self.client.xgroup_create(stream, ledger.GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        claimed = self._claim(stream)
+        checkpoint = ledger.checkpoint(self.conn, stream, partition)
+        self.owned[partition] = Owned(partition, stream, checkpoint)
+        log.info("partition_taken", worker=self.name, partition=partition,
+                 checkpoint=checkpoint, claimed=claimed)
+
+    def _claim(self, stream: str) -> int:
+        """Make every pending entry of the group ours: their old owner is gone."""
+        cursor, claimed = "0-0", 0
+        while True:
+            # not justid: redis-py drops the cursor from a JUSTID reply
+            reply = self.client.xautoclaim(stream, ledger.GROUP, self.name, min_idle_time=0,
+                                           start_id=cursor, count=1000)
+            cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            claimed += len(reply[1])
+            if cursor == "0-0":
+                return claimed
+
+    def release(self, stream: str) -> None:
+        for partition, owned in list(self.owned.items()):
+            if owned.stream == stream:
+                del self.owned[partition]
+                self.conn.execute("SELECT pg_advisory_unlock(%s)", (ledger.lock_id(stream),))
+                log.info("partition_released", worker=self.name, partition=partition)
+
+    def release_all(self) -> None:
+        try:
+            for owned in list(self.owned.values()):
+                self.release(owned.stream)
+            ledger.retire(self.conn, self.name)
+        except (psycopg.Error, redis.RedisError):
+            pass  # the session is going away; its locks go with it
+        self.owned.clear()

@@ -1,0 +1,133 @@
+"""Apply a batch of events to the archive and the projection, inside the caller's
+transaction: lock the threads' rows, load the slice of state the batch touches,
+fold the new events onto it with the domain fold, write back what changed.
+
+Events at or below a thread's ``last_id`` are already projected and change nothing,
+so applying the same entries twice has no second effect.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+
+from domain.ids import event_key, participants, sort_key
+from domain.state import Message, ThreadState, fold_onto
+from projector.entries import Entry
+from projector.tables import ARCHIVE, Tables
+from schemas.events import MessageDeleted, MessageEdited, ReadUpTo
+
+
+def ms(event_id: str) -> int:
+    return event_key(event_id)[0]
+
+
+@dataclass
+class _Rows:
+    messages: list[list[object]] = field(default_factory=lambda: [[] for _ in range(8)])
+    receipts: list[list[object]] = field(default_factory=lambda: [[] for _ in range(5)])
+    threads: list[list[object]] = field(default_factory=lambda: [[] for _ in range(7)])
+
+    @staticmethod
+    def add(columns: list[list[object]], *values: object) -> None:
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+
+
+def archive(cur: psycopg.Cursor, entries: Sequence[Entry]) -> None:
+    if entries:
+        cur.execute(ARCHIVE, (
+            [e.thread for e in entries], [e.id for e in entries],
+            [sort_key(e.id) for e in entries], [type(e.event).__name__ for e in entries],
+            [e.payload for e in entries], [ms(e.id) for e in entries]))
+
+
+def project(cur: psycopg.Cursor, tables: Tables, entries: Sequence[Entry]) -> int:
+    """Archive (if the tables say so) and project; return how many events were new."""
+    if not entries:
+        return 0
+    if tables.archive:
+        archive(cur, entries)
+    by_thread: dict[str, list[Entry]] = defaultdict(list)
+    for entry in entries:
+        by_thread[entry.thread].append(entry)
+    cur.execute(tables.heads, (sorted(by_thread),))
+    heads: dict[str, str] = dict(cur.fetchall())
+    fresh = {t: _above(es, heads.get(t, "0")) for t, es in by_thread.items()}
+    fresh = {t: es for t, es in fresh.items() if es}
+    if not fresh:
+        return 0
+    loaded = _load_messages(cur, tables, fresh)
+    receipts = _load_receipts(cur, tables, fresh)
+    rows = _Rows()
+    for thread, events in fresh.items():
+        state = ThreadState(thread, heads.get(thread, "0"), loaded.get(thread, {}),
+                            receipts=receipts.get(thread, {}))
+        _diff(rows, state, events, new_thread=thread not in heads)
+    _write(cur, tables, rows)
+    return sum(len(es) for es in fresh.values())
+
+
+def _above(entries: list[Entry], last_id: str) -> list[Entry]:
+    last = event_key(last_id)
+    return [e for e in entries if event_key(e.id) > last]
+
+
+def _load_messages(
+    cur: psycopg.Cursor, tables: Tables, fresh: dict[str, list[Entry]]
+) -> dict[str, dict[str, Message]]:
+    wanted = [(t, e.event.target) for t, es in fresh.items() for e in es
+              if isinstance(e.event, MessageEdited | MessageDeleted)]
+    found: dict[str, dict[str, Message]] = defaultdict(dict)
+    if wanted:
+        cur.execute(tables.targets, ([t for t, _ in wanted], [sort_key(i) for _, i in wanted]))
+        for thread, mid, sender, body, sent, edited, deleted in cur.fetchall():
+            found[thread][mid] = Message(sender, body, sent, edited, deleted)
+    return found
+
+
+def _load_receipts(
+    cur: psycopg.Cursor, tables: Tables, fresh: dict[str, list[Entry]]
+) -> dict[str, dict[str, str]]:
+    wanted = [t for t, es in fresh.items() if any(isinstance(e.event, ReadUpTo) for e in es)]
+    found: dict[str, dict[str, str]] = defaultdict(dict)
+    if wanted:
+        cur.execute(tables.readers, (wanted,))
+        for thread, reader, up_to in cur.fetchall():
+            found[thread][reader] = up_to
+    return found
+
+
+def _diff(rows: _Rows, state: ThreadState, events: list[Entry], new_thread: bool) -> None:
+    after = fold_onto(state, ((e.id, e.event) for e in events))
+    thread = state.thread
+    for mid, message in after.messages.items():
+        if state.messages.get(mid) != message:
+            rows.add(rows.messages, thread, mid, sort_key(mid), message.sender, message.body,
+                     message.sent_at, message.edited_at, message.deleted_at)
+    for reader, up_to in after.receipts.items():
+        if state.receipts.get(reader) != up_to:
+            setter = _receipt_event(events, reader, up_to)
+            rows.add(rows.receipts, thread, reader, up_to, setter, ms(setter))
+    a, b = participants(thread)
+    first = ms(events[0].id) if new_thread else 0
+    rows.add(rows.threads, thread, a, b, after.last_id, first, ms(after.last_id), len(events))
+
+
+def _receipt_event(events: Iterable[Entry], reader: str, up_to: str) -> str:
+    for entry in reversed(list(events)):
+        event = entry.event
+        if isinstance(event, ReadUpTo) and event.reader == reader and event.up_to == up_to:
+            return entry.id
+    raise AssertionError("a receipt changed without a ReadUpTo setting it")  # pragma: no cover
+
+
+def _write(cur: psycopg.Cursor, tables: Tables, rows: _Rows) -> None:
+    if rows.messages[0]:
+        cur.execute(tables.upsert_messages, rows.messages)
+    if rows.receipts[0]:
+        cur.execute(tables.upsert_receipts, rows.receipts)
+    cur.execute(tables.upsert_threads, rows.threads)

@@ -1,0 +1,89 @@
+"""The projection's table names and the SQL that writes them, built once per name set.
+
+The live projector writes ``messages``/``threads``/``read_receipts``; ``rebuild``
+writes the same statements into its fresh tables before it swaps them in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from psycopg import sql
+
+PROJECTION_LOCK = 0x64756F70  # shared by every batch, exclusive for rebuild's swap
+
+
+@dataclass(frozen=True)
+class Tables:
+    messages: str = "messages"
+    threads: str = "threads"
+    receipts: str = "read_receipts"
+    archive: bool = True  # also insert into the events archive
+
+    def _fill(self, template: str) -> sql.Composed:
+        return sql.SQL(template).format(
+            messages=sql.Identifier(self.messages), threads=sql.Identifier(self.threads),
+            receipts=sql.Identifier(self.receipts))
+
+    @cached_property
+    def heads(self) -> sql.Composed:
+        return self._fill(
+            "SELECT thread, last_id FROM {threads} WHERE thread = ANY(%s) "
+            "ORDER BY thread FOR UPDATE")
+
+    @cached_property
+    def targets(self) -> sql.Composed:
+        return self._fill(
+            "SELECT m.thread, m.id, m.sender, m.body, duologue_ms(m.sent_at), "
+            "duologue_ms(m.edited_at), duologue_ms(m.deleted_at) FROM {messages} m "
+            "JOIN unnest(%s::text[], %s::numeric[]) AS u(t, k) "
+            "ON m.thread = u.t AND m.key = u.k")
+
+    @cached_property
+    def readers(self) -> sql.Composed:
+        return self._fill(
+            "SELECT thread, reader, up_to FROM {receipts} WHERE thread = ANY(%s)")
+
+    @cached_property
+    def upsert_messages(self) -> sql.Composed:
+        return self._fill(
+            "INSERT INTO {messages} AS m "
+            "(thread, id, key, sender, body, sent_at, edited_at, deleted_at) "
+            "SELECT t, i, k, s, b, duologue_ts(sa), duologue_ts(ea), duologue_ts(da) "
+            "FROM unnest(%s::text[], %s::text[], %s::numeric[], %s::text[], %s::text[], "
+            "%s::int8[], %s::int8[], %s::int8[]) AS u(t, i, k, s, b, sa, ea, da) "
+            "ON CONFLICT (thread, key) DO UPDATE SET body = EXCLUDED.body, "
+            "edited_at = EXCLUDED.edited_at, deleted_at = EXCLUDED.deleted_at")
+
+    @cached_property
+    def upsert_receipts(self) -> sql.Composed:
+        return self._fill(
+            "INSERT INTO {receipts} (thread, reader, up_to, up_to_key, event_id, read_at) "
+            "SELECT t, r, u, duologue_event_key(u), e, duologue_ts(ms) "
+            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int8[]) "
+            "AS x(t, r, u, e, ms) "
+            "ON CONFLICT (thread, reader) DO UPDATE SET up_to = EXCLUDED.up_to, "
+            "up_to_key = EXCLUDED.up_to_key, event_id = EXCLUDED.event_id, "
+            "read_at = EXCLUDED.read_at")
+
+    @cached_property
+    def upsert_threads(self) -> sql.Composed:
+        return self._fill(
+            "INSERT INTO {threads} AS th "
+            "(thread, user_a, user_b, last_id, last_key, first_at, last_at, events) "
+            "SELECT t, a, b, l, duologue_event_key(l), duologue_ts(f), duologue_ts(ms), n "
+            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], "
+            "%s::int8[], %s::int8[]) AS u(t, a, b, l, f, ms, n) "
+            "ON CONFLICT (thread) DO UPDATE SET last_id = EXCLUDED.last_id, "
+            "last_key = EXCLUDED.last_key, last_at = EXCLUDED.last_at, "
+            "events = th.events + EXCLUDED.events")
+
+
+LIVE = Tables()
+
+ARCHIVE = sql.SQL(
+    "INSERT INTO events (thread, id, key, kind, payload, ts) "
+    "SELECT t, i, k, kd, p::jsonb, duologue_ts(ms) "
+    "FROM unnest(%s::text[], %s::text[], %s::numeric[], %s::text[], %s::text[], %s::int8[]) "
+    "AS u(t, i, k, kd, p, ms) ON CONFLICT DO NOTHING")

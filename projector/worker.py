@@ -1,0 +1,235 @@
+"""One projector worker: owns some partitions, applies their logs to Postgres.
+
+Per batch, one transaction: archive + projection (domain fold) + dead letters +
+compare-and-set checkpoint. Commit, then XACK, then trim the log below the
+checkpoint. A crash anywhere replays harmlessly: the checkpoint is the truth.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import redis
+import structlog
+
+from domain.ids import event_key
+from duologue.keys import Keys
+from duologue.settings import Settings
+from projector import ledger
+from projector.entries import Entry, Poison, parse
+from projector.ownership import Owned, Ownership
+from projector.project import project
+from projector.tables import LIVE, PROJECTION_LOCK
+
+log = structlog.get_logger("duologue.projector")
+MAX_DELIVERIES = 10
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, redis.ConnectionError,
+             redis.TimeoutError, redis.BusyLoadingError)
+RETRY_IN_PLACE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+POISONOUS = (psycopg.DataError, psycopg.IntegrityError)
+Raw = tuple[bytes, dict[bytes, bytes] | None]
+
+
+@dataclass
+class Chunk:
+    owned: Owned
+    raw: list[Raw]
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, burst: bool = False,
+                 stop: threading.Event | None = None, batch: int = 1000) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.prefix, settings.partitions)
+        self.burst = burst
+        self.stop = stop or threading.Event()
+        self.batch = batch
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.applied = 0
+
+    def run(self) -> None:
+        """Project until stopped (or, in burst mode, until every owned log is drained)."""
+        delay = 0.1
+        log.info("projector_started", worker=self.name, burst=self.burst)
+        while not self.stop.is_set():
+            try:
+                with self._connect() as (conn, client):
+                    delay = 0.1
+                    if self._loop(conn, client):
+                        break
+            except TRANSIENT as exc:
+                log.warning("projector_retry", error=f"{type(exc).__name__}: {exc}",
+                            retry_in=round(delay, 2))
+                self.stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+        log.info("projector_stopped", worker=self.name, applied=self.applied)
+
+    def _connect(self) -> Any:
+        return _Session(self.settings)
+
+    def _loop(self, conn: psycopg.Connection, client: redis.Redis) -> bool:
+        owner = Ownership(conn, client, self.keys, self.name)
+        try:
+            while not self.stop.is_set():
+                owner.rebalance()
+                chunks = self._read(client, owner)
+                if chunks:
+                    self._apply(conn, client, chunks, owner)
+                elif self.burst and owner.complete():
+                    return True
+            return True
+        finally:
+            owner.release_all()
+
+    def _read(self, client: redis.Redis, owner: Ownership) -> list[Chunk]:
+        pending = {o.stream: o for o in owner.owned.values() if o.pending}
+        if pending:
+            found: Any = client.xreadgroup(ledger.GROUP, self.name, {s: "0" for s in pending},
+                                      count=self.batch)
+            chunks = []
+            for stream, entries in found:
+                owned = pending[stream.decode()]
+                if entries:
+                    chunks.append(Chunk(owned, self._deliveries(client, owned, entries)))
+                else:
+                    owned.pending = False
+            if chunks:
+                return chunks
+        streams: Any = {o.stream: ">" for o in owner.owned.values() if not o.pending}
+        if not streams:
+            self.stop.wait(0.5)
+            return []
+        block = 100 if self.burst else 500
+        found = client.xreadgroup(ledger.GROUP, self.name, streams, count=self.batch,
+                                  block=block)
+        return [Chunk(owner.by_stream[s.decode()], entries) for s, entries in found or ()
+                if entries and s.decode() in owner.by_stream]
+
+    def _deliveries(self, client: redis.Redis, owned: Owned, entries: list[Raw]) -> list[Raw]:
+        """Entries redelivered too often become poison, so a crash loop cannot stall us."""
+        info: Any = client.xpending_range(owned.stream, ledger.GROUP, min=entries[0][0],
+                                     max=entries[-1][0], count=len(entries),
+                                     consumername=self.name)
+        too_often = {i["message_id"] for i in info if i["times_delivered"] > MAX_DELIVERIES}
+        return [(i, {b"!": b"delivered too often"} if i in too_often else f)
+                for i, f in entries]
+
+    def _apply(self, conn: psycopg.Connection, client: redis.Redis, chunks: list[Chunk],
+               owner: Ownership) -> None:
+        group: list[Chunk] = []
+        for chunk in chunks:
+            if group and sum(len(c.raw) for c in group) + len(chunk.raw) > self.batch:
+                self._commit_safely(conn, client, group, owner)
+                group = []
+            group.append(chunk)
+        if group:
+            self._commit_safely(conn, client, group, owner)
+
+    def _commit_safely(self, conn: psycopg.Connection, client: redis.Redis,
+                       group: list[Chunk], owner: Ownership) -> None:
+        """Commit; on a data error split the batch until the poison entry stands alone."""
+        attempt = 0
+        while True:
+            try:
+                self._commit(conn, group, poison=False)
+                break
+            except RETRY_IN_PLACE:
+                attempt += 1
+                time.sleep(min(0.05 * attempt, 1.0))
+            except POISONOUS as exc:
+                if sum(len(c.raw) for c in group) == 1:
+                    log.error("projector_poison", error=str(exc), stream=group[0].owned.stream)
+                    self._commit(conn, group, poison=True, reason=str(exc))
+                    break
+                for half in _halves(group):
+                    self._commit_safely(conn, client, half, owner)
+                return
+            except ledger.CheckpointMoved as exc:
+                log.error("projector_checkpoint_moved", stream=exc.stream)
+                for chunk in group:
+                    chunk.owned.pending = True  # rolled back: read these again from the PEL
+                owner.release(exc.stream)
+                return
+        _acknowledge(client, group)
+
+    def _commit(self, conn: psycopg.Connection, group: list[Chunk], *, poison: bool,
+                reason: str = "") -> None:
+        moves: list[tuple[Owned, str, int]] = []
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PROJECTION_LOCK,))
+            good: list[Entry] = []
+            for chunk in group:
+                above = [(i.decode(), f) for i, f in chunk.raw
+                         if event_key(i.decode()) > event_key(chunk.owned.checkpoint)]
+                if not above:
+                    continue
+                parsed = [Poison(i, reason, payload=repr(f)) if poison else _parse(i, f)
+                          for i, f in above]
+                dead = [p for p in parsed if isinstance(p, Poison)]
+                good += [p for p in parsed if isinstance(p, Entry)]
+                ledger.bury(cur, chunk.owned.stream, chunk.owned.partition, dead)
+                for p in dead:
+                    log.error("projector_dead_letter", stream=chunk.owned.stream,
+                              log_id=p.log_id, reason=p.reason)
+                moves.append((chunk.owned, above[-1][0], len(above)))
+            applied = project(cur, LIVE, good)
+            for owned, new, count in moves:
+                ledger.advance(cur, owned.stream, owned.checkpoint, new, count)
+        for owned, new, _ in moves:
+            owned.checkpoint = new
+        self.applied += applied
+
+
+def _parse(log_id: str, fields: dict[bytes, bytes] | None) -> Entry | Poison:
+    if fields and b"!" in fields:
+        return Poison(log_id, fields[b"!"].decode())
+    return parse(log_id, fields)
+
+
+def _halves(group: list[Chunk]) -> list[list[Chunk]]:
+    flat = [(c.owned, r) for c in group for r in c.raw]
+    middle = len(flat) // 2
+    out = []
+    for part in (flat[:middle], flat[middle:]):
+        chunks: list[Chunk] = []
+        for owned, raw in part:
+            if chunks and chunks[-1].owned is owned:
+                chunks[-1].raw.append(raw)
+            else:
+                chunks.append(Chunk(owned, [raw]))
+        out.append(chunks)
+    return out
+
+
+def _acknowledge(client: redis.Redis, group: list[Chunk]) -> None:
+    with client.pipeline(transaction=False) as pipe:
+        for chunk in group:
+            pipe.xack(chunk.owned.stream, ledger.GROUP, *[i for i, _ in chunk.raw])
+            if chunk.owned.checkpoint != "0":
+                pipe.xtrim(chunk.owned.stream, minid=chunk.owned.checkpoint, approximate=True)
+        pipe.execute()
+
+
+class _Session:
+    """A Postgres connection (its advisory locks are our ownership) and a Redis client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __enter__(self) -> tuple[psycopg.Connection, redis.Redis]:
+        self.conn = psycopg.connect(self.settings.database_url, autocommit=True,
+                                    connect_timeout=5, application_name="duologue-projector")
+        self.client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=10,
+                                           socket_connect_timeout=3)
+        return self.conn, self.client
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        self.conn.close()
