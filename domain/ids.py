@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from domain.errors import ForbiddenError, InvalidError
 
@@ -33,6 +34,7 @@ def thread_id(a: str, b: str) -> str:
     return f"dm:{low}:{high}"
 
 
+@lru_cache(maxsize=1 << 14)
 def participants(thread: str) -> tuple[str, str]:
     """The two users of a canonical thread id; ``invalid`` for anything else."""
     prefix, _, rest = thread.partition(":")
@@ -52,6 +54,7 @@ def check_participant(thread: str, user: str) -> str:
     raise ForbiddenError("not a participant of this thread")
 
 
+@lru_cache(maxsize=1 << 16)
 def event_key(value: str) -> EventKey:
     """Sort key of an event id (``"<ms>-<seq>"``; ``"0"`` is before the first event)."""
     if value == "0":

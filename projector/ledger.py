@@ -41,9 +41,9 @@ def advance(cur: psycopg.Cursor, stream: str, old: str, new: str, count: int) ->
     """Compare-and-set: move the checkpoint from ``old`` to ``new`` or raise."""
     cur.execute(
         "UPDATE projector_checkpoints SET log_id = %s, log_key = %s, "
-        "events = events + %s, updated_at = now() WHERE stream = %s AND log_id = %s",
-        (new, sort_key(new), count, stream, old))
-    if cur.rowcount != 1:
+        "events = events + %s, updated_at = now() WHERE stream = %s AND log_id = %s "
+        "RETURNING 1", (new, sort_key(new), count, stream, old))
+    if cur.fetchone() is None:
         raise CheckpointMoved(stream)
 
 

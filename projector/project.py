@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 import psycopg
 
 from domain.ids import event_key, participants, sort_key
@@ -20,6 +21,8 @@ from projector.entries import Entry
 from projector.tables import ARCHIVE, Tables
 from schemas.events import MessageDeleted, MessageEdited, ReadUpTo
 
+_encoder = msgspec.json.Encoder()
+
 
 def ms(event_id: str) -> int:
     return event_key(event_id)[0]
@@ -27,34 +30,34 @@ def ms(event_id: str) -> int:
 
 @dataclass
 class _Rows:
-    messages: list[list[object]] = field(default_factory=lambda: [[] for _ in range(8)])
-    receipts: list[list[object]] = field(default_factory=lambda: [[] for _ in range(5)])
-    threads: list[list[object]] = field(default_factory=lambda: [[] for _ in range(7)])
+    messages: list[dict[str, object]] = field(default_factory=list)
+    receipts: list[dict[str, object]] = field(default_factory=list)
+    threads: list[dict[str, object]] = field(default_factory=list)
 
-    @staticmethod
-    def add(columns: list[list[object]], *values: object) -> None:
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
+
+def as_json(rows: object) -> str:
+    return _encoder.encode(rows).decode()
 
 
 def archive(cur: psycopg.Cursor, entries: Sequence[Entry]) -> None:
     if entries:
-        cur.execute(ARCHIVE, (
-            [e.thread for e in entries], [e.id for e in entries],
-            [sort_key(e.id) for e in entries], [type(e.event).__name__ for e in entries],
-            [e.payload for e in entries], [ms(e.id) for e in entries]))
+        cur.execute(ARCHIVE, (as_json([
+            {"t": e.thread, "i": e.id, "k": sort_key(e.id), "kd": type(e.event).__name__,
+             "p": msgspec.Raw(e.payload.encode()), "ms": ms(e.id)} for e in entries]),))
 
 
 def project(cur: psycopg.Cursor, tables: Tables, entries: Sequence[Entry]) -> int:
     """Archive (if the tables say so) and project; return how many events were new."""
     if not entries:
         return 0
-    if tables.archive:
-        archive(cur, entries)
     by_thread: dict[str, list[Entry]] = defaultdict(list)
     for entry in entries:
         by_thread[entry.thread].append(entry)
     cur.execute(tables.heads, (sorted(by_thread),))
+    if tables.archive:
+        # In pipeline mode Postgres inserts the archive while we fold below.
+        with cur.connection.cursor() as other:
+            archive(other, entries)
     heads: dict[str, str] = dict(cur.fetchall())
     fresh = {t: _above(es, heads.get(t, "0")) for t, es in by_thread.items()}
     fresh = {t: es for t, es in fresh.items() if es}
@@ -106,15 +109,19 @@ def _diff(rows: _Rows, state: ThreadState, events: list[Entry], new_thread: bool
     thread = state.thread
     for mid, message in after.messages.items():
         if state.messages.get(mid) != message:
-            rows.add(rows.messages, thread, mid, sort_key(mid), message.sender, message.body,
-                     message.sent_at, message.edited_at, message.deleted_at)
+            rows.messages.append({
+                "t": thread, "i": mid, "k": sort_key(mid), "s": message.sender,
+                "b": message.body, "sa": message.sent_at, "ea": message.edited_at,
+                "da": message.deleted_at})
     for reader, up_to in after.receipts.items():
         if state.receipts.get(reader) != up_to:
             setter = _receipt_event(events, reader, up_to)
-            rows.add(rows.receipts, thread, reader, up_to, setter, ms(setter))
+            rows.receipts.append({"t": thread, "r": reader, "u": up_to, "e": setter,
+                                  "ms": ms(setter)})
     a, b = participants(thread)
     first = ms(events[0].id) if new_thread else 0
-    rows.add(rows.threads, thread, a, b, after.last_id, first, ms(after.last_id), len(events))
+    rows.threads.append({"t": thread, "a": a, "b": b, "l": after.last_id, "f": first,
+                         "ms": ms(after.last_id), "n": len(events)})
 
 
 def _receipt_event(events: Iterable[Entry], reader: str, up_to: str) -> str:
@@ -126,8 +133,8 @@ def _receipt_event(events: Iterable[Entry], reader: str, up_to: str) -> str:
 
 
 def _write(cur: psycopg.Cursor, tables: Tables, rows: _Rows) -> None:
-    if rows.messages[0]:
-        cur.execute(tables.upsert_messages, rows.messages)
-    if rows.receipts[0]:
-        cur.execute(tables.upsert_receipts, rows.receipts)
-    cur.execute(tables.upsert_threads, rows.threads)
+    if rows.messages:
+        cur.execute(tables.upsert_messages, (as_json(rows.messages),))
+    if rows.receipts:
+        cur.execute(tables.upsert_receipts, (as_json(rows.receipts),))
+    cur.execute(tables.upsert_threads, (as_json(rows.threads),))

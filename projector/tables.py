@@ -51,8 +51,8 @@ class Tables:
             "INSERT INTO {messages} AS m "
             "(thread, id, key, sender, body, sent_at, edited_at, deleted_at) "
             "SELECT t, i, k, s, b, duologue_ts(sa), duologue_ts(ea), duologue_ts(da) "
-            "FROM unnest(%s::text[], %s::text[], %s::numeric[], %s::text[], %s::text[], "
-            "%s::int8[], %s::int8[], %s::int8[]) AS u(t, i, k, s, b, sa, ea, da) "
+            "FROM json_to_recordset(%s::json) AS u(t text, i text, k numeric, s text, "
+            "b text, sa int8, ea int8, da int8) "
             "ON CONFLICT (thread, key) DO UPDATE SET body = EXCLUDED.body, "
             "edited_at = EXCLUDED.edited_at, deleted_at = EXCLUDED.deleted_at")
 
@@ -61,8 +61,7 @@ class Tables:
         return self._fill(
             "INSERT INTO {receipts} (thread, reader, up_to, up_to_key, event_id, read_at) "
             "SELECT t, r, u, duologue_event_key(u), e, duologue_ts(ms) "
-            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int8[]) "
-            "AS x(t, r, u, e, ms) "
+            "FROM json_to_recordset(%s::json) AS x(t text, r text, u text, e text, ms int8) "
             "ON CONFLICT (thread, reader) DO UPDATE SET up_to = EXCLUDED.up_to, "
             "up_to_key = EXCLUDED.up_to_key, event_id = EXCLUDED.event_id, "
             "read_at = EXCLUDED.read_at")
@@ -73,8 +72,8 @@ class Tables:
             "INSERT INTO {threads} AS th "
             "(thread, user_a, user_b, last_id, last_key, first_at, last_at, events) "
             "SELECT t, a, b, l, duologue_event_key(l), duologue_ts(f), duologue_ts(ms), n "
-            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], "
-            "%s::int8[], %s::int8[]) AS u(t, a, b, l, f, ms, n) "
+            "FROM json_to_recordset(%s::json) AS u(t text, a text, b text, l text, f int8, "
+            "ms int8, n int8) "
             "ON CONFLICT (thread) DO UPDATE SET last_id = EXCLUDED.last_id, "
             "last_key = EXCLUDED.last_key, last_at = EXCLUDED.last_at, "
             "events = th.events + EXCLUDED.events")
@@ -82,8 +81,10 @@ class Tables:
 
 LIVE = Tables()
 
+# Bulk rows travel as one JSON array (encoded by msgspec in C, unpacked by Postgres in
+# C): several times faster than psycopg's per-element array dumping.
 ARCHIVE = sql.SQL(
     "INSERT INTO events (thread, id, key, kind, payload, ts) "
     "SELECT t, i, k, kd, p::jsonb, duologue_ts(ms) "
-    "FROM unnest(%s::text[], %s::text[], %s::numeric[], %s::text[], %s::text[], %s::int8[]) "
-    "AS u(t, i, k, kd, p, ms) ON CONFLICT DO NOTHING")
+    "FROM json_to_recordset(%s::json) AS u(t text, i text, k numeric, kd text, p json, ms int8) "
+    "ON CONFLICT DO NOTHING")

@@ -162,12 +162,12 @@ class Worker:
     def _commit(self, conn: psycopg.Connection, group: list[Chunk], *, poison: bool,
                 reason: str = "") -> None:
         moves: list[tuple[Owned, str, int]] = []
-        with conn.transaction(), conn.cursor() as cur:
+        with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PROJECTION_LOCK,))
             good: list[Entry] = []
             for chunk in group:
-                above = [(i.decode(), f) for i, f in chunk.raw
-                         if event_key(i.decode()) > event_key(chunk.owned.checkpoint)]
+                floor = event_key(chunk.owned.checkpoint)
+                above = [(i.decode(), f) for i, f in chunk.raw if _log_key(i) > floor]
                 if not above:
                     continue
                 parsed = [Poison(i, reason, payload=repr(f)) if poison else _parse(i, f)
@@ -185,6 +185,11 @@ class Worker:
         for owned, new, _ in moves:
             owned.checkpoint = new
         self.applied += applied
+
+
+def _log_key(log_id: bytes) -> tuple[int, int]:
+    ms, _, seq = log_id.partition(b"-")  # Redis wrote these ids: always "<ms>-<seq>"
+    return int(ms), int(seq)
 
 
 def _parse(log_id: str, fields: dict[bytes, bytes] | None) -> Entry | Poison:

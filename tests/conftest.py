@@ -56,16 +56,38 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         admin = "postgresql://postgres@127.0.0.1:5432/postgres"
     else:
         server, admin = start_postgres(tmp_path_factory.mktemp("postgres"))
-    name = RUN_PREFIX
+    global _ADMIN_URL
+    _ADMIN_URL = admin
+    url = _create_database(admin, RUN_PREFIX)
+    yield url
+    _drop_database(admin, RUN_PREFIX)
+    if server is not None:
+        server.cleanup()  # type: ignore[attr-defined]
+
+
+_ADMIN_URL = ""
+
+
+def _create_database(admin: str, name: str) -> str:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = psycopg.conninfo.make_conninfo(admin, dbname=name)
     migrate(url)
-    yield url
+    return url
+
+
+def _drop_database(admin: str, name: str) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    if server is not None:
-        server.cleanup()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def fresh_database(database_url: str) -> Iterator[str]:
+    """A migrated database of this test's own (for verify, rebuild, status), then dropped."""
+    name = f"{RUN_PREFIX}_{uuid.uuid4().hex[:8]}"
+    url = _create_database(_ADMIN_URL, name)
+    yield url
+    _drop_database(_ADMIN_URL, name)
 
 
 @pytest.fixture(scope="session")

@@ -176,3 +176,44 @@ def thread_of(a: str, b: str) -> str:
 def id_key(event_id: str) -> tuple[int, int]:
     ms, _, seq = event_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+@dataclass
+class ProjectorProcess:
+    """``duologue projector`` as a subprocess, to start, kill and restart."""
+
+    env: dict[str, str]
+    args: tuple[str, ...] = ()
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def start(self, log_dir: Path) -> ProjectorProcess:
+        self.log_path = log_dir / f"projector-{uuid.uuid4().hex[:8]}.log"
+        env = {**os.environ, **self.env}
+        with self.log_path.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "duologue.cli", "projector", *self.args],
+                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def terminate(self, timeout: float = 20) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
