@@ -75,6 +75,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--burst", action="store_true", help="exit once every log is drained")
     p.set_defaults(run=cmd_projector)
+    from duologue.operate import add_commands
+
+    add_commands(sub)
     p = sub.add_parser("token", help="print a token for USER")
     p.add_argument("user")
     p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")

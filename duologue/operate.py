@@ -1,0 +1,151 @@
+"""The operators' commands: status, replay, rebuild, verify (protocol.md section 4)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import redis
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from domain.errors import DomainError
+from domain.ids import check_event_id, participants
+from duologue.keys import Keys
+from duologue.settings import Settings
+
+out = Console()
+err = Console(stderr=True)
+
+
+@contextmanager
+def _connect(settings: Settings) -> Iterator[tuple[psycopg.Connection, redis.Redis, Keys]]:
+    settings.require("redis_url", "database_url")
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            yield conn, client, Keys(settings.prefix, settings.partitions)
+        finally:
+            client.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from projector.status import status
+
+    with _connect(Settings.from_env()) as (conn, client, keys):
+        found = status(conn, client, keys)
+    if args.json:
+        print(json.dumps(found.as_dict(), indent=2))
+        return 0
+    table = Table("partition", "checkpoint", "projected", "lag", "lag s", "pending", "dead",
+                  "owner", title="Partition logs")
+    for p in found.partitions:
+        if p.projected or p.lag_events or p.pending or p.dead_letters or args.all:
+            table.add_row(str(p.partition), p.checkpoint, str(p.projected), str(p.lag_events),
+                          f"{p.lag_seconds:.1f}", str(p.pending), str(p.dead_letters),
+                          p.owner or "-")
+    out.print(table)
+    workers = Table("worker", "pid", "alive", "heartbeat age s", "partitions", title="Workers")
+    for w in found.workers:
+        workers.add_row(w["name"], str(w["pid"]), "yes" if w["alive"] else "no",
+                        str(w["heartbeat_age_s"]), str(w["partitions"]))
+    out.print(workers)
+    totals = Table("", "count", title="Log and projection")
+    for name, value in found.totals.items():
+        totals.add_row(name.replace("_", " "), str(value))
+    out.print(totals)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from projector.replay import replay
+
+    try:
+        participants(args.thread)
+        start = check_event_id(args.start)
+    except DomainError as exc:
+        err.print(f"duologue replay: {exc.message}")
+        return 2
+    with _connect(Settings.from_env()) as (conn, client, keys):
+        done = replay(conn, client, keys, args.thread, start)
+    out.print(f"replayed {done.thread}: {done.events} events, {done.messages} messages "
+              f"rewritten" + (f", {done.skipped} undecodable entries skipped"
+                              if done.skipped else ""))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from projector.verify import all_threads, verify
+
+    with _connect(Settings.from_env()) as (conn, client, keys):
+        threads = args.thread or all_threads(conn, client, keys)
+        with _progress() as progress:
+            task = progress.add_task("verify", total=len(threads))
+            report = verify(conn, client, keys, threads,
+                            lambda n: progress.advance(task, n))
+    for thread, problems in sorted(report.differ.items()):
+        print(f"DIFFERS {thread}")
+        for problem in problems:
+            print(f"  {problem}")
+    print(f"{report.threads} threads, {report.events} events checked; "
+          f"{len(report.differ)} differ; {report.lag} events not yet projected")
+    return 1 if report.differ else 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from projector.rebuild import RebuildError, rebuild
+
+    settings = Settings.from_env().require("database_url")
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM events").fetchone()
+        total = int(row[0]) if row else 0
+    with _progress() as progress:
+        load = progress.add_task("archive -> fresh tables", total=total)
+        phases: dict[str, object] = {}
+
+        def tick(phase: str, amount: int) -> None:
+            if phase == "load":
+                progress.advance(load, amount)
+            elif phase not in phases:
+                phases[phase] = progress.add_task(phase, total=None)
+            if phase == "catch-up":
+                progress.advance(phases[phase], amount)  # type: ignore[arg-type]
+
+        try:
+            done = rebuild(settings.database_url, tick)
+        except RebuildError as exc:
+            err.print(f"duologue rebuild: {exc}")
+            return 1
+    out.print(f"rebuilt {done.threads} threads from {done.events} archived events "
+              f"(+{done.caught_up} caught up while rebuilding); swapped in")
+    return 0
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=False)
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("status", help="projector lag, pending entries, checkpoints, counts")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--all", action="store_true", help="list idle partitions too")
+    p.set_defaults(run=cmd_status)
+    p = sub.add_parser("replay", help="re-project one thread from its log (idempotent)")
+    p.add_argument("--thread", required=True)
+    p.add_argument("--from", dest="start", default="0", help="event id to start from")
+    p.set_defaults(run=cmd_replay)
+    p = sub.add_parser("rebuild", help="rebuild every projection into fresh tables, swap")
+    p.set_defaults(run=cmd_rebuild)
+    p = sub.add_parser("verify", help="compare the log with the projection; exit 1 if not")
+    p.add_argument("--thread", action="append", help="only this thread (repeatable)")
+    p.set_defaults(run=cmd_verify)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: duologue status|replay|rebuild|verify")

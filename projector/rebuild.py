@@ -1,0 +1,232 @@
+"""``duologue rebuild``: every projection table built afresh from the archive, online.
+
+1. Fresh tables (``*_next``) are filled from the archive up to a watermark with COPY,
+   folding each thread with the domain fold; indexes are built after the load.
+2. Catch-up rounds apply what the live projector archived meanwhile.
+3. The fresh tables are checked against the archive (events and messages per thread).
+4. One short transaction takes the projection lock (the live projector pauses),
+   applies the last few events, renames the fresh tables into place and grants
+   the analysts read access. Readers see the old tables until then, the new after.
+
+The watermark: under the exclusive projection lock no batch is in flight, so every
+archive row numbered at or below the sequence's current value is committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import structlog
+
+from domain.ids import participants, sort_key
+from domain.state import fold
+from projector.entries import Entry, parse
+from projector.project import project
+from projector.tables import PROJECTION_LOCK, Tables
+
+log = structlog.get_logger("duologue.rebuild")
+NEXT = Tables("messages_next", "threads_next", "read_receipts_next", archive=False)
+NAMES = (("messages", "messages_next"), ("threads", "threads_next"),
+         ("read_receipts", "read_receipts_next"))
+INDEXES = (
+    "ALTER TABLE messages_next ADD CONSTRAINT messages_next_pkey PRIMARY KEY (thread, key)",
+    "ALTER TABLE threads_next ADD CONSTRAINT threads_next_pkey PRIMARY KEY (thread)",
+    "ALTER TABLE read_receipts_next ADD CONSTRAINT read_receipts_next_pkey "
+    "PRIMARY KEY (thread, reader)",
+    "CREATE INDEX threads_next_user_a ON threads_next (user_a, last_key DESC)",
+    "CREATE INDEX threads_next_user_b ON threads_next (user_b, last_key DESC)",
+)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Tick = Callable[[str, int], None]  # (phase, amount done)
+
+
+class RebuildError(Exception):
+    """The fresh tables did not match the archive; nothing was swapped."""
+
+
+@dataclass
+class Rebuilt:
+    events: int
+    caught_up: int
+    threads: int
+
+
+def rebuild(url: str, tick: Tick) -> Rebuilt:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return _rebuild(conn, url, tick)
+
+
+def _rebuild(conn: psycopg.Connection, url: str, tick: Tick) -> Rebuilt:
+    _prepare(conn)
+    mark = watermark(conn)
+    events = load(url, mark, tick)
+    tick("index", 0)
+    for statement in INDEXES:
+        conn.execute(statement.encode())
+    conn.execute("ANALYZE messages_next, threads_next, read_receipts_next")
+    caught = 0
+    for _ in range(20):  # catch up until a round has little left to do
+        newer = watermark(conn)
+        done = catch_up(conn, mark, newer)
+        caught, mark = caught + done, newer
+        tick("catch-up", done)
+        if done < 1000:
+            break
+    check(conn, mark)
+    tick("swap", 0)
+    caught += swap(conn, mark)
+    row = conn.execute("SELECT count(*) FROM threads").fetchone()
+    return Rebuilt(events, caught, int(row[0]) if row else 0)
+
+
+def _prepare(conn: psycopg.Connection) -> None:
+    for live, fresh in NAMES:
+        conn.execute(f"DROP TABLE IF EXISTS {fresh}, {live}_old".encode())
+        conn.execute(f"CREATE TABLE {fresh} (LIKE {live} INCLUDING DEFAULTS)".encode())
+
+
+def watermark(conn: psycopg.Connection) -> int:
+    """The highest archive number below which every row is committed."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK,))
+        return _sequence(conn)
+
+
+def _sequence(conn: psycopg.Connection) -> int:
+    row = conn.execute(
+        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_archived_seq"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def load(url: str, mark: int, tick: Tick) -> int:
+    """COPY the fold of every archived thread into the fresh tables.
+
+    Three connections: one reads the archive through a server-side cursor while
+    the other two each keep one COPY open (a connection runs one COPY at a time).
+    """
+    total = 0
+    receipts: list[tuple[object, ...]] = []
+    with psycopg.connect(url) as source_conn, psycopg.connect(url) as messages_conn, \
+            psycopg.connect(url) as threads_conn:
+        source = source_conn.cursor(name="archive")
+        source.itersize = 20_000
+        source.execute("SELECT thread, id, payload::text FROM events WHERE archived <= %s "
+                       "ORDER BY thread, key", (mark,))
+        with messages_conn.cursor().copy(
+                "COPY messages_next (thread, id, key, sender, body, sent_at, edited_at, "
+                "deleted_at) FROM STDIN") as messages, threads_conn.cursor().copy(
+                "COPY threads_next (thread, user_a, user_b, last_id, last_key, first_at, "
+                "last_at, events) FROM STDIN") as threads:
+            for thread, entries in _by_thread(source):
+                _copy_thread(thread, entries, messages.write_row, threads.write_row, receipts)
+                total += len(entries)
+                tick("load", len(entries))
+        with threads_conn.cursor().copy(
+                "COPY read_receipts_next (thread, reader, up_to, up_to_key, event_id, "
+                "read_at) FROM STDIN") as copy:
+            for row in receipts:
+                copy.write_row(row)
+        messages_conn.commit()
+        threads_conn.commit()
+    return total
+
+
+def _by_thread(rows: psycopg.Cursor) -> Iterator[tuple[str, list[Entry]]]:
+    current, entries = "", list[Entry]()
+    for thread, event_id, payload in rows:
+        if thread != current and entries:
+            yield current, entries
+            entries = []
+        current = thread
+        entry = parse(event_id, {b"t": thread.encode(), b"i": event_id.encode(),
+                                 b"e": payload.encode()})
+        if isinstance(entry, Entry):
+            entries.append(entry)
+    if entries:
+        yield current, entries
+
+
+def _at(ms: int | None) -> datetime | None:
+    return None if ms is None else EPOCH + timedelta(milliseconds=ms)
+
+
+def _copy_thread(thread: str, entries: list[Entry], message: Callable[..., None],
+                 head: Callable[..., None], receipts: list[tuple[object, ...]]) -> None:
+    state = fold(thread, ((e.id, e.event) for e in entries))
+    for mid, m in state.messages.items():
+        message((thread, mid, sort_key(mid), m.sender, m.body, _at(m.sent_at),
+                 _at(m.edited_at), _at(m.deleted_at)))
+    a, b = participants(thread)
+    last = state.last_id
+    head((thread, a, b, last, sort_key(last), _at(_ms(entries[0].id)), _at(_ms(last)),
+          len(entries)))
+    for reader, up_to in state.receipts.items():
+        setter = next(e.id for e in reversed(entries)
+                      if getattr(e.event, "reader", None) == reader
+                      and getattr(e.event, "up_to", None) == up_to)
+        receipts.append((thread, reader, up_to, sort_key(up_to), setter, _at(_ms(setter))))
+
+
+def _ms(event_id: str) -> int:
+    return int(event_id.partition("-")[0])
+
+
+def catch_up(conn: psycopg.Connection, low: int, high: int) -> int:
+    """Apply archive rows numbered in (low, high] to the fresh tables."""
+    if high <= low:
+        return 0
+    with conn.transaction(), conn.cursor() as cur:
+        return _apply_range(cur, low, high)
+
+
+def _apply_range(cur: psycopg.Cursor, low: int, high: int) -> int:
+    cur.execute("SELECT thread, id, payload::text FROM events WHERE archived > %s "
+                "AND archived <= %s ORDER BY archived", (low, high))
+    parsed = [parse(i, {b"t": t.encode(), b"i": i.encode(), b"e": p.encode()})
+              for t, i, p in cur.fetchall()]
+    entries = [e for e in parsed if isinstance(e, Entry)]
+    return project(cur, NEXT, entries)
+
+
+def check(conn: psycopg.Connection, mark: int) -> None:
+    """Every thread's event count, last key and message count agree with the archive."""
+    row = conn.execute(
+        "WITH e AS (SELECT thread, max(key) AS k, count(*) AS n, "
+        "count(*) FILTER (WHERE kind = 'MessageSent') AS m FROM events "
+        "WHERE archived <= %s GROUP BY thread), "
+        "m AS (SELECT thread, count(*) AS m FROM messages_next GROUP BY thread) "
+        "SELECT count(*), (array_agg(coalesce(e.thread, t.thread)))[1] FROM e "
+        "FULL JOIN threads_next t USING (thread) LEFT JOIN m USING (thread) "
+        "WHERE t.last_key IS DISTINCT FROM e.k OR t.events IS DISTINCT FROM e.n "
+        "OR coalesce(m.m, 0) IS DISTINCT FROM e.m", (mark,)).fetchone()
+    if row and row[0]:
+        raise RebuildError(f"{row[0]} threads of the fresh tables differ from the archive, "
+                           f"e.g. {row[1]}; the live tables were left as they were")
+
+
+def swap(conn: psycopg.Connection, mark: int) -> int:
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SET LOCAL lock_timeout = '10s'")
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK,))
+        done = _apply_range(cur, mark, _sequence(conn))
+        cur.execute("LOCK TABLE messages, threads, read_receipts IN ACCESS EXCLUSIVE MODE")
+        for live, fresh in NAMES:
+            for statement in (
+                f"ALTER TABLE {live} RENAME TO {live}_old",
+                f"ALTER TABLE {live}_old RENAME CONSTRAINT {live}_pkey TO {live}_old_pkey",
+                f"ALTER TABLE {fresh} RENAME TO {live}",
+                f"ALTER TABLE {live} RENAME CONSTRAINT {fresh}_pkey TO {live}_pkey",
+            ):
+                cur.execute(statement.encode())
+        for side in ("a", "b"):
+            cur.execute(f"ALTER INDEX threads_user_{side} RENAME TO threads_old_user_{side}"
+                        .encode())
+            cur.execute(f"ALTER INDEX threads_next_user_{side} RENAME TO threads_user_{side}"
+                        .encode())
+        cur.execute("GRANT SELECT ON messages, threads, read_receipts TO duologue_analyst")
+    conn.execute("DROP TABLE messages_old, threads_old, read_receipts_old")
+    return done

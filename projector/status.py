@@ -1,0 +1,109 @@
+"""``duologue status``: where every partition's projection stands.
+
+Per partition log: the checkpoint, lag in events and seconds, pending entries,
+dead letters and the worker that owns it; the live workers; and totals of the
+log (thread streams) beside the archive and the projection.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg
+import redis
+
+from domain.ids import event_key
+from duologue.keys import Keys
+from projector import ledger
+from projector.history import stream_threads
+
+
+@dataclass
+class PartitionStatus:
+    partition: int
+    stream: str
+    checkpoint: str
+    projected: int
+    lag_events: int
+    lag_seconds: float
+    pending: int
+    dead_letters: int
+    owner: str | None
+
+
+@dataclass
+class Status:
+    partitions: list[PartitionStatus] = field(default_factory=list)
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def status(conn: psycopg.Connection, client: redis.Redis, keys: Keys) -> Status:
+    result = Status()
+    checkpoints = {s: (c, n) for s, c, n in conn.execute(
+        "SELECT stream, log_id, events FROM projector_checkpoints")}
+    dead: dict[str, int] = dict(conn.execute(
+        "SELECT stream, count(*) FROM dead_letters GROUP BY stream"))
+    owners: dict[int, str] = {}
+    for name, pid, host, age, parts in conn.execute(
+            "SELECT name, pid, host, extract(epoch FROM now() - heartbeat_at)::float8, "
+            "partitions FROM projector_workers WHERE prefix = %s ORDER BY name",
+            (keys.prefix,)):
+        alive = age < 10
+        result.workers.append({"name": name, "pid": pid, "host": host, "alive": alive,
+                               "heartbeat_age_s": round(age, 1), "partitions": len(parts)})
+        owners.update({p: name for p in parts} if alive else {})
+    now_ms = int(time.time() * 1000)
+    for partition in range(keys.partitions):
+        stream = keys.log(partition)
+        checkpoint, projected = checkpoints.get(stream, ("0", 0))
+        lag, oldest, pending = _lag(client, stream, checkpoint)
+        result.partitions.append(PartitionStatus(
+            partition, stream, checkpoint, int(projected), lag,
+            round(max(0, now_ms - oldest) / 1000, 3) if oldest else 0.0, pending,
+            int(dead.get(stream, 0)), owners.get(partition)))
+    result.totals = _totals(conn, client, keys, result)
+    return result
+
+
+def _lag(client: redis.Redis, stream: str, checkpoint: str) -> tuple[int, int | None, int]:
+    """Entries above the checkpoint, the time of the oldest of them, and pending entries."""
+    start = "-" if checkpoint == "0" else f"({checkpoint}"
+    lag, oldest = 0, None
+    while True:
+        page: Any = client.xrange(stream, start, "+", count=10_000)
+        if page and oldest is None:
+            oldest = event_key(page[0][0].decode())[0]
+        lag += len(page)
+        if len(page) < 10_000:
+            break
+        start = "(" + page[-1][0].decode()
+    try:
+        summary: Any = client.xpending(stream, ledger.GROUP)
+        pending = int(summary["pending"])
+    except redis.ResponseError:  # no group yet: nothing consumed
+        pending = 0
+    return lag, oldest, pending
+
+
+def _totals(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
+            result: Status) -> dict[str, int]:
+    threads = list(stream_threads(client, keys))
+    with client.pipeline(transaction=False) as pipe:
+        for thread in threads:
+            pipe.xlen(keys.stream(thread))
+        lengths: list[Any] = pipe.execute()
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM messages), "
+        "(SELECT count(*) FROM threads), (SELECT count(*) FROM dead_letters)").fetchone()
+    assert row is not None
+    return {"stream_threads": len(threads), "stream_events": sum(int(n) for n in lengths),
+            "archived_events": int(row[0]), "projected_messages": int(row[1]),
+            "projected_threads": int(row[2]), "dead_letters": int(row[3]),
+            "lag_events": sum(p.lag_events for p in result.partitions),
+            "pending": sum(p.pending for p in result.partitions)}
