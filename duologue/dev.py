@@ -1,15 +1,19 @@
-"""``duologue dev``: embedded Redis and Postgres unless configured, then the gateway."""
+"""``duologue dev``: embedded Redis and Postgres unless configured, the schema
+migrated, then the projector (a child process) and the gateway."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
+import subprocess
+import sys
 from types import FrameType
 
 import structlog
 
-from duologue.embedded import EmbeddedRedis, free_port, start_postgres
+from duologue.db import migrate
+from duologue.embedded import EmbeddedRedis, die_with_parent, free_port, start_postgres
 from duologue.settings import DEV_DIR, Settings
 
 log = structlog.get_logger("duologue.dev")
@@ -30,7 +34,10 @@ def run_dev(host: str, port: int) -> int:
         postgres, url = start_postgres(DEV_DIR / "postgres")
         os.environ["DATABASE_URL"] = url
         log.info("embedded_postgres", data=str(DEV_DIR / "postgres"))
-    settings = Settings.from_env().require("redis_url", "secret")
+    settings = Settings.from_env().require("redis_url", "database_url", "secret")
+    migrate(settings.database_url)
+    projector = subprocess.Popen([sys.executable, "-m", "duologue.cli", "projector"],
+                                 env=os.environ.copy(), preexec_fn=die_with_parent)
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exit that
     # still runs the cleanup below instead of killing the process outright.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -38,6 +45,7 @@ def run_dev(host: str, port: int) -> int:
         serve(settings, host, port, on_ready=lambda: print(banner(settings, host, port),
                                                            flush=True))
     finally:
+        _stop(projector)
         if redis is not None:
             redis.stop()
         if postgres is not None:
@@ -55,6 +63,16 @@ def banner(settings: Settings, host: str, port: int) -> str:
         lines += [f"  {user}: {base}/#token={token}", f"    token: {token}", ""]
     lines.append("Open the two links in two browser tabs to chat. Ctrl-C stops everything.")
     return "\n".join(lines)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the projector finishes its batch and exits."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _exit_on_signal(signum: int, _: FrameType | None) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: the child gets SIGTERM when the process that started it dies."""
     try:
         libc = ctypes.CDLL(None)
@@ -60,7 +60,7 @@ class EmbeddedRedis:
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.directory), "--save", "", "--maxmemory-policy", "noeviction",
              *aof], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent)
+            preexec_fn=die_with_parent)
         wait_for_port(self.port)
         return self
 
