@@ -58,18 +58,17 @@ def bury(cur: psycopg.Cursor, stream: str, partition: int, dead: Sequence[Poison
 def heartbeat(
     conn: psycopg.Connection, name: str, pid: int, host: str, prefix: str, owned: list[int]
 ) -> int:
-    """Record this worker as alive; return how many workers of ``prefix`` are alive."""
+    """Record this worker; forget workers whose session is gone; count the live ones."""
     conn.execute(
-        "INSERT INTO projector_workers (name, pid, host, prefix, partitions) "
-        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
-        "heartbeat_at = now(), partitions = EXCLUDED.partitions",
-        (name, pid, host, prefix, owned))
+        "INSERT INTO projector_workers (name, pid, backend_pid, host, prefix, partitions) "
+        "VALUES (%s, %s, pg_backend_pid(), %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+        "heartbeat_at = now(), backend_pid = pg_backend_pid(), "
+        "partitions = EXCLUDED.partitions", (name, pid, host, prefix, owned))
     conn.execute(
-        "DELETE FROM projector_workers WHERE prefix = %s "
-        "AND heartbeat_at < now() - interval '1 minute'", (prefix,))
+        "DELETE FROM projector_workers w WHERE prefix = %s AND NOT EXISTS "
+        "(SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.backend_pid)", (prefix,))
     row = conn.execute(
-        "SELECT count(*) FROM projector_workers WHERE prefix = %s "
-        "AND heartbeat_at > now() - interval '10 seconds'", (prefix,)).fetchone()
+        "SELECT count(*) FROM projector_workers WHERE prefix = %s", (prefix,)).fetchone()
     return max(1, int(row[0])) if row else 1
 
 

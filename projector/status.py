@@ -50,11 +50,10 @@ def status(conn: psycopg.Connection, client: redis.Redis, keys: Keys) -> Status:
     dead: dict[str, int] = dict(conn.execute(
         "SELECT stream, count(*) FROM dead_letters GROUP BY stream"))
     owners: dict[int, str] = {}
-    for name, pid, host, age, parts in conn.execute(
+    for name, pid, host, age, parts, alive in conn.execute(
             "SELECT name, pid, host, extract(epoch FROM now() - heartbeat_at)::float8, "
-            "partitions FROM projector_workers WHERE prefix = %s ORDER BY name",
-            (keys.prefix,)):
-        alive = age < 10
+            "partitions, EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.backend_pid) "
+            "FROM projector_workers w WHERE prefix = %s ORDER BY name", (keys.prefix,)):
         result.workers.append({"name": name, "pid": pid, "host": host, "alive": alive,
                                "heartbeat_age_s": round(age, 1), "partitions": len(parts)})
         owners.update({p: name for p in parts} if alive else {})

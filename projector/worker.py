@@ -124,10 +124,14 @@ class Worker:
     def _apply(self, conn: psycopg.Connection, client: redis.Redis, chunks: list[Chunk],
                owner: Ownership) -> None:
         group: list[Chunk] = []
-        for chunk in chunks:
+        for index, chunk in enumerate(chunks):
             if group and sum(len(c.raw) for c in group) + len(chunk.raw) > self.batch:
                 self._commit_safely(conn, client, group, owner)
                 group = []
+                if self.stop.is_set():  # SIGTERM: the batch in hand is done, the rest
+                    for rest in chunks[index:]:  # stays pending for the next owner
+                        rest.owned.pending = True
+                    return
             group.append(chunk)
         if group:
             self._commit_safely(conn, client, group, owner)

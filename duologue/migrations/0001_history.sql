@@ -83,10 +83,12 @@ CREATE TABLE projector_checkpoints (
   updated_at timestamptz NOT NULL DEFAULT now()
 );
 
--- Live projector workers (heartbeat) and the partitions each one owns.
+-- Projector workers and the partitions each one owns. A worker is alive while its
+-- Postgres session (backend_pid) exists: its advisory locks live exactly as long.
 CREATE TABLE projector_workers (
   name         text        PRIMARY KEY,
   pid          integer     NOT NULL,
+  backend_pid  integer     NOT NULL,
   host         text        NOT NULL,
   started_at   timestamptz NOT NULL DEFAULT now(),
   heartbeat_at timestamptz NOT NULL DEFAULT now(),
