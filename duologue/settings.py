@@ -48,6 +48,7 @@ class Settings:
     max_frame: int = 65536
     outbox: int = 1024
     redis_pool: int = 64
+    pg_pool: int = 10
     dedupe_ttl: int = 86400
     ping_interval: float = 20.0
     drain_timeout: float = 10.0
@@ -66,6 +67,7 @@ class Settings:
             max_body=int(_number(env, "DUOLOGUE_MAX_BODY", 4000, minimum=1)),
             outbox=int(_number(env, "DUOLOGUE_OUTBOX", 1024, minimum=16)),
             redis_pool=int(_number(env, "DUOLOGUE_REDIS_POOL", 64, minimum=2)),
+            pg_pool=int(_number(env, "DUOLOGUE_PG_POOL", 10, minimum=1)),
             dedupe_ttl=int(_number(env, "DUOLOGUE_DEDUPE_TTL", 86400, minimum=86400)),
             ping_interval=_number(env, "DUOLOGUE_PING_INTERVAL", 20, minimum=0.1),
             drain_timeout=_number(env, "DUOLOGUE_DRAIN_TIMEOUT", 10, minimum=0),

@@ -1,4 +1,4 @@
-"""The Starlette application: routes and the lifespan that opens and closes Redis."""
+"""The Starlette application: routes, and the lifespan that opens and closes Redis and Postgres."""
 
 from __future__ import annotations
 
@@ -7,19 +7,21 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from duologue.settings import Settings
+from gateway import http_api, ops
+from gateway.history import History
+from gateway.http_errors import http_exception
+from gateway.metrics import HttpMetricsMiddleware, Metrics
 from gateway.service import Gateway
 from gateway.session import websocket_endpoint
 
 DEMO_PAGE = files("gateway").joinpath("static/index.html").read_text()
-
-
-async def healthz(_: Request) -> Response:
-    return JSONResponse({"status": "ok"})
 
 
 async def demo(_: Request) -> Response:
@@ -28,20 +30,37 @@ async def demo(_: Request) -> Response:
 
 def create_app(settings: Settings) -> Starlette:
     settings.require("redis_url", "secret")
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gateway = Gateway(settings)
+        gateway = Gateway(settings, metrics)
         app.state.gateway = gateway
+        # Without DATABASE_URL the read API answers 503; WebSockets and sends still work.
+        history = History(settings.database_url, settings.pg_pool) if settings.database_url \
+            else None
+        app.state.history = history
         await gateway.start()
+        if history is not None:
+            await history.open()  # connects in the background: Postgres may be down
         try:
             yield
         finally:
+            if history is not None:
+                await history.close()
             await gateway.stop()
 
     routes = [
         Route("/", demo),
-        Route("/healthz", healthz),
+        Route("/healthz", ops.healthz),
+        Route("/readyz", ops.readyz),
+        Route("/metrics", ops.metrics),
+        Route("/v1/threads", http_api.list_threads),
+        Route("/v1/threads/{thread}/messages", http_api.messages, methods=["GET", "POST"]),
         WebSocketRoute("/v1/ws", websocket_endpoint),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(HttpMetricsMiddleware, metrics=metrics)],
+                    exception_handlers={HTTPException: http_exception})
+    app.state.metrics = metrics
+    return app

@@ -22,7 +22,7 @@ from gateway.auth import AuthError, verify
 from gateway.connection import Connection
 from gateway.protocol import FrameError, UnavailableError
 from gateway.replay import replay_thread, schedule_catch_up
-from gateway.store import EventStore, GuardFailed, guard_for
+from gateway.store import Appended, EventStore, GuardFailed, guard_for
 from schemas.client import Delete, Edit, Read, Refresh, Send, Sync, Typing
 from schemas.server import Ack, Refreshed, Synced, TypingNotice, encode_frame
 
@@ -56,11 +56,16 @@ def change_command(user: str, frame: Edit | Delete | Read) -> Command:
             return MarkRead(user, frame.thread, frame.up_to, frame.client_msg_id)
 
 
-async def send(store: EventStore, conn: Connection, frame: Send, max_body: int) -> None:
-    command = send_command(conn.user, frame)
+async def send_message(store: EventStore, command: SendMessage, max_body: int) -> Appended:
+    """Validate, decide, append: the send of the WebSocket and of ``POST .../messages``."""
     validate(command, max_body)
     (event,) = decide(ThreadState(command.thread), command)
-    appended = await store.append(command.thread, conn.user, command.client_msg_id, event)
+    return await store.append(command.thread, command.sender, command.client_msg_id, event)
+
+
+async def send(store: EventStore, conn: Connection, frame: Send, max_body: int) -> None:
+    command = send_command(conn.user, frame)
+    appended = await send_message(store, command, max_body)
     ack(conn, command.client_msg_id, command.thread, appended.id, appended.duplicate)
 
 

@@ -7,17 +7,19 @@ import time
 
 import structlog
 
+from domain.commands import SendMessage
 from domain.ids import check_participant
 from duologue.keys import Keys
 from duologue.settings import Settings
 from gateway import handlers
 from gateway.connection import POLICY, Connection
 from gateway.hub import Hub
+from gateway.metrics import Metrics
 from gateway.protocol import REFUSALS, FrameError, RateLimitedError, code_for, parse
 from gateway.ratelimit import RateLimiter
 from gateway.redis_client import connect_redis
 from gateway.replay import schedule_catch_up
-from gateway.store import EventStore
+from gateway.store import Appended, EventStore
 from schemas.client import ClientFrame, Delete, Edit, Read, Refresh, Send, Sync, Typing
 from schemas.server import Error, Hello, Limits, ThreadSummary, encode_frame
 
@@ -26,15 +28,18 @@ SHUTTING_DOWN = 1001
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics = metrics or Metrics()
         self.keys = Keys(settings.prefix, settings.partitions)
         self.redis = connect_redis(settings.redis_url, settings.redis_pool)
-        self.store = EventStore(self.redis, self.keys, settings.dedupe_ttl)
+        self.store = EventStore(self.redis, self.keys, settings.dedupe_ttl,
+                                observe=metrics.appends.observe)
         self.hub = Hub(self.redis, self.keys.channel, self.catch_up)
         self.limiter = RateLimiter(settings.rate, settings.burst)
         self.connections: set[Connection] = set()
         self.closing = False
+        metrics.ws_connections.set_function(lambda: len(self.connections))
 
     async def start(self) -> None:
         await self.hub.start()
@@ -55,24 +60,44 @@ class Gateway:
     async def handle(self, conn: Connection, text: str | None) -> None:
         """Answer one client frame; refusals become error frames, the socket stays open."""
         ref: str | None = None
+        kind = "unparsed"
         try:
             frame = parse(text)
+            kind = type(frame).__name__.lower()  # the frame's `type`: Send -> send
             ref = getattr(frame, "client_msg_id", None)
             await self.dispatch(conn, frame)
         except Exception as exc:
             code = code_for(exc)
+            self.metrics.command(kind, code or "internal")
             if code is None:
                 raise
             ref = exc.ref if isinstance(exc, FrameError) else ref
             self.refuse(conn, code, str(getattr(exc, "message", exc)), ref, exc)
+        else:
+            self.metrics.command(kind, "ok")
+
+    def admit(self, user: str) -> None:
+        """Take one token of ``user``'s command rate (WebSocket and HTTP share it)."""
+        wait_ms = self.limiter.take(user)
+        if wait_ms:
+            raise RateLimitedError(wait_ms)
+
+    async def post(self, command: SendMessage) -> Appended:
+        """An HTTP send: the rate limit, rules and idempotency of a WebSocket send."""
+        try:
+            self.admit(command.sender)
+            appended = await handlers.send_message(self.store, command, self.settings.max_body)
+        except Exception as exc:
+            self.metrics.command("send", code_for(exc) or "internal")
+            raise
+        self.metrics.command("send", "ok")
+        return appended
 
     async def dispatch(self, conn: Connection, frame: ClientFrame) -> None:
         settings, store = self.settings, self.store
         match frame:
             case Send() | Edit() | Delete() | Read():
-                wait_ms = self.limiter.take(conn.user)
-                if wait_ms:
-                    raise RateLimitedError(wait_ms)
+                self.admit(conn.user)
                 if isinstance(frame, Send):
                     await handlers.send(store, conn, frame, settings.max_body)
                 else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, cast
@@ -55,10 +57,14 @@ class Loaded:
 
 
 class EventStore:
-    def __init__(self, redis: Redis, keys: Keys, dedupe_ttl: int) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, dedupe_ttl: int,
+        observe: Callable[[float], None] | None = None,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.dedupe_ttl = dedupe_ttl
+        self.observe = observe  # called with each append's seconds, failed ones included
         self._append = ScriptBatcher(redis, APPEND_LUA)
 
     async def append(
@@ -74,7 +80,12 @@ class EventStore:
             guard.kind, guard.field, guard.value]
         for name, value in guard.sets:
             args += [name, value]
-        event_id, status = cast(tuple[bytes, int], await self._append(keys, args))
+        started = time.perf_counter()
+        try:
+            event_id, status = cast(tuple[bytes, int], await self._append(keys, args))
+        finally:
+            if self.observe is not None:
+                self.observe(time.perf_counter() - started)
         if status == 2:
             raise GuardFailed(thread)
         return Appended(event_id.decode(), status == 1)

@@ -1,0 +1,122 @@
+"""The HTTP API (protocol.md section 3): thread list and history from Postgres, send to Redis.
+
+Reads are served from the projection (``gateway.history``); the send goes through the
+WebSocket's own path (``Gateway.post``), so rules, rate limit and idempotency are one.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from domain.commands import SendMessage
+from domain.errors import InvalidError
+from domain.ids import check_participant, sort_key
+from gateway.auth import AuthError, bearer, verify
+from gateway.history import History
+from gateway.http_errors import TooLargeError, UnauthorizedError, api, json_response
+from gateway.protocol import FrameError, UnavailableError
+from gateway.service import Gateway
+from schemas.http import MessagePage, Posted, PostMessage, ThreadList, decode_post_message
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def authenticate(request: Request) -> str:
+    """The user of the request's Bearer token (same rules as the WebSocket)."""
+    gateway: Gateway = request.app.state.gateway
+    token = bearer(request.headers.get("authorization"))
+    try:
+        identity = verify(token, gateway.settings.secret)
+    except AuthError as exc:
+        raise UnauthorizedError(str(exc), token_given=bool(token)) from None
+    request.state.user = identity.user  # for the request's log line
+    return identity.user
+
+
+def history_of(request: Request) -> History:
+    history: History | None = request.app.state.history
+    if history is None:
+        raise UnavailableError("DATABASE_URL is not set on this gateway: no history to read")
+    return history
+
+
+@api
+async def list_threads(request: Request) -> Response:
+    user = authenticate(request)
+    threads = await history_of(request).threads(user)
+    return json_response(ThreadList(threads=threads))
+
+
+@api
+async def messages(request: Request) -> Response:
+    if request.method == "POST":
+        return await post_message(request)
+    user = authenticate(request)
+    thread = request.path_params["thread"]
+    check_participant(thread, user)
+    query = request.query_params
+    limit = parse_limit(query.get("limit"))
+    after, before = query.get("after"), query.get("before")
+    page = await history_of(request).page(
+        thread, sort_key(after) if after is not None else 0,
+        sort_key(before) if before is not None else None, limit + 1)
+    shown = page.messages[:limit]
+    more = len(page.messages) > limit  # older messages exist within the bounds
+    return json_response(MessagePage(
+        thread=thread, messages=shown, projected_up_to=page.projected_up_to,
+        next_before=shown[-1].id if more else None))
+
+
+async def post_message(request: Request) -> Response:
+    user = authenticate(request)
+    gateway: Gateway = request.app.state.gateway
+    payload = decode_post(await read_body(request, gateway.settings.max_frame))
+    command = SendMessage(user, request.path_params["thread"], payload.body,
+                          payload.client_msg_id)
+    appended = await gateway.post(command)
+    ts = int(appended.id.partition("-")[0])
+    return json_response(Posted(id=appended.id, ts=ts, duplicate=appended.duplicate), 201)
+
+
+def parse_limit(raw: str | None) -> int:
+    """``limit``: default 50; above 200 is 200; not a positive integer is ``invalid``."""
+    if raw is None:
+        return DEFAULT_LIMIT
+    if _DIGITS.fullmatch(raw) is None:
+        raise InvalidError(f"limit must be a positive integer, got {raw[:40]!r}")
+    digits = raw.lstrip("0")
+    if not digits:
+        raise InvalidError("limit must be at least 1")
+    return MAX_LIMIT if len(digits) > 3 else min(int(digits), MAX_LIMIT)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if _DIGITS.fullmatch(declared) and (len(declared) > 18 or int(declared) > limit):
+        raise TooLargeError(f"request body over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLargeError(f"request body over {limit} bytes")
+    return bytes(body)
+
+
+def decode_post(data: bytes) -> PostMessage:
+    """The JSON body of a send; shape errors are ``bad_frame`` with msgspec's JSON path."""
+    if not data.strip():
+        raise FrameError("empty request body: expected a JSON object")
+    try:
+        return decode_post_message(data)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise FrameError(str(exc)) from None
+    except UnicodeDecodeError:
+        raise FrameError("request body is not UTF-8") from None
+    except RecursionError:
+        raise FrameError("JSON nested too deeply") from None

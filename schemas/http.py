@@ -1,0 +1,72 @@
+"""HTTP request and response bodies (protocol.md section 3).
+
+Requests ignore unknown fields, like client frames; shape only, the rules on values
+live in ``domain``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class PostMessage(msgspec.Struct, frozen=True, kw_only=True):
+    body: str
+    client_msg_id: str
+
+
+class MessageView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    sender: str
+    body: str | None
+    sent_at: int  # epoch milliseconds, like the WebSocket `ts`
+    edited_at: int | None
+    deleted: bool
+
+
+class ThreadView(msgspec.Struct, frozen=True, kw_only=True):
+    thread: str
+    with_: str = msgspec.field(name="with")
+    last_id: str
+    last_message: MessageView | None
+    unread: int
+
+
+class ThreadList(msgspec.Struct, frozen=True, kw_only=True):
+    threads: list[ThreadView]
+
+
+class MessagePage(msgspec.Struct, frozen=True, kw_only=True):
+    thread: str
+    messages: list[MessageView]
+    projected_up_to: str
+    next_before: str | None
+
+
+class Posted(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    ts: int
+    duplicate: bool
+
+
+class ErrorDetail(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    error: ErrorDetail
+
+
+HttpBody = ThreadList | MessagePage | Posted | ErrorBody
+
+_encoder = msgspec.json.Encoder()
+_post_decoder: msgspec.json.Decoder[PostMessage] = msgspec.json.Decoder(PostMessage)
+
+
+def encode_body(body: HttpBody) -> bytes:
+    return _encoder.encode(body)
+
+
+def decode_post_message(data: bytes) -> PostMessage:
+    """Raises ``msgspec.DecodeError`` (incl. ValidationError, with the JSON path)."""
+    return _post_decoder.decode(data)
