@@ -92,6 +92,16 @@ def start_postgres(directory: Path) -> tuple[object, str]:
     import pgserver
 
     directory.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(  # type: ignore[attr-defined]
-        directory / "pgdata", cleanup_mode="stop")
-    return server, server.get_uri()
+    # pgserver gives pg_ctl 10 s; a first start on a loaded machine can take longer, and
+    # pgserver then fails reading a log that does not exist yet. The server keeps
+    # starting: asking again finds it running (or starts it) and reuses it.
+    for attempt in range(3):
+        try:
+            server = pgserver.get_server(  # type: ignore[attr-defined]
+                directory / "pgdata", cleanup_mode="stop")
+            return server, server.get_uri()
+        except (subprocess.TimeoutExpired, FileNotFoundError):
+            if attempt == 2:
+                raise
+            time.sleep(2)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -237,3 +237,57 @@ def test_reload_rebuilds_history(open_page: Any) -> None:
     expect(bob.bodies(late)).to_have_count(1)
     _barrier(alice, bob)
     assert [bob.count(text) for text in (first, reply, late)] == [1, 1, 1]
+
+
+def test_history_comes_from_postgres(browser: Any, start_gateway: Any, database_url: str,
+                                     redis_url: str, prefix: str, log_dir: Any) -> None:
+    """With the projector running, a fresh page shows the thread from the HTTP history
+    and replays nothing from the stream that Postgres already had."""
+    import time
+
+    import httpx
+    from playwright.sync_api import expect
+
+    from tests.support import ProjectorProcess
+
+    gateway = start_gateway(DATABASE_URL=database_url)
+    projector = ProjectorProcess({"REDIS_URL": redis_url, "DATABASE_URL": database_url,
+                                  "DUOLOGUE_PREFIX": prefix}).start(log_dir)
+    try:
+        alice, bob = uid("alice"), uid("bob")
+        thread = thread_of(alice, bob)
+        url = f"{gateway.http_url}/v1/threads/{thread}/messages"
+        auth = {"Authorization": f"Bearer {token(alice)}"}
+        texts = [f"stored {i} {uuid.uuid4().hex[:6]}" for i in range(3)]
+        for i, text in enumerate(texts):
+            answer = httpx.post(url, json={"body": text, "client_msg_id": f"h{i}"}, headers=auth)
+            assert answer.status_code == 201, answer.text
+        deadline = time.monotonic() + 20
+        while len(httpx.get(url, headers=auth).json()["messages"]) < 3:
+            assert time.monotonic() < deadline, projector.log()
+            time.sleep(0.05)
+
+        context = browser.new_context()
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.new_page()
+        user = User(bob, page)
+        page.on("websocket", lambda ws: (user.sockets.append(frames := []), ws.on(
+            "framereceived", lambda payload: frames.append(json.loads(payload)))))
+        with page.expect_response(lambda r: "/messages" in r.url) as history:
+            page.goto(f"{gateway.http_url}/#token={token(bob)}")
+        assert history.value.status == 200
+        user.wait_status("online")
+        expect(page.locator(f'#threads li.active[data-thread="{thread}"]')).to_have_count(1)
+        for text in texts:
+            expect(user.bodies(text)).to_have_count(1)
+        assert [body for _, body in user.log()] == texts
+        assert user.event_ids() == []  # nothing replayed: Postgres had it all
+
+        late = f"live {uuid.uuid4().hex[:6]}"
+        answer = httpx.post(url, json={"body": late, "client_msg_id": "h-live"}, headers=auth)
+        assert answer.status_code == 201
+        expect(user.bodies(late)).to_have_count(1)
+        assert [body for _, body in user.log()] == [*texts, late]
+        context.close()
+    finally:
+        projector.terminate()

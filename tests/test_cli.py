@@ -103,6 +103,17 @@ def test_dev_runs_everything_with_no_setup(tmp_path):
         import asyncio
 
         asyncio.run(chat())
+        # the projector runs too: the message reaches the Postgres history
+        history = f"http://127.0.0.1:{port}/v1/threads/dm:alice:carol/messages"
+        deadline = time.monotonic() + 20
+        while True:
+            page = httpx.get(history, headers={"Authorization": f"Bearer {tokens['alice']}"})
+            bodies = [m["body"] for m in page.json().get("messages", [])]
+            if page.status_code == 200 and bodies == ["hi from dev"]:
+                break
+            assert time.monotonic() < deadline, page.text
+            time.sleep(0.1)
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
         assert (tmp_path / ".duologue" / "redis").is_dir()
         assert (tmp_path / ".duologue" / "postgres").is_dir()
     finally:
