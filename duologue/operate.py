@@ -17,7 +17,7 @@ from rich.table import Table
 from domain.errors import DomainError
 from domain.ids import check_event_id, participants
 from duologue.keys import Keys
-from duologue.settings import Settings
+from duologue.settings import Settings, SettingsError
 
 out = Console()
 err = Console(stderr=True)
@@ -27,11 +27,30 @@ err = Console(stderr=True)
 def _connect(settings: Settings) -> Iterator[tuple[psycopg.Connection, redis.Redis, Keys]]:
     settings.require("redis_url", "database_url")
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        _require_schema(conn)
         client = redis.Redis.from_url(settings.redis_url)
         try:
             yield conn, client, Keys(settings.prefix, settings.partitions)
         finally:
             client.close()
+
+
+class SchemaMissing(SettingsError):
+    """The database has not been migrated (or is older than this code)."""
+
+
+def _require_schema(conn: psycopg.Connection) -> None:
+    from duologue.db import migrations, schema_version
+
+    try:
+        version = schema_version(conn)
+    except psycopg.errors.UndefinedTable:
+        version = 0
+        conn.rollback()
+    latest = migrations()[-1].version
+    if version < latest:
+        raise SchemaMissing(f"the database schema is at version {version}, this code needs "
+                            f"{latest}: run `duologue migrate` first")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -102,14 +121,15 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env().require("database_url")
     with psycopg.connect(settings.database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM events").fetchone()
-        total = int(row[0]) if row else 0
+        _require_schema(conn)
     with _progress() as progress:
-        load = progress.add_task("archive -> fresh tables", total=total)
+        load = progress.add_task("archive -> fresh tables", total=None)
         phases: dict[str, object] = {}
 
         def tick(phase: str, amount: int) -> None:
-            if phase == "load":
+            if phase == "total":
+                progress.update(load, total=amount)
+            elif phase == "load":
                 progress.advance(load, amount)
             elif phase not in phases:
                 phases[phase] = progress.add_task(phase, total=None)

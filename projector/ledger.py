@@ -72,5 +72,9 @@ def heartbeat(
     return max(1, int(row[0])) if row else 1
 
 
+def record_partitions(conn: psycopg.Connection, name: str, owned: list[int]) -> None:
+    conn.execute("UPDATE projector_workers SET partitions = %s WHERE name = %s", (owned, name))
+
+
 def retire(conn: psycopg.Connection, name: str) -> None:
     conn.execute("DELETE FROM projector_workers WHERE name = %s", (name,))

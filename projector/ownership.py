@@ -61,12 +61,15 @@ class Ownership:
         for partition in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - self.target)]:
             self.release(self.owned[partition].stream)
         start = zlib.crc32(self.name.encode()) % self.keys.partitions
+        before = set(self.owned)
         for step in range(self.keys.partitions):
             if len(self.owned) >= self.target:
                 break
             partition = (start + step) % self.keys.partitions
             if partition not in self.owned:
                 self._try_take(partition)
+        if set(self.owned) != before:
+            ledger.record_partitions(self.conn, self.name, sorted(self.owned))
 
     def _try_take(self, partition: int) -> None:
         stream = self.keys.log(partition)

@@ -62,6 +62,8 @@ def rebuild(url: str, tick: Tick) -> Rebuilt:
 def _rebuild(conn: psycopg.Connection, url: str, tick: Tick) -> Rebuilt:
     _prepare(conn)
     mark = watermark(conn)
+    row = conn.execute("SELECT count(*) FROM events WHERE archived <= %s", (mark,)).fetchone()
+    tick("total", int(row[0]) if row else 0)
     events = load(url, mark, tick)
     tick("index", 0)
     for statement in INDEXES:
@@ -111,8 +113,8 @@ def load(url: str, mark: int, tick: Tick) -> int:
     total = 0
     receipts: list[tuple[object, ...]] = []
     with psycopg.connect(url) as source_conn, psycopg.connect(url) as messages_conn, \
-            psycopg.connect(url) as threads_conn:
-        source = source_conn.cursor(name="archive")
+            psycopg.connect(url) as threads_conn, \
+            source_conn.cursor(name="archive") as source:
         source.itersize = 20_000
         source.execute("SELECT thread, id, payload::text FROM events WHERE archived <= %s "
                        "ORDER BY thread, key", (mark,))
@@ -213,7 +215,9 @@ def swap(conn: psycopg.Connection, mark: int) -> int:
         cur.execute("SET LOCAL lock_timeout = '10s'")
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK,))
         done = _apply_range(cur, mark, _sequence(conn))
-        cur.execute("LOCK TABLE messages, threads, read_receipts IN ACCESS EXCLUSIVE MODE")
+        # the order readers lock them in (gateway.history: threads, messages, read_receipts),
+        # so a read between its first and its next table cannot deadlock with the swap
+        cur.execute("LOCK TABLE threads, messages, read_receipts IN ACCESS EXCLUSIVE MODE")
         for live, fresh in NAMES:
             for statement in (
                 f"ALTER TABLE {live} RENAME TO {live}_old",
