@@ -32,8 +32,8 @@ def _ms(column: str) -> str:
 
 
 # The user's threads, newest activity first. Index use: threads_user_a/threads_user_b
-# for the threads, read_receipts_pkey for the receipt, messages_live for the newest
-# live message and the unread count. A note-to-self thread comes from the first
+# for the threads, read_receipts_pkey for the receipt, messages_pkey (backwards) for the
+# newest live message and the unread count. A note-to-self thread comes from the first
 # branch only; its "other participant" is the user.
 THREADS_SQL = f"""
 SELECT t.thread, t.other, t.last_id, m.id, m.sender, m.body, m.sent_ms, m.edited_ms, u.unread

@@ -53,6 +53,8 @@ def parse(log_id: str, fields: Mapping[bytes, bytes] | None) -> Entry | Poison:
         if event_key(event_id) == (0, 0):
             raise DomainError("event id 0 is not an event")
         event = decode_event(payload)
+        if any(isinstance(v, str) and "\x00" in v for v in msgspec.structs.astuple(event)):
+            raise DomainError("a text field contains NUL, which Postgres cannot store")
         check_participant(thread, _author(event))
         for ref in _references(event):
             event_key(ref)

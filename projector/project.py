@@ -75,8 +75,15 @@ def project(cur: psycopg.Cursor, tables: Tables, entries: Sequence[Entry]) -> in
 
 
 def _above(entries: list[Entry], last_id: str) -> list[Entry]:
-    last = event_key(last_id)
-    return [e for e in entries if event_key(e.id) > last]
+    """The entries the fold will apply: each above the head and above the one before it
+    (an event handed over twice in one batch is counted once, like the fold applies it)."""
+    last, out = event_key(last_id), []
+    for entry in entries:
+        key = event_key(entry.id)
+        if key > last:
+            out.append(entry)
+            last = key
+    return out
 
 
 def _load_messages(

@@ -14,6 +14,7 @@ archive row numbered at or below the sequence's current value is committed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -210,9 +211,29 @@ def check(conn: psycopg.Connection, mark: int) -> None:
                            f"e.g. {row[1]}; the live tables were left as they were")
 
 
+SWAP_ATTEMPTS = 10
+
+
 def swap(conn: psycopg.Connection, mark: int) -> int:
+    """Swap, retrying while long queries (an analyst's report) hold the live tables.
+
+    Each attempt waits at most 3 s for its locks, so readers queued behind it wait no
+    longer than that; between attempts everyone proceeds.
+    """
+    for attempt in range(1, SWAP_ATTEMPTS + 1):
+        try:
+            return _swap(conn, mark)
+        except psycopg.errors.LockNotAvailable:
+            log.warning("rebuild_swap_waiting_for_locks", attempt=attempt)
+            time.sleep(1)
+    raise RebuildError(f"could not lock the live tables for the swap in {SWAP_ATTEMPTS} "
+                       "attempts (long-running queries hold them); the live tables were "
+                       "left as they were: run `duologue rebuild` again")
+
+
+def _swap(conn: psycopg.Connection, mark: int) -> int:
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute("SET LOCAL lock_timeout = '10s'")
+        cur.execute("SET LOCAL lock_timeout = '3s'")
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK,))
         done = _apply_range(cur, mark, _sequence(conn))
         # the order readers lock them in (gateway.history: threads, messages, read_receipts),

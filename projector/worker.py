@@ -53,6 +53,8 @@ class Worker:
         self.batch = batch
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.applied = 0
+        # (stream, entry id) -> its delivery count when this process first re-read it
+        self.first_count: dict[tuple[str, bytes], int] = {}
 
     def run(self) -> None:
         """Project until stopped (or, in burst mode, until every owned log is drained)."""
@@ -113,11 +115,16 @@ class Worker:
                 if entries and s.decode() in owner.by_stream]
 
     def _deliveries(self, client: redis.Redis, owned: Owned, entries: list[Raw]) -> list[Raw]:
-        """Entries redelivered too often become poison, so a crash loop cannot stall us."""
+        """Entries redelivered too often become poison, so a crash loop cannot stall us.
+
+        Counted as when this process first re-read them: the claims and re-reads of its
+        own retries after a transient error (Postgres or Redis away) are not a crash.
+        """
         info: Any = client.xpending_range(owned.stream, ledger.GROUP, min=entries[0][0],
                                      max=entries[-1][0], count=len(entries),
                                      consumername=self.name)
-        too_often = {i["message_id"] for i in info if i["times_delivered"] > MAX_DELIVERIES}
+        too_often = {i["message_id"] for i in info if self.first_count.setdefault(
+            (owned.stream, i["message_id"]), i["times_delivered"]) > MAX_DELIVERIES}
         return [(i, {b"!": b"delivered too often"} if i in too_often else f)
                 for i, f in entries]
 
@@ -162,6 +169,9 @@ class Worker:
                 owner.release(exc.stream)
                 return
         _acknowledge(client, group)
+        for chunk in group:
+            for log_id, _ in chunk.raw:
+                self.first_count.pop((chunk.owned.stream, log_id), None)
 
     def _commit(self, conn: psycopg.Connection, group: list[Chunk], *, poison: bool,
                 reason: str = "") -> None:
@@ -174,7 +184,7 @@ class Worker:
                 above = [(i.decode(), f) for i, f in chunk.raw if _log_key(i) > floor]
                 if not above:
                     continue
-                parsed = [Poison(i, reason, payload=repr(f)) if poison else _parse(i, f)
+                parsed = [_bury(_parse(i, f), reason) if poison else _parse(i, f)
                           for i, f in above]
                 dead = [p for p in parsed if isinstance(p, Poison)]
                 good += [p for p in parsed if isinstance(p, Entry)]
@@ -200,6 +210,13 @@ def _parse(log_id: str, fields: dict[bytes, bytes] | None) -> Entry | Poison:
     if fields and b"!" in fields:
         return Poison(log_id, fields[b"!"].decode())
     return parse(log_id, fields)
+
+
+def _bury(parsed: Entry | Poison, reason: str) -> Poison:
+    """An entry Postgres refused, kept whole in the dead letters with Postgres's reason."""
+    if isinstance(parsed, Poison):
+        return parsed
+    return Poison(parsed.log_id, reason, parsed.thread, parsed.id, parsed.payload)
 
 
 def _halves(group: list[Chunk]) -> list[list[Chunk]]:

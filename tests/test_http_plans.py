@@ -70,7 +70,7 @@ def test_thread_list_uses_only_indexes(database_url, big_thread):
     assert not [n for n in plan if n["Node Type"] == "Seq Scan"], plan
     used = {n["Index Name"] for n in plan if "Index Name" in n}
     assert {"threads_user_a", "threads_user_b", "read_receipts_pkey"} <= used, used
-    assert used & {"messages_pkey", "messages_live"}, used
+    assert "messages_pkey" in used, used
     receipt = next(n for n in plan if n.get("Index Name") == "read_receipts_pkey")
     assert "thread" in receipt["Index Cond"] and "reader" in receipt["Index Cond"], receipt
 

@@ -110,17 +110,23 @@ CREATE TABLE dead_letters (
   UNIQUE (stream, log_id)
 );
 
+-- Roles are cluster-wide: create the analyst role only where no database did yet (so a
+-- migrating role without CREATEROLE works once it exists).
 DO $$
 BEGIN
-  CREATE ROLE duologue_analyst LOGIN;
-EXCEPTION WHEN duplicate_object OR unique_violation THEN
-  NULL;  -- roles are cluster-wide: another database created it already
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'duologue_analyst') THEN
+    BEGIN
+      CREATE ROLE duologue_analyst LOGIN;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN
+      RETURN;  -- another migration created it a moment ago
+    END;
+    ALTER ROLE duologue_analyst SET default_transaction_read_only = on;
+  END IF;
 END
 $$;
-ALTER ROLE duologue_analyst SET default_transaction_read_only = on;
 
 GRANT USAGE ON SCHEMA public TO duologue_analyst;
 GRANT SELECT ON events, messages, threads, read_receipts, projector_checkpoints,
-  projector_workers, dead_letters TO duologue_analyst;
+  projector_workers, dead_letters, schema_migrations TO duologue_analyst;
 -- Tables created later by the owner (rebuild's fresh projection tables) are readable too.
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO duologue_analyst;

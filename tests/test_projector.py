@@ -1,0 +1,275 @@
+"""The projector applies the event log to Postgres exactly once in effect (guarantee 5).
+
+Every test writes real events through a real gateway (or, for poison, straight into a
+partition log), runs the real ``duologue projector`` process against a database of its
+own, and compares the projection row by row with the domain fold of the thread streams.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis
+
+from duologue.keys import Keys
+from projector.entries import Entry, parse
+from projector.project import project
+from projector.tables import LIVE
+from tests.projection_support import (
+    PARTITIONS,
+    Fleet,
+    Workload,
+    actual_projection,
+    assert_done,
+    assert_projection,
+    checkpoint_events,
+    dead_letters,
+    drain_problems,
+    expected_projection,
+    log_entries,
+    projection_diff,
+    projector_env,
+    thread_streams,
+)
+from tests.support import uid
+
+
+@pytest.fixture
+def db(fresh_database: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def pkeys(prefix: str) -> Keys:
+    return Keys(prefix, PARTITIONS)
+
+
+@pytest.fixture
+def fleet(redis_url, fresh_database, prefix, log_dir) -> Iterator[Fleet]:
+    fleet = Fleet(projector_env(redis_url, fresh_database, prefix), log_dir)
+    yield fleet
+    fleet.stop_all()
+
+
+@pytest.fixture
+def gateway(start_gateway):
+    return start_gateway(DUOLOGUE_PARTITIONS=str(PARTITIONS))
+
+
+# --- 8. burst mode ------------------------------------------------------------------------
+
+
+async def test_burst_exits_once_drained_one_worker_then_two(gateway, fleet, rclient, db, pkeys):
+    async with Workload(gateway.ws_url, seed=8) as work:
+        assert await work.run(800) == 800
+        started = time.monotonic()
+        fleet.burst()
+        one = time.monotonic() - started
+        assert_done(rclient, db, pkeys)
+        assert checkpoint_events(db) == 800
+
+        assert await work.run(800) == 800
+        started = time.monotonic()
+        fleet.burst("--workers", "2")
+        two = time.monotonic() - started
+    assert_done(rclient, db, pkeys)
+    assert checkpoint_events(db) == 1600
+    assert sum(r[0] for r in db.execute("SELECT events FROM threads")) == 1600
+    assert one < 30 and two < 30, (one, two)
+
+
+def test_burst_with_nothing_to_do_exits_at_once(fleet, rclient, db, pkeys):
+    started = time.monotonic()
+    fleet.burst(timeout=30)
+    assert time.monotonic() - started < 15
+    assert drain_problems(rclient, db, pkeys) == []
+    assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
+
+
+# --- 2. the same entries delivered twice ------------------------------------------------
+
+
+def restore_logs(client: redis.Redis, saved: dict[str, list[tuple[str, dict]]]) -> None:
+    """Put every partition log back as it was (same entry ids), with a fresh group at 0:
+    the projector will be handed every entry again."""
+    with client.pipeline(transaction=False) as pipe:
+        for stream, items in saved.items():
+            pipe.delete(stream)
+            for log_id, fields in items:
+                pipe.xadd(stream, fields, id=log_id)
+            pipe.xgroup_create(stream, "projector", id="0", mkstream=True)
+        pipe.execute()
+
+
+async def test_entries_delivered_again_change_nothing(gateway, fleet, rclient, db, pkeys):
+    async with Workload(gateway.ws_url, seed=2) as work:
+        assert await work.run(600) == 600
+    saved = log_entries(rclient, pkeys)
+    assert sum(len(v) for v in saved.values()) == 600
+    fleet.burst()
+    assert_done(rclient, db, pkeys)
+    first = actual_projection(db)
+    assert checkpoint_events(db) == 600
+
+    # Redelivered below the checkpoint (as after a crash between commit and XACK).
+    restore_logs(rclient, saved)
+    fleet.burst()
+    assert projection_diff(actual_projection(db), first) == []
+    assert checkpoint_events(db) == 600  # every entry was at or below the checkpoint
+    assert drain_problems(rclient, db, pkeys) == []
+
+    # Redelivered above a lost checkpoint: only the projection's own heads stop them.
+    restore_logs(rclient, saved)
+    db.execute("UPDATE projector_checkpoints SET log_id = '0', log_key = 0")
+    fleet.burst()
+    assert checkpoint_events(db) == 1200  # all 600 went through project() a second time
+    assert projection_diff(actual_projection(db), first) == []
+    assert_done(rclient, db, pkeys)
+
+
+def _entries(saved: dict[str, list[tuple[str, dict]]]) -> list[Entry]:
+    entries = []
+    for items in saved.values():
+        for log_id, fields in items:
+            entry = parse(log_id, fields)
+            assert isinstance(entry, Entry), entry
+            entries.append(entry)
+    return entries
+
+
+def _project(conn: psycopg.Connection, entries: list[Entry]) -> int:
+    with conn.transaction(), conn.cursor() as cur:
+        return project(cur, LIVE, entries)
+
+
+def _truncate(conn: psycopg.Connection) -> None:
+    conn.execute("TRUNCATE events, messages, threads, read_receipts")
+
+
+async def test_project_twice_on_the_same_entries_has_no_second_effect(
+        gateway, rclient, db, pkeys):
+    async with Workload(gateway.ws_url, seed=22) as work:
+        assert await work.run(500) == 500
+    entries = _entries(log_entries(rclient, pkeys))
+    want = expected_projection(thread_streams(rclient, pkeys))
+    assert len(entries) == 500
+
+    assert _project(db, entries) == 500
+    assert projection_diff(want, actual_projection(db)) == []
+    assert _project(db, entries) == 0  # a second transaction on the same entries
+    with db.transaction(), db.cursor() as cur:  # twice within one transaction
+        assert project(cur, LIVE, entries[:250]) == 0
+        assert project(cur, LIVE, entries) == 0
+    assert projection_diff(want, actual_projection(db)) == []
+
+    # Overlapping batches: every entry but the first 100 arrives twice.
+    _truncate(db)
+    applied = sum(_project(db, entries[start:start + 200]) for start in range(0, 500, 100))
+    assert applied == 500
+    assert projection_diff(want, actual_projection(db)) == []
+
+    # The same entry twice inside one batch.
+    _truncate(db)
+    assert _project(db, [e for entry in entries for e in (entry, entry)]) == 500
+    assert projection_diff(want, actual_projection(db)) == []
+
+
+# --- 4. poison entries ----------------------------------------------------------------------
+
+
+def _some_thread(work: Workload, partition: int | None, keys: Keys) -> tuple[str, str, str]:
+    for model in work.models:
+        a, b = model.users
+        if a != b and (partition is None or keys.partition(model.thread) == partition):
+            return model.thread, a, b
+    raise AssertionError("no thread in that partition")
+
+
+async def test_poison_entries_go_to_dead_letters_and_the_partition_moves_on(
+        gateway, fleet, rclient, db, pkeys):
+    future = f"{int(time.time() * 1000) + 10**7}-0"  # would hide every later event if applied
+    poison: dict[tuple[str, str], str] = {}  # (stream, log id) -> what the reason must say
+
+    def inject(thread: str, fields: dict[str, str], reason: str) -> None:
+        stream = pkeys.log(pkeys.partition(thread))
+        log_id = rclient.xadd(stream, fields).decode()
+        poison[(stream, log_id)] = reason
+
+    async with Workload(gateway.ws_url, seed=4) as work:
+        t1, _, _ = _some_thread(work, None, pkeys)
+        t2, a2, _ = _some_thread(work, pkeys.partition(t1), pkeys)  # t1 itself, maybe
+        t3, a3, _ = work.models[-1].thread, *work.models[-1].users
+        await work.run(150)
+        inject(t1, {"t": t1, "i": future, "e": "{not json"}, "DecodeError")
+        inject(t2, {"t": t2, "e": json.dumps({"kind": "MessageSent", "sender": a2,
+                                              "body": "no i", "client_msg_id": "p1"})},
+               "lacks one of t, i, e")
+        await work.run(150)
+        intruder = uid("mallory")
+        inject(t2, {"t": t2, "i": future, "e": json.dumps(
+            {"kind": "MessageSent", "sender": intruder, "body": "let me in",
+             "client_msg_id": "p2"})}, "participant")
+        inject(t3, {"t": t3, "i": future, "e": json.dumps(
+            {"kind": "MessageSent", "sender": a3, "body": "nul \u0000 inside",
+             "client_msg_id": "p3"})}, "NUL")
+        inject(t3, {"t": t3, "i": future, "e": json.dumps(
+            {"kind": "MessageSent", "sender": a3, "body": "fine",
+             "client_msg_id": "p\u00004"})}, "NUL")
+        # Valid to the parser, refused by Postgres (its timestamp is past year 294276):
+        # the batch is split until this entry stands alone and is buried with
+        # Postgres's reason, keeping its thread, id and payload.
+        inject(t3, {"t": t3, "i": "18446744073709551615-0", "e": json.dumps(
+            {"kind": "MessageSent", "sender": a3, "body": "far future",
+             "client_msg_id": "p5"})}, "out of range")
+        await work.run(150)
+
+    fleet.burst()
+    letters = dead_letters(db)
+    assert len(letters) == 6, letters
+    assert {(stream, log_id) for stream, log_id, *_ in letters} == set(poison)
+    for stream, log_id, _, _, _, reason in letters:
+        want = poison[(stream, log_id)]
+        if want == "NUL":  # the parser may refuse it, else Postgres does
+            assert "NUL" in reason or "\\u0000" in reason, reason
+        else:
+            assert want in reason, (want, reason)
+    # Everything else is projected, and each partition's checkpoint passed its poison.
+    assert_projection(db, thread_streams(rclient, pkeys))
+    assert drain_problems(rclient, db, pkeys) == []
+    refused = [row for row in letters if "out of range" in row[-1]]
+    assert [(r[2], r[3]) for r in refused] == [(t3, "18446744073709551615-0")], refused
+    assert "far future" in refused[0][4]
+    assert checkpoint_events(db) == 450 + 6
+
+
+async def test_an_entry_handed_to_too_many_dead_workers_is_buried(
+        gateway, fleet, rclient, db, pkeys):
+    """A crash loop: eleven workers took this entry and died before committing it. It
+    goes to the dead letters rather than stall its partition; the rest is projected."""
+    async with Workload(gateway.ws_url, seed=9) as work:
+        assert await work.run(200) == 200
+    stream = max((pkeys.log(p) for p in range(PARTITIONS)), key=rclient.xlen)
+    rclient.xgroup_create(stream, "projector", id="0", mkstream=True)
+    [(_, [(log_id, fields)])] = rclient.xreadgroup("projector", "ghost", {stream: ">"}, count=1)
+    rclient.xclaim(stream, "projector", "ghost", 0, [log_id], retrycount=11)
+    fleet.burst()
+    letters = dead_letters(db)
+    assert [(s, i, r) for s, i, _, _, _, r in letters] == [
+        (stream, log_id.decode(), "delivered too often")]
+    thread, event_id = fields[b"t"].decode(), fields[b"i"].decode()
+    streams = thread_streams(rclient, pkeys)
+    streams[thread] = [(i, p) for i, p in streams[thread] if i != event_id]
+    assert_projection(db, streams)
+    assert drain_problems(rclient, db, pkeys) == []
