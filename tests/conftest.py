@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from duologue.db import migrate
 from duologue.embedded import EmbeddedRedis, start_postgres
 from duologue.keys import Keys
+from tests.projection_support import PARTITIONS, Fleet, projector_env
 from tests.support import GatewayProcess
 
 RUN_PREFIX = f"dltest{uuid.uuid4().hex[:8]}"
@@ -147,3 +148,38 @@ def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(tmp_path / "redis", persist=True).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def db(fresh_database: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to this test's own database."""
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    """A synchronous Redis client."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def pkeys(prefix: str) -> Keys:
+    """Key names for this test's prefix with the projector tests' partition count."""
+    return Keys(prefix, PARTITIONS)
+
+
+@pytest.fixture
+def fleet(redis_url: str, fresh_database: str, prefix: str, log_dir: Path) -> Iterator[Fleet]:
+    """Projector processes against this test's prefix and database, killed at teardown."""
+    fleet = Fleet(projector_env(redis_url, fresh_database, prefix), log_dir)
+    yield fleet
+    fleet.stop_all()
+
+
+@pytest.fixture
+def gateway(start_gateway: Callable[..., GatewayProcess]) -> GatewayProcess:
+    """A gateway with the projector tests' partition count."""
+    return start_gateway(DUOLOGUE_PARTITIONS=str(PARTITIONS))

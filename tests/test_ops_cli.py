@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,19 +82,6 @@ def ops_env(redis_url: str, fresh_database: str, prefix: str) -> dict[str, str]:
 @pytest.fixture
 def ops_keys(prefix: str) -> Keys:
     return Keys(prefix, PARTITIONS)
-
-
-@pytest.fixture
-def rclient(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def db(fresh_database: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(fresh_database, autocommit=True) as conn:
-        yield conn
 
 
 def project_burst(env: dict[str, str], log_dir: Path) -> None:

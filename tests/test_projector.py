@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import psycopg
-import pytest
 import redis
 
 from duologue.keys import Keys
@@ -21,7 +19,6 @@ from projector.project import project
 from projector.tables import LIVE
 from tests.projection_support import (
     PARTITIONS,
-    Fleet,
     Workload,
     actual_projection,
     assert_done,
@@ -32,41 +29,9 @@ from tests.projection_support import (
     expected_projection,
     log_entries,
     projection_diff,
-    projector_env,
     thread_streams,
 )
 from tests.support import uid
-
-
-@pytest.fixture
-def db(fresh_database: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(fresh_database, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
-def rclient(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def pkeys(prefix: str) -> Keys:
-    return Keys(prefix, PARTITIONS)
-
-
-@pytest.fixture
-def fleet(redis_url, fresh_database, prefix, log_dir) -> Iterator[Fleet]:
-    fleet = Fleet(projector_env(redis_url, fresh_database, prefix), log_dir)
-    yield fleet
-    fleet.stop_all()
-
-
-@pytest.fixture
-def gateway(start_gateway):
-    return start_gateway(DUOLOGUE_PARTITIONS=str(PARTITIONS))
-
 
 # --- 8. burst mode ------------------------------------------------------------------------
 

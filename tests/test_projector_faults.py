@@ -43,36 +43,6 @@ from tests.projection_support import (
 )
 
 
-@pytest.fixture
-def db(fresh_database: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(fresh_database, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
-def rclient(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def pkeys(prefix: str) -> Keys:
-    return Keys(prefix, PARTITIONS)
-
-
-@pytest.fixture
-def fleet(redis_url, fresh_database, prefix, log_dir) -> Iterator[Fleet]:
-    fleet = Fleet(projector_env(redis_url, fresh_database, prefix), log_dir)
-    yield fleet
-    fleet.stop_all()
-
-
-@pytest.fixture
-def gateway(start_gateway):
-    return start_gateway(DUOLOGUE_PARTITIONS=str(PARTITIONS))
-
-
 async def wait_progress(db, before: int, timeout: float, done: Any = None) -> bool:
     """Until the checkpoints count more events than ``before`` (False on timeout/done())."""
     deadline = time.monotonic() + timeout
