@@ -52,6 +52,7 @@ class Settings:
     dedupe_ttl: int = 86400
     ping_interval: float = 20.0
     drain_timeout: float = 10.0
+    projector_lanes: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -71,6 +72,7 @@ class Settings:
             dedupe_ttl=int(_number(env, "DUOLOGUE_DEDUPE_TTL", 86400, minimum=86400)),
             ping_interval=_number(env, "DUOLOGUE_PING_INTERVAL", 20, minimum=0.1),
             drain_timeout=_number(env, "DUOLOGUE_DRAIN_TIMEOUT", 10, minimum=0),
+            projector_lanes=int(_number(env, "DUOLOGUE_PROJECTOR_LANES", 2, minimum=1)),
         )
 
     def require(self, *names: str) -> Settings:

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,7 @@ class Worker:
         self.batch = batch
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.applied = 0
+        self._count = threading.Lock()
         # (stream, entry id) -> its delivery count when this process first re-read it
         self.first_count: dict[tuple[str, bytes], int] = {}
 
@@ -70,9 +71,9 @@ class Worker:
         log.info("projector_started", worker=self.name, burst=self.burst)
         while not self.stop.is_set():
             try:
-                with self._connect() as (conn, client):
+                with self._connect() as (conns, client):
                     delay = 0.1
-                    if self._loop(conn, client):
+                    if self._loop(conns, client):
                         break
             except TRANSIENT as exc:
                 log.warning("projector_retry", error=f"{type(exc).__name__}: {exc}",
@@ -84,11 +85,14 @@ class Worker:
     def _connect(self) -> Any:
         return _Session(self.settings)
 
-    def _loop(self, conn: psycopg.Connection, client: redis.Redis) -> bool:
-        """Read the next entries (in a thread) while this one commits the current ones:
-        Redis reads and parsing overlap with Postgres's work on the batch in hand."""
-        owner = Ownership(conn, client, self.keys, self.name)
+    def _loop(self, conns: list[psycopg.Connection], client: redis.Redis) -> bool:
+        """Read the next entries (in a thread) while the current ones commit; partitions
+        are split over lanes, each committing on its own connection, so Postgres works
+        on one lane's batch while Python prepares the other's."""
+        owner = Ownership(conns[0], client, self.keys, self.name)
         ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projector-read")
+        lanes = ThreadPoolExecutor(max_workers=max(1, len(conns) - 1),
+                                   thread_name_prefix="projector-lane")
         next_read: Future[list[Chunk]] | None = None
         try:
             while not self.stop.is_set():
@@ -101,13 +105,14 @@ class Worker:
                 if chunks:
                     if owner.owned and not any(o.pending for o in owner.owned.values()):
                         next_read = ahead.submit(self._read_new, client, _ready(owner))
-                    self._apply(conn, client, chunks, owner)
+                    self._apply(conns, lanes, client, chunks, owner)
                 elif self.burst and owner.complete():
                     return True
             return True
         finally:
             ahead.shutdown(wait=True)  # a read in flight ends within its BLOCK timeout;
-            owner.release_all()        # what it got stays pending for the next owner
+            lanes.shutdown(wait=True)  # what it got stays pending for the next owner
+            owner.release_all()
 
     def _read(self, client: redis.Redis, owner: Ownership) -> list[Chunk]:
         pending = {o.stream: o for o in owner.owned.values() if o.pending}
@@ -153,12 +158,29 @@ class Worker:
         return [(i, {b"!": b"delivered too often"} if i in too_often else f)
                 for i, f in entries]
 
-    def _apply(self, conn: psycopg.Connection, client: redis.Redis, chunks: list[Chunk],
-               owner: Ownership) -> None:
+    def _apply(self, conns: list[psycopg.Connection], lanes: ThreadPoolExecutor,
+               client: redis.Redis, chunks: list[Chunk], owner: Ownership) -> None:
+        """Commit the chunks, each partition's in order, its lane's connection."""
+        split = [[c for c in chunks if c.owned.partition % len(conns) == k]
+                 for k in range(len(conns))]
+        moved: list[str] = []
+        others = [lanes.submit(self._apply_lane, conns[k], client, split[k], moved)
+                  for k in range(1, len(conns)) if split[k]]
+        try:
+            self._apply_lane(conns[0], client, split[0], moved)
+        finally:
+            wait(others)  # never leave a lane running on a connection about to close
+        for future in others:
+            future.result()  # a lane's error (Postgres away) is this worker's error
+        for stream in moved:
+            owner.release(stream)
+
+    def _apply_lane(self, conn: psycopg.Connection, client: redis.Redis,
+                    chunks: list[Chunk], moved: list[str]) -> None:
         group: list[Chunk] = []
         for index, chunk in enumerate(chunks):
             if group and sum(len(c.raw) for c in group) + len(chunk.raw) > self.batch:
-                self._commit_safely(conn, client, group, owner)
+                self._commit_safely(conn, client, group, moved)
                 group = []
                 if self.stop.is_set():  # SIGTERM: the batch in hand is done, the rest
                     for rest in chunks[index:]:  # stays pending for the next owner
@@ -166,10 +188,10 @@ class Worker:
                     return
             group.append(chunk)
         if group:
-            self._commit_safely(conn, client, group, owner)
+            self._commit_safely(conn, client, group, moved)
 
     def _commit_safely(self, conn: psycopg.Connection, client: redis.Redis,
-                       group: list[Chunk], owner: Ownership) -> None:
+                       group: list[Chunk], moved: list[str]) -> None:
         """Commit; on a data error split the batch until the poison entry stands alone."""
         attempt = 0
         while True:
@@ -185,13 +207,13 @@ class Worker:
                     self._commit(conn, group, poison=True, reason=str(exc))
                     break
                 for half in _halves(group):
-                    self._commit_safely(conn, client, half, owner)
+                    self._commit_safely(conn, client, half, moved)
                 return
             except ledger.CheckpointMoved as exc:
                 log.error("projector_checkpoint_moved", stream=exc.stream)
                 for chunk in group:
                     chunk.owned.pending = True  # rolled back: read these again from the PEL
-                owner.release(exc.stream)
+                moved.append(exc.stream)  # released by the loop's thread, not a lane's
                 return
         _acknowledge(client, group)
         for chunk in group:
@@ -224,7 +246,8 @@ class Worker:
                 ledger.advance(cur, owned.stream, owned.checkpoint, new, count)
         for owned, new, _ in moves:
             owned.checkpoint = new
-        self.applied += applied
+        with self._count:
+            self.applied += applied
 
 
 def _log_key(log_id: bytes) -> tuple[int, int]:
@@ -295,20 +318,25 @@ def _acknowledge(client: redis.Redis, group: list[Chunk]) -> None:
 
 
 class _Session:
-    """A Postgres connection (its advisory locks are our ownership) and a Redis client."""
+    """Postgres connections, one per lane (the first one's advisory locks are our
+    ownership), and a Redis client."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def __enter__(self) -> tuple[psycopg.Connection, redis.Redis]:
-        self.conn = psycopg.connect(self.settings.database_url, autocommit=True,
-                                    connect_timeout=5, application_name="duologue-projector")
+    def __enter__(self) -> tuple[list[psycopg.Connection], redis.Redis]:
+        self.conns: list[psycopg.Connection] = []
+        for _ in range(self.settings.projector_lanes):
+            self.conns.append(psycopg.connect(
+                self.settings.database_url, autocommit=True, connect_timeout=5,
+                application_name="duologue-projector"))
         self.client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=10,
                                            socket_connect_timeout=3)
         # entries as Redis sends them: redis-py's dict building was a tenth of our CPU
         self.client.set_response_callback("XREADGROUP", lambda reply, **_: reply)
-        return self.conn, self.client
+        return self.conns, self.client
 
     def __exit__(self, *exc: object) -> None:
         self.client.close()
-        self.conn.close()
+        for conn in self.conns:
+            conn.close()

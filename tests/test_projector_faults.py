@@ -272,7 +272,7 @@ async def test_connection_dropped_mid_batch_again_and_again_buries_nothing(
     holder = psycopg.connect(fresh_database, autocommit=True)
     try:
         holder.execute("SELECT pg_advisory_lock(%s)", (PROJECTION_LOCK,))
-        process = fleet.start()
+        process = fleet.start(DUOLOGUE_PROJECTOR_LANES="1")  # one backend per session
         terminated: set[int] = set()
         while len(terminated) < 6:
             for pid in await next_waiting_backends(db, terminated, process):

@@ -34,7 +34,7 @@ from tests.test_ops_cli import (
 )
 
 # the fixtures of test_ops_cli, shared
-ops_env, ops_keys, rclient, db = ops.ops_env, ops.ops_keys, ops.rclient, ops.db
+ops_env, ops_keys = ops.ops_env, ops.ops_keys
 
 PROJECTION = ("messages", "threads", "read_receipts")
 
