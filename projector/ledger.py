@@ -38,12 +38,18 @@ def checkpoint(conn: psycopg.Connection, stream: str, partition: int) -> str:
 
 
 def advance(cur: psycopg.Cursor, stream: str, old: str, new: str, count: int) -> None:
-    """Compare-and-set: move the checkpoint from ``old`` to ``new`` or raise."""
-    cur.execute(
-        "UPDATE projector_checkpoints SET log_id = %s, log_key = %s, "
-        "events = events + %s, updated_at = now() WHERE stream = %s AND log_id = %s "
-        "RETURNING 1", (new, sort_key(new), count, stream, old))
-    if cur.fetchone() is None:
+    """Compare-and-set: move the checkpoint from ``old`` to ``new`` or raise.
+
+    On a cursor of its own: in pipeline mode the caller's cursor still has writes in
+    flight, and a cursor with two statements in flight can hand back the wrong rows.
+    """
+    with cur.connection.cursor() as own:
+        own.execute(
+            "UPDATE projector_checkpoints SET log_id = %s, log_key = %s, "
+            "events = events + %s, updated_at = now() WHERE stream = %s AND log_id = %s "
+            "RETURNING 1", (new, sort_key(new), count, stream, old))
+        moved = own.fetchone() is None
+    if moved:
         raise CheckpointMoved(stream)
 
 

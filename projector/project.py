@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import psycopg
@@ -53,18 +54,19 @@ def project(cur: psycopg.Cursor, tables: Tables, entries: Sequence[Entry]) -> in
     by_thread: dict[str, list[Entry]] = defaultdict(list)
     for entry in entries:
         by_thread[entry.thread].append(entry)
-    cur.execute(tables.heads, (sorted(by_thread),))
-    if tables.archive:
-        # In pipeline mode Postgres inserts the archive while we fold below.
-        with cur.connection.cursor() as other:
-            archive(other, entries)
-    heads: dict[str, str] = dict(cur.fetchall())
+    conn = cur.connection
+    heads: dict[str, str] = dict(_fetch(conn, tables.heads, (sorted(by_thread),)))
     fresh = {t: _above(es, heads.get(t, "0")) for t, es in by_thread.items()}
     fresh = {t: es for t, es in fresh.items() if es}
+    loaded = _load_messages(conn, tables, fresh)
+    receipts = _load_receipts(conn, tables, fresh)
+    if tables.archive:
+        # Nothing reads this result: in pipeline mode Postgres inserts the archive
+        # while we fold below (a later fetch would wait for it, so fetches come first).
+        with conn.cursor() as other:
+            archive(other, entries)
     if not fresh:
         return 0
-    loaded = _load_messages(cur, tables, fresh)
-    receipts = _load_receipts(cur, tables, fresh)
     rows = _Rows()
     for thread, events in fresh.items():
         state = ThreadState(thread, heads.get(thread, "0"), loaded.get(thread, {}),
@@ -86,27 +88,34 @@ def _above(entries: list[Entry], last_id: str) -> list[Entry]:
     return out
 
 
+def _fetch(conn: psycopg.Connection, query: Any, params: Sequence[object]) -> list[Any]:
+    """One statement on a cursor of its own: in pipeline mode a cursor with two
+    statements in flight can hand back the first one's rows."""
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchall()
+
+
 def _load_messages(
-    cur: psycopg.Cursor, tables: Tables, fresh: dict[str, list[Entry]]
+    conn: psycopg.Connection, tables: Tables, fresh: dict[str, list[Entry]]
 ) -> dict[str, dict[str, Message]]:
     wanted = [(t, e.event.target) for t, es in fresh.items() for e in es
               if isinstance(e.event, MessageEdited | MessageDeleted)]
     found: dict[str, dict[str, Message]] = defaultdict(dict)
     if wanted:
-        cur.execute(tables.targets, ([t for t, _ in wanted], [sort_key(i) for _, i in wanted]))
-        for thread, mid, sender, body, sent, edited, deleted in cur.fetchall():
+        for thread, mid, sender, body, sent, edited, deleted in _fetch(
+                conn, tables.targets, ([t for t, _ in wanted], [sort_key(i) for _, i in wanted])):
             found[thread][mid] = Message(sender, body, sent, edited, deleted)
     return found
 
 
 def _load_receipts(
-    cur: psycopg.Cursor, tables: Tables, fresh: dict[str, list[Entry]]
+    conn: psycopg.Connection, tables: Tables, fresh: dict[str, list[Entry]]
 ) -> dict[str, dict[str, str]]:
     wanted = [t for t, es in fresh.items() if any(isinstance(e.event, ReadUpTo) for e in es)]
     found: dict[str, dict[str, str]] = defaultdict(dict)
     if wanted:
-        cur.execute(tables.readers, (wanted,))
-        for thread, reader, up_to in cur.fetchall():
+        for thread, reader, up_to in _fetch(conn, tables.readers, (wanted,)):
             found[thread][reader] = up_to
     return found
 

@@ -224,7 +224,7 @@ class Worker:
                 reason: str = "") -> None:
         moves: list[tuple[Owned, str, int]] = []
         with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PROJECTION_LOCK,))
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PROJECTION_LOCK,))
             good: list[Entry] = []
             for chunk in group:
                 floor = event_key(chunk.owned.checkpoint)

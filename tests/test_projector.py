@@ -238,3 +238,29 @@ async def test_an_entry_handed_to_too_many_dead_workers_is_buried(
     streams[thread] = [(i, p) for i, p in streams[thread] if i != event_id]
     assert_projection(db, streams)
     assert drain_problems(rclient, db, pkeys) == []
+
+
+def test_batches_spanning_a_thousand_threads_each(fleet, rclient, db, pkeys):
+    """120,000 sends over 20,000 threads: every batch touches ~1,000 threads. In psycopg
+    pipeline mode a cursor with two statements in flight once handed the projector the
+    first one's rows for the second, and the worker died after ~65,000 events."""
+    script = rclient.register_script(
+        "local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1]) "
+        "redis.call('XADD', KEYS[2], '*', 't', ARGV[2], 'i', id, 'e', ARGV[1])")
+    users = [(uid("a"), uid("b")) for _ in range(20_000)]
+    with rclient.pipeline(transaction=False) as pipe:
+        for n in range(120_000):
+            a, b = users[n % len(users)]
+            thread = f"dm:{min(a, b)}:{max(a, b)}"
+            payload = json.dumps({"kind": "MessageSent", "sender": a, "body": f"m{n}",
+                                  "client_msg_id": f"c{n}"})
+            script(keys=[pkeys.stream(thread), pkeys.log(pkeys.partition(thread))],
+                   args=[payload, thread], client=pipe)
+            if n % 10_000 == 9_999:
+                pipe.execute()
+    process = fleet.burst(timeout=120)
+    assert process.process.returncode == 0, process.log()[-2000:]
+    assert checkpoint_events(db) == 120_000
+    row = db.execute("SELECT count(*), count(DISTINCT thread) FROM messages").fetchone()
+    assert row == (120_000, 20_000)
+    assert db.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
