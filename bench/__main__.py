@@ -2,7 +2,9 @@
 
 Each figure is measured ``--runs`` times (default 3), each run on a fresh gateway
 process with its own Redis key prefix, deleted afterwards. ``--only`` picks
-figures: throughput, latency, sync, memory, ceilings.
+figures: throughput, latency, sync, memory, ceilings (gateway); projector, freshness,
+pg_ceilings, history_read, rebuild (projector and history: each run also has a Postgres
+database of its own, dropped afterwards).
 """
 
 from __future__ import annotations
@@ -24,18 +26,29 @@ from typing import Any
 
 import redis
 
-from bench import driver, procs
+from bench import driver, pg, procs
 from bench.ceilings import ceilings
 from bench.common import REDIS_URL, ROOT
 from bench.fig_chat import latency, throughput
+from bench.fig_history import history_read
 from bench.fig_memory import memory
+from bench.fig_projector import freshness, projector
+from bench.fig_rebuild import rebuild
 from bench.fig_sync import sync
 from bench.options import Options
+from bench.pg_ceilings import pg_ceilings
 from bench.report import Result, table
+from duologue import logs
 
 FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "throughput": throughput, "latency": latency, "sync": sync, "memory": memory,
     "ceilings": ceilings,
+    # projector and history (Postgres)
+    "projector": projector, "freshness": freshness, "pg_ceilings": pg_ceilings,
+    "history_read": history_read, "rebuild": rebuild,
+    # TODO(rebuild): "rebuild" -- `duologue rebuild` of 1,000,000 events (seed the
+    #   archive with COPY, time the command, check the swapped-in tables) -- goes here
+    #   (an untracked bench/fig_rebuild.py was being written alongside; not wired yet).
 }
 
 
@@ -69,6 +82,20 @@ def parse(argv: list[str] | None = None) -> tuple[Options, list[str], Path | Non
     p.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
                    help="EXPERIMENT: extra gateway setting for the chat figures, e.g. "
                         "DUOLOGUE_REDIS_POOL=128 (repeatable)")
+    p.add_argument("--backlog", type=int, default=d.backlog,
+                   help="events in the projector figure's backlog")
+    p.add_argument("--backlog-threads", type=int, default=d.backlog_threads)
+    p.add_argument("--fresh-rate", type=float, default=d.fresh_rate,
+                   help="sends/s for the freshness figure")
+    p.add_argument("--fresh-duration", type=float, default=d.fresh_duration)
+    p.add_argument("--poll-ms", type=float, default=d.poll_ms,
+                   help="freshness poller period (ms)")
+    p.add_argument("--pg-rows", type=int, default=d.pg_rows, help="rows per Postgres ceiling")
+    p.add_argument("--pg-batch", type=int, default=d.pg_batch, help="rows per transaction")
+    p.add_argument("--history-messages", type=int, default=d.history_messages,
+                   help="messages in the thread history_read pages through")
+    p.add_argument("--history-rate", type=float, default=d.history_rate, help="GET/s")
+    p.add_argument("--history-duration", type=float, default=d.history_duration)
     p.add_argument("--json", type=Path, default=None,
                    help="write results here (default bench/results/<time>.json)")
     a = p.parse_args(argv)
@@ -80,7 +107,12 @@ def parse(argv: list[str] | None = None) -> tuple[Options, list[str], Path | Non
                    events=a.events, idle=a.idle, echo_clients=a.echo_clients,
                    quiet_wait=a.quiet_wait, redo_noisy=a.redo_noisy,
                    profile=a.profile,
-                   gateway_env=tuple(_pair(item, p) for item in a.gateway_env))
+                   gateway_env=tuple(_pair(item, p) for item in a.gateway_env),
+                   backlog=a.backlog, backlog_threads=a.backlog_threads,
+                   fresh_rate=a.fresh_rate, fresh_duration=a.fresh_duration,
+                   poll_ms=a.poll_ms, pg_rows=a.pg_rows, pg_batch=a.pg_batch,
+                   history_messages=a.history_messages, history_rate=a.history_rate,
+                   history_duration=a.history_duration)
     only = a.only or list(FIGURES)
     if a.profile and "throughput" not in only:
         only.append("throughput")
@@ -123,7 +155,8 @@ def _commit() -> str:
         return done.stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", "gateway", "domain", "schemas", "duologue")
+    dirty = git("status", "--porcelain", "--", "gateway", "domain", "schemas", "duologue",
+                "projector")
     return head + ("+changes" if dirty else "")
 
 
@@ -143,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     opts, names, json_path = parse(argv)
+    logs.configure("WARNING")  # no "migrated" line per fresh database in the output
     info = machine()
     print(f"machine: {info}; runs per figure: {opts.runs}", flush=True)
     if opts.experiment:
@@ -156,9 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         driver.kill_all()
         procs.stop_all()
+        pg.drop_all()
     rows = [row for r in results.values() for row in r.rows]
-    print()
-    print(table([r for r in rows if not r.ceiling]))
+    if any(not r.ceiling for r in rows):
+        print()
+        print(table([r for r in rows if not r.ceiling]))
     if any(r.ceiling for r in rows):
         print("\nceilings (same run):")
         print(table([r for r in rows if r.ceiling]))

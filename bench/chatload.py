@@ -37,6 +37,9 @@ class Run:
         self.sent_at: dict[str, float] = {}
         self.ack_samples: list[tuple[float, float]] = []  # (sent at, seconds to ack)
         self.delivery_samples: list[tuple[float, float]] = []  # (sent at, seconds to event)
+        self.record_acks: bool = spec.get("record_acks", False)
+        self.ack_log: list[tuple[float, str, str, float]] = []  # (acked at, thread, id,
+        # sent at), if asked
 
 
 class Peer:
@@ -84,6 +87,8 @@ class Peer:
             sent = run.sent_at.get(frame.ref)
             if sent is not None:
                 run.ack_samples.append((sent, time.perf_counter() - sent))
+            if run.record_acks:
+                run.ack_log.append((time.perf_counter(), frame.thread, frame.id, sent or 0.0))
             if not run.rate:
                 self.refill += 1
         elif kind == "hello":
@@ -194,6 +199,8 @@ async def chat(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
     meter.close()
     await asyncio.sleep(0.2)
     return {
+        "window": [t1, t2],  # perf_counter is CLOCK_MONOTONIC: comparable across processes
+        "acks": [list(a) for a in run.ack_log if t1 <= a[0] < t2],
         "acked_in_window": acked2 - acked1, "seconds": t2 - t1,
         "rate": (acked2 - acked1) / (t2 - t1), "sent": sent_total,
         "drain_seconds": drained, "retried_unavailable": run.retried, "senders": len(senders),

@@ -1,6 +1,6 @@
 """Load-generator worker process: ``python -m bench.load`` (driven by ``bench.driver``).
 
-The first stdin line is a JSON spec with ``mode`` (chat | echo | sync | idle). The
+The first stdin line is a JSON spec with ``mode`` (chat | echo | sync | idle | http_get). The
 worker prints JSON lines on stdout: ``{"stage": ...}`` when it waits for the driver
 (which answers ``go``), and finally ``{"result_file": path}`` or ``{"error": ...}``.
 Runs on uvloop; every loop is bounded by a deadline and a count.
@@ -18,7 +18,7 @@ from typing import Any
 
 import uvloop
 
-from bench import clients
+from bench import clients, httpload
 from bench.common import raise_nofile
 
 
@@ -32,7 +32,7 @@ async def stage(name: str, **info: Any) -> None:
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
     modes = {"chat": clients.chat, "echo": clients.echo, "sync": clients.sync,
-             "idle": clients.idle}
+             "idle": clients.idle, "http_get": httpload.http_get}
     return await modes[spec["mode"]](spec, stage)
 
 

@@ -25,6 +25,18 @@ class Options:
     profile: bool = False  # one extra throughput run under py-spy
     profile_seconds: float = 5.0
     gateway_env: tuple[tuple[str, str], ...] = ()  # experiment: extra gateway settings
+    # projector figures
+    backlog: int = 200_000  # events in the projector's backlog
+    backlog_threads: int = 2000  # threads they are spread over
+    projector_timeout: float = 300.0  # most seconds a backlog may take to project
+    fresh_rate: float = 2000.0  # sends/s for the freshness figure
+    fresh_duration: float = 20.0  # seconds of its measurement window
+    poll_ms: float = 5.0  # freshness poller period
+    pg_rows: int = 200_000  # rows per Postgres ceiling
+    pg_batch: int = 1000  # rows per transaction there
+    history_messages: int = 100_000  # messages in the thread GET reads pages of
+    history_rate: float = 200.0  # GET requests/s
+    history_duration: float = 15.0  # seconds of its measurement window
 
     @property
     def experiment(self) -> dict[str, str]:

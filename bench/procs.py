@@ -1,4 +1,4 @@
-"""Server subprocesses (gateway, echo server): start, wait for /healthz, stop.
+"""Server subprocesses (gateway, echo server, projector): start, wait until up, stop.
 
 Every process started here is registered, so ``stop_all`` (run from ``__main__``'s
 ``finally``) can kill whatever is left after an error or Ctrl-C.
@@ -92,11 +92,77 @@ class Server:
                 self.log_path.unlink()
 
 
-def gateway(prefix: str, experiment: dict[str, str] | None = None) -> Server:
+def gateway(prefix: str, experiment: dict[str, str] | None = None,
+            database_url: str = "") -> Server:
     """The gateway as it is in the tree; ``experiment`` adds ``DUOLOGUE_*`` settings."""
     env = {"REDIS_URL": REDIS_URL, "DUOLOGUE_SECRET": SECRET, "DUOLOGUE_PREFIX": prefix,
            "DUOLOGUE_RATE": "0", **(experiment or {})}
+    if database_url:
+        env["DATABASE_URL"] = database_url
     return Server([sys.executable, "-m", "duologue.cli", "gateway"], env)
+
+
+@dataclass
+class Projector:
+    """``duologue projector`` in a process group of its own (``--workers N`` forks N
+    workers under a supervisor), so stopping it stops every worker it started."""
+
+    prefix: str
+    database_url: str
+    workers: int = 1
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> Projector:
+        fd, name = tempfile.mkstemp(prefix="dlbench-projector-", suffix=".log")
+        self.log_path = Path(name)
+        env = {**os.environ, "REDIS_URL": REDIS_URL, "DATABASE_URL": self.database_url,
+               "DUOLOGUE_PREFIX": self.prefix}
+        argv = [sys.executable, "-m", "duologue.cli", "projector"]
+        if self.workers > 1:
+            argv += ["--workers", str(self.workers)]
+        with os.fdopen(fd, "wb") as out:
+            self.process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        _started.append(self.process)
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (each worker finishes its batch), then SIGKILL to the whole group."""
+        process = self.process
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=5)
+            _kill_group(process.pid)  # a worker left behind by its supervisor
+            if process in _started:
+                _started.remove(process)
+        if self.log_path is not None and not os.environ.get("DLBENCH_KEEP_LOGS"):
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL the process group ``pgid`` (a group this module created), if any is left."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def echo_server() -> Server:
@@ -119,4 +185,6 @@ def stop_all() -> None:
             process.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
+        if process.args[3:4] == ["projector"]:  # type: ignore[index]
+            _kill_group(process.pid)  # its workers
         _started.remove(process)

@@ -1,0 +1,213 @@
+"""A projector backlog: N events over T threads, appended exactly as the gateway appends.
+
+Every event goes through ``gateway/append.lua`` (EVALSHA, pipelined), with the keys,
+arguments and guards ``gateway.store.EventStore.append`` would pass, so the thread
+streams, the partition logs, the dedupe keys and the state hashes are the real ones.
+The mix is valid: edits and deletes target a live message of their own sender (often
+an old one, so the projector has to load it from Postgres), read receipts move
+forward to the partner's newest message. The events are generated in rounds, one
+event per thread per round, each round one pipeline, so later rounds can name the
+ids Redis gave earlier ones and the partition logs interleave many threads.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from bench.common import REDIS_URL
+from domain.commands import DeleteMessage, EditMessage, MarkRead
+from duologue.keys import Keys
+from gateway.store import APPEND_LUA, Guard, guard_for
+from schemas.events import (
+    Event,
+    MessageDeleted,
+    MessageEdited,
+    MessageSent,
+    ReadUpTo,
+    encode_event,
+)
+
+MIX = (("send", 85), ("edit", 5), ("delete", 5), ("read", 5))
+DEDUPE_TTL = 86400
+
+
+@dataclass
+class _Thread:
+    thread: str
+    users: tuple[str, str]
+    live: dict[str, list[str]] = field(default_factory=dict)  # sender -> live message ids
+    newest: dict[str, str] = field(default_factory=dict)  # sender -> newest message id
+    receipt: dict[str, str] = field(default_factory=dict)  # reader -> up_to
+
+
+@dataclass
+class Expected:
+    """What the projection must hold once the whole backlog is applied."""
+
+    events: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    messages: int = 0
+    deleted: int = 0
+    edited: int = 0  # distinct messages with an edit (a later delete keeps edited_at)
+    receipts: int = 0  # (thread, reader) rows
+    threads: int = 0
+    seconds: float = 0.0
+    edited_ids: set[str] = field(default_factory=set, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"events": self.events, "kinds": dict(self.kinds), "messages": self.messages,
+                "deleted": self.deleted, "edited": self.edited, "receipts": self.receipts,
+                "threads": self.threads, "fill_seconds": round(self.seconds, 2)}
+
+
+def thread_names(threads: int, tag: str = "b") -> list[tuple[str, tuple[str, str]]]:
+    out = []
+    for n in range(threads):
+        a, b = f"{tag}{n:05d}a", f"{tag}{n:05d}b"
+        out.append((f"dm:{a}:{b}", (a, b)))
+    return out
+
+
+def _choose(rng: random.Random, t: _Thread) -> tuple[str, str, Event, str | None]:
+    """(kind, author, event, target/up_to) of the thread's next event; sends when the
+    drawn kind has nothing valid to act on."""
+    kind = rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
+    author = rng.choice(t.users)
+    other = t.users[1] if author == t.users[0] else t.users[0]
+    if kind in ("edit", "delete") and t.live.get(author):
+        target = rng.choice(t.live[author])
+        if kind == "edit":
+            return kind, author, MessageEdited(sender=author, target=target,
+                                               body=f"edited {target}", client_msg_id=""), target
+        return kind, author, MessageDeleted(sender=author, target=target,
+                                            client_msg_id=""), target
+    if kind == "read":
+        up_to = t.newest.get(other)
+        current = t.receipt.get(author)
+        if up_to is not None and up_to != current:
+            return kind, author, ReadUpTo(reader=author, up_to=up_to), up_to
+    return "send", author, MessageSent(sender=author, body="", client_msg_id=""), None
+
+
+def fill(prefix: str, events: int, threads: int, partitions: int = 64,
+         seed: int = 7) -> Expected:
+    """Append ``events`` events round-robin over ``threads`` threads; returns what the
+    projection must look like afterwards."""
+    rng = random.Random(seed)
+    keys = Keys(prefix, partitions)
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=60)
+    expected = Expected()
+    started = time.perf_counter()
+    try:
+        sha = str(client.script_load(APPEND_LUA))
+        state = [_Thread(name, users) for name, users in thread_names(threads)]
+        seq = 0
+        while expected.events < events:
+            batch = state[:events - expected.events]
+            planned: list[tuple[_Thread, str, str, str | None, list[Any]]] = []
+            for t in batch:
+                kind, author, event, ref = _choose(rng, t)
+                seq += 1
+                cmid = f"bl-{seq}"
+                event = _finish(event, cmid, seq)
+                part = keys.partition(t.thread)
+                a, b = t.users
+                guard = _guard(event, t.thread, cmid)
+                k = [keys.stream(t.thread), keys.log(part),
+                     keys.dedupe(t.thread, author, cmid), keys.state(t.thread),
+                     keys.index(part, a), keys.index(part, b)]
+                args: list[Any] = [encode_event(event), t.thread, DEDUPE_TTL,
+                                   keys.channel(a), keys.channel(b),
+                                   guard.kind, guard.field, guard.value]
+                for name, value in guard.sets:
+                    args += [name, value]
+                planned.append((t, kind, author, ref, [len(k), *k, *args]))
+            replies = _run(client, sha, [c for *_, c in planned])
+            for (t, kind, author, ref, _), (raw_id, status) in zip(planned, replies,
+                                                                    strict=True):
+                if int(status) != 0:
+                    raise RuntimeError(f"append.lua refused a backlog event: {status} "
+                                       f"({kind} on {t.thread})")
+                _record(expected, t, kind, author, ref, raw_id.decode())
+        expected.threads = min(threads, events)
+        expected.edited = len(expected.edited_ids)
+        expected.receipts = sum(len(t.receipt) for t in state)
+    finally:
+        client.close()
+    expected.seconds = time.perf_counter() - started
+    return expected
+
+
+def _run(client: redis.Redis, sha: str, commands: list[list[Any]]) -> list[Any]:
+    """EVALSHA every command in one pipeline; the ones that met NOSCRIPT (another
+    session flushed the script cache) are loaded and run again, in order."""
+    replies: list[Any] = [None] * len(commands)
+    todo = list(range(len(commands)))
+    for _ in range(5):
+        with client.pipeline(transaction=False) as pipe:
+            for i in todo:
+                pipe.evalsha(sha, *commands[i])
+            got = pipe.execute(raise_on_error=False)
+        again = []
+        for i, reply in zip(todo, got, strict=True):
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                again.append(i)
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                replies[i] = reply
+        if not again:
+            return replies
+        client.script_load(APPEND_LUA)
+        todo = again
+    raise RuntimeError("append.lua kept disappearing from the script cache")
+
+
+def _finish(event: Event, cmid: str, seq: int) -> Event:
+    """Give the event its client_msg_id (and a body of a realistic length)."""
+    match event:
+        case MessageSent(sender=s):
+            return MessageSent(sender=s, body=f"backlog message {seq}: the quick brown fox "
+                               "jumps over the lazy dog", client_msg_id=cmid)
+        case MessageEdited(sender=s, target=target, body=body):
+            return MessageEdited(sender=s, target=target, body=body, client_msg_id=cmid)
+        case MessageDeleted(sender=s, target=target):
+            return MessageDeleted(sender=s, target=target, client_msg_id=cmid)
+    return event
+
+
+def _guard(event: Event, thread: str, cmid: str) -> Guard:
+    """The guard the gateway's handlers would pass (``gateway.store.guard_for``)."""
+    match event:
+        case MessageEdited(sender=s, target=target, body=body):
+            return guard_for(EditMessage(s, thread, target, body, cmid))
+        case MessageDeleted(sender=s, target=target):
+            return guard_for(DeleteMessage(s, thread, target, cmid))
+        case ReadUpTo(reader=r, up_to=up_to):
+            return guard_for(MarkRead(r, thread, up_to, cmid))
+    return Guard()
+
+
+def _record(expected: Expected, t: _Thread, kind: str, author: str, ref: str | None,
+            event_id: str) -> None:
+    expected.events += 1
+    expected.kinds[kind] += 1
+    if kind == "send":
+        expected.messages += 1
+        t.live.setdefault(author, []).append(event_id)
+        t.newest[author] = event_id
+    elif kind == "edit":
+        expected.edited_ids.add(f"{t.thread}/{ref}")
+    elif kind == "delete":
+        assert ref is not None
+        t.live[author].remove(ref)
+        expected.deleted += 1
+    elif kind == "read":
+        assert ref is not None
+        t.receipt[author] = ref
