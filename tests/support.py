@@ -33,8 +33,37 @@ def token(user: str, ttl: int = 3600, secret: str = SECRET) -> str:
     return mint(user, secret, ttl)
 
 
+class Child:
+    """A ``duologue`` subprocess with its log file: read the log, stop it, kill it."""
+
+    process: subprocess.Popen[bytes] | None
+    log_path: Path | None
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def terminate(self, timeout: float = 20) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
 @dataclass
-class GatewayProcess:
+class GatewayProcess(Child):
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -66,18 +95,6 @@ class GatewayProcess:
                 raise RuntimeError(f"gateway did not start:\n{self.log()}")
             time.sleep(0.05)
 
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
-
-    def terminate(self, timeout: float = 20) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
 
 
 class Client:
@@ -179,7 +196,7 @@ def id_key(event_id: str) -> tuple[int, int]:
 
 
 @dataclass
-class ProjectorProcess:
+class ProjectorProcess(Child):
     """``duologue projector`` as a subprocess, to start, kill and restart."""
 
     env: dict[str, str]
@@ -196,24 +213,3 @@ class ProjectorProcess:
                 env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         return self
 
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
-
-    def wait(self, timeout: float = 60) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def terminate(self, timeout: float = 20) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
