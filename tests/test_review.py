@@ -206,7 +206,9 @@ async def proxied_gateway(start_gateway, redis_url: str, **env: str):
     proxy = await RedisProxy.open(redis_url)
     gateway = None
     try:
-        gateway = start_gateway(REDIS_URL=proxy.url, **env)
+        # started from a thread: the proxy runs on this event loop, and the gateway's
+        # startup talks to Redis through it while start() waits for /healthz
+        gateway = await asyncio.to_thread(start_gateway, REDIS_URL=proxy.url, **env)
         yield gateway, proxy
     finally:
         proxy.heal()
