@@ -63,6 +63,12 @@ def parse(log_id: str, fields: Mapping[bytes, bytes] | None) -> Entry | Poison:
     return Entry(log_id, thread, event_id, event, payload)
 
 
+def stored(thread: str, event_id: str, payload: str) -> Entry | Poison:
+    """Check an event read back from a thread stream or the archive (its own log id)."""
+    return parse(event_id, {b"t": thread.encode(), b"i": event_id.encode(),
+                            b"e": payload.encode()})
+
+
 def _author(event: Event) -> str:
     return event.reader if isinstance(event, ReadUpTo) else event.sender
 

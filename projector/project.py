@@ -40,11 +40,19 @@ def as_json(rows: object) -> str:
     return _encoder.encode(rows).decode()
 
 
+def archive_row(e: Entry) -> dict[str, object]:
+    return {"t": e.thread, "i": e.id, "k": sort_key(e.id), "kd": type(e.event).__name__,
+            "p": msgspec.Raw(e.payload.encode()), "ms": ms(e.id)}
+
+
+def message_row(thread: str, mid: str, m: Message) -> dict[str, object]:
+    return {"t": thread, "i": mid, "k": sort_key(mid), "s": m.sender, "b": m.body,
+            "sa": m.sent_at, "ea": m.edited_at, "da": m.deleted_at}
+
+
 def archive(cur: psycopg.Cursor, entries: Sequence[Entry]) -> None:
     if entries:
-        cur.execute(ARCHIVE, (as_json([
-            {"t": e.thread, "i": e.id, "k": sort_key(e.id), "kd": type(e.event).__name__,
-             "p": msgspec.Raw(e.payload.encode()), "ms": ms(e.id)} for e in entries]),))
+        cur.execute(ARCHIVE, (as_json([archive_row(e) for e in entries]),))
 
 
 def project(cur: psycopg.Cursor, tables: Tables, entries: Sequence[Entry]) -> int:
@@ -125,13 +133,10 @@ def _diff(rows: _Rows, state: ThreadState, events: list[Entry], new_thread: bool
     thread = state.thread
     for mid, message in after.messages.items():
         if state.messages.get(mid) != message:
-            rows.messages.append({
-                "t": thread, "i": mid, "k": sort_key(mid), "s": message.sender,
-                "b": message.body, "sa": message.sent_at, "ea": message.edited_at,
-                "da": message.deleted_at})
+            rows.messages.append(message_row(thread, mid, message))
     for reader, up_to in after.receipts.items():
         if state.receipts.get(reader) != up_to:
-            setter = _receipt_event(events, reader, up_to)
+            setter = receipt_setter(events, reader, up_to)
             rows.receipts.append({"t": thread, "r": reader, "u": up_to, "e": setter,
                                   "ms": ms(setter)})
     a, b = participants(thread)
@@ -140,7 +145,8 @@ def _diff(rows: _Rows, state: ThreadState, events: list[Entry], new_thread: bool
                          "ms": ms(after.last_id), "n": len(events)})
 
 
-def _receipt_event(events: Iterable[Entry], reader: str, up_to: str) -> str:
+def receipt_setter(events: Iterable[Entry], reader: str, up_to: str) -> str:
+    """The id of the (last) ReadUpTo event that set ``reader``'s receipt to ``up_to``."""
     for entry in reversed(list(events)):
         event = entry.event
         if isinstance(event, ReadUpTo) and event.reader == reader and event.up_to == up_to:

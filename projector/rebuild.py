@@ -24,8 +24,8 @@ import structlog
 
 from domain.ids import participants, sort_key
 from domain.state import fold
-from projector.entries import Entry, parse
-from projector.project import project
+from projector.entries import Entry, stored
+from projector.project import ms, project, receipt_setter
 from projector.tables import PROJECTION_LOCK, Tables
 
 log = structlog.get_logger("duologue.rebuild")
@@ -145,8 +145,7 @@ def _by_thread(rows: psycopg.Cursor) -> Iterator[tuple[str, list[Entry]]]:
             yield current, entries
             entries = []
         current = thread
-        entry = parse(event_id, {b"t": thread.encode(), b"i": event_id.encode(),
-                                 b"e": payload.encode()})
+        entry = stored(thread, event_id, payload)
         if isinstance(entry, Entry):
             entries.append(entry)
     if entries:
@@ -165,17 +164,11 @@ def _copy_thread(thread: str, entries: list[Entry], message: Callable[..., None]
                  _at(m.edited_at), _at(m.deleted_at)))
     a, b = participants(thread)
     last = state.last_id
-    head((thread, a, b, last, sort_key(last), _at(_ms(entries[0].id)), _at(_ms(last)),
+    head((thread, a, b, last, sort_key(last), _at(ms(entries[0].id)), _at(ms(last)),
           len(entries)))
     for reader, up_to in state.receipts.items():
-        setter = next(e.id for e in reversed(entries)
-                      if getattr(e.event, "reader", None) == reader
-                      and getattr(e.event, "up_to", None) == up_to)
-        receipts.append((thread, reader, up_to, sort_key(up_to), setter, _at(_ms(setter))))
-
-
-def _ms(event_id: str) -> int:
-    return int(event_id.partition("-")[0])
+        setter = receipt_setter(entries, reader, up_to)
+        receipts.append((thread, reader, up_to, sort_key(up_to), setter, _at(ms(setter))))
 
 
 def catch_up(conn: psycopg.Connection, low: int, high: int) -> int:
@@ -189,8 +182,7 @@ def catch_up(conn: psycopg.Connection, low: int, high: int) -> int:
 def _apply_range(cur: psycopg.Cursor, low: int, high: int) -> int:
     cur.execute("SELECT thread, id, payload::text FROM events WHERE archived > %s "
                 "AND archived <= %s ORDER BY archived", (low, high))
-    parsed = [parse(i, {b"t": t.encode(), b"i": i.encode(), b"e": p.encode()})
-              for t, i, p in cur.fetchall()]
+    parsed = [stored(t, i, p) for t, i, p in cur.fetchall()]
     entries = [e for e in parsed if isinstance(e, Entry)]
     return project(cur, NEXT, entries)
 

@@ -12,18 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import msgspec
 import psycopg
 import redis
 
 from domain.ids import event_key, participants, sort_key
 from domain.state import Message, fold
 from duologue.keys import Keys
-from projector.entries import Entry, parse
+from projector.entries import Entry, stored
 from projector.history import log_entries
-from projector.project import as_json, ms
+from projector.project import archive_row, as_json, message_row, ms, receipt_setter
 from projector.tables import LIVE, PROJECTION_LOCK
-from schemas.events import MessageDeleted, MessageEdited, ReadUpTo
+from schemas.events import MessageDeleted, MessageEdited
 
 UPSERT_ARCHIVE = (
     "INSERT INTO events (thread, id, key, kind, payload, ts) "
@@ -56,8 +55,7 @@ def replay(conn: psycopg.Connection, client: redis.Redis, keys: Keys, thread: st
         cur.execute("SET LOCAL lock_timeout = '30s'")
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK,))
         raw = log_entries(client, conn, keys, thread)
-        parsed = [parse(i, {b"t": thread.encode(), b"i": i.encode(), b"e": p.encode()})
-                  for i, p in raw]
+        parsed = [stored(thread, i, p) for i, p in raw]
         entries = [e for e in parsed if isinstance(e, Entry)]
         if not entries:
             _forget(cur, thread)
@@ -81,9 +79,7 @@ def _forget(cur: psycopg.Cursor, thread: str) -> None:
 
 
 def _archive(cur: psycopg.Cursor, thread: str, recent: list[Entry], floor: int) -> None:
-    cur.execute(UPSERT_ARCHIVE, (as_json([
-        {"t": e.thread, "i": e.id, "k": sort_key(e.id), "kd": type(e.event).__name__,
-         "p": msgspec.Raw(e.payload.encode()), "ms": ms(e.id)} for e in recent]),))
+    cur.execute(UPSERT_ARCHIVE, (as_json([archive_row(e) for e in recent]),))
     cur.execute("DELETE FROM events WHERE thread = %s AND key >= %s AND NOT key = ANY(%s)",
                 (thread, floor, [sort_key(e.id) for e in recent]))
 
@@ -93,9 +89,7 @@ def _messages(cur: psycopg.Cursor, thread: str, messages: Mapping[str, Message],
     rows: list[dict[str, object]] = []
     for mid, m in messages.items():
         if mid in keep:
-            rows.append({"t": thread, "i": mid, "k": sort_key(mid), "s": m.sender,
-                         "b": m.body, "sa": m.sent_at, "ea": m.edited_at,
-                         "da": m.deleted_at})
+            rows.append(message_row(thread, mid, m))
     if rows:
         cur.execute(LIVE.upsert_messages, (as_json(rows),))
     cur.execute("DELETE FROM messages WHERE thread = %s AND key >= %s AND NOT key = ANY(%s)",
@@ -106,8 +100,7 @@ def _receipts(cur: psycopg.Cursor, thread: str, receipts: Mapping[str, str],
               entries: list[Entry]) -> None:
     rows: list[dict[str, object]] = []
     for reader, up_to in receipts.items():
-        setter = next(e.id for e in reversed(entries) if isinstance(e.event, ReadUpTo)
-                      and e.event.reader == reader and e.event.up_to == up_to)
+        setter = receipt_setter(entries, reader, up_to)
         rows.append({"t": thread, "r": reader, "u": up_to, "e": setter, "ms": ms(setter)})
     cur.execute("DELETE FROM read_receipts WHERE thread = %s AND NOT reader = ANY(%s)",
                 (thread, [r["r"] for r in rows]))

@@ -21,7 +21,7 @@ import redis
 from domain.ids import event_key
 from domain.state import Message, ThreadState, fold
 from duologue.keys import Keys
-from projector.entries import Entry, parse
+from projector.entries import Entry, parse, stored
 from projector.history import stream_threads
 from schemas.events import decode_event, encode_event
 
@@ -123,8 +123,7 @@ def _with_older(thread: str, log: list[Entry], archive: list[tuple[str, str]]) -
     older = [(i, p) for i, p in archive if first is None or event_key(i) < first]
     if not older:
         return log
-    fields = ({b"t": thread.encode(), b"i": i.encode(), b"e": p.encode()} for i, p in older)
-    parsed = (parse(i, f) for (i, _), f in zip(older, fields, strict=True))
+    parsed = (stored(thread, i, p) for i, p in older)
     return [e for e in parsed if isinstance(e, Entry)] + log
 
 
