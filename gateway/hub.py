@@ -49,7 +49,7 @@ class Hub:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
-        await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self.pubsub.aclose()
 
     async def attach(self, conn: Connection) -> None:
         """Register ``conn`` and return once its user's channel is subscribed."""
