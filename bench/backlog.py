@@ -23,14 +23,13 @@ import redis
 from bench.common import REDIS_URL
 from domain.commands import DeleteMessage, EditMessage, MarkRead
 from duologue.keys import Keys
-from gateway.store import APPEND_LUA, Guard, guard_for
+from gateway.store import APPEND_LUA, Guard, append_call, guard_for
 from schemas.events import (
     Event,
     MessageDeleted,
     MessageEdited,
     MessageSent,
     ReadUpTo,
-    encode_event,
 )
 
 MIX = (("send", 85), ("edit", 5), ("delete", 5), ("read", 5))
@@ -116,20 +115,11 @@ def fill(prefix: str, events: int, threads: int, partitions: int = 64,
                 seq += 1
                 cmid = f"bl-{seq}"
                 event = _finish(event, cmid, seq)
-                part = keys.partition(t.thread)
-                a, b = t.users
                 guard = _guard(event, t.thread, cmid)
-                k = [keys.stream(t.thread), keys.log(part),
-                     keys.dedupe(t.thread, author, cmid), keys.state(t.thread),
-                     keys.index(part, a), keys.index(part, b)]
-                args: list[Any] = [encode_event(event), t.thread, DEDUPE_TTL,
-                                   keys.channel(a), keys.channel(b),
-                                   guard.kind, guard.field, guard.value]
-                for name, value in guard.sets:
-                    args += [name, value]
+                k, args = append_call(keys, DEDUPE_TTL, t.thread, author, cmid, event, guard)
                 planned.append((t, kind, author, ref, [len(k), *k, *args]))
             replies = _run(client, sha, [c for *_, c in planned])
-            for (t, kind, author, ref, _), (raw_id, status) in zip(planned, replies,
+            for (t, kind, author, ref, _), (status, raw_id) in zip(planned, replies,
                                                                     strict=True):
                 if int(status) != 0:
                     raise RuntimeError(f"append.lua refused a backlog event: {status} "

@@ -99,5 +99,11 @@ def sort_key(value: str) -> int:
     return ms * SORT_BASE + seq
 
 
+def successor(event_id: str) -> str:
+    """The smallest event id above ``event_id``."""
+    ms, seq = event_key(event_id)
+    return f"{ms}-{seq + 1}"
+
+
 def event_id_of(key: EventKey) -> str:
     return "0" if key == BEFORE_FIRST else f"{key[0]}-{key[1]}"

@@ -41,6 +41,28 @@ class Keys:
         """Hash thread -> last event id, for the user's threads in one partition."""
         return f"{self._tag(partition)}:u:{user}"
 
+    def epoch(self, partition: int) -> str:
+        """The Redis run id under which a projector last checked this partition against
+        the archive; appends and replays of the partition wait while it names another."""
+        return f"{self._tag(partition)}:epoch"
+
+    def attempts(self, partition: int) -> str:
+        """How often projector processes started a batch at the same log position and
+        died before committing it (a crash loop), and the stretch to step through."""
+        return f"{self._tag(partition)}:attempts"
+
+    def pattern(self, partition: int | None = None) -> str:
+        """SCAN pattern of every key of one partition (or of all partitions)."""
+        return f"{self.prefix}:{{p{'*' if partition is None else partition}}}:*"
+
+    def stream_pattern(self) -> str:
+        """SCAN pattern of every thread stream."""
+        return f"{self.prefix}:{{p*}}:t:*"
+
+    @staticmethod
+    def thread_of_stream(key: str) -> str:
+        return key[key.index(":t:") + 3:]
+
     def channel(self, user: str) -> str:
         """Pub/sub channel carrying live event frames for one user."""
         return f"{self.prefix}:live:{user}"

@@ -62,12 +62,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(found.as_dict(), indent=2))
         return 0
     table = Table("partition", "checkpoint", "projected", "lag", "lag s", "pending", "dead",
-                  "owner", title="Partition logs")
+                  "owner", "in Redis", "Redis bytes", title="Partition logs")
     for p in found.partitions:
-        if p.projected or p.lag_events or p.pending or p.dead_letters or args.all:
+        if p.projected or p.lag_events or p.pending or p.dead_letters or p.redis_events \
+                or args.all:
             table.add_row(str(p.partition), p.checkpoint, str(p.projected), str(p.lag_events),
                           f"{p.lag_seconds:.1f}", str(p.pending), str(p.dead_letters),
-                          p.owner or "-")
+                          p.owner or "-", str(p.redis_events), _size(p.redis_bytes))
     out.print(table)
     workers = Table("worker", "pid", "alive", "heartbeat age s", "partitions", title="Workers")
     for w in found.workers:
@@ -81,8 +82,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from projector.replay import replay
+    from projector.tables import BusyError
 
     try:
         participants(args.thread)
@@ -91,7 +102,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         err.print(f"duologue replay: {exc.message}")
         return 2
     with _connect(Settings.from_env()) as (conn, client, keys):
-        done = replay(conn, client, keys, args.thread, start)
+        try:
+            done = replay(conn, client, keys, args.thread, start)
+        except BusyError as exc:
+            err.print(f"duologue replay: {exc}")
+            return 1
     out.print(f"replayed {done.thread}: {done.events} events, {done.messages} messages "
               f"rewritten" + (f", {done.skipped} undecodable entries skipped"
                               if done.skipped else ""))
@@ -118,6 +133,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
     from projector.rebuild import RebuildError, rebuild
+    from projector.tables import BusyError
 
     settings = Settings.from_env().require("database_url")
     with psycopg.connect(settings.database_url) as conn:
@@ -138,7 +154,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
         try:
             done = rebuild(settings.database_url, tick)
-        except RebuildError as exc:
+        except (RebuildError, BusyError) as exc:
             err.print(f"duologue rebuild: {exc}")
             return 1
     out.print(f"rebuilt {done.threads} threads from {done.events} archived events "

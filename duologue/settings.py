@@ -53,6 +53,8 @@ class Settings:
     ping_interval: float = 20.0
     drain_timeout: float = 10.0
     projector_lanes: int = 2
+    retain_events: int = 1000
+    retain_idle: float = 604800.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -73,6 +75,8 @@ class Settings:
             ping_interval=_number(env, "DUOLOGUE_PING_INTERVAL", 20, minimum=0.1),
             drain_timeout=_number(env, "DUOLOGUE_DRAIN_TIMEOUT", 10, minimum=0),
             projector_lanes=int(_number(env, "DUOLOGUE_PROJECTOR_LANES", 2, minimum=1)),
+            retain_events=int(_number(env, "DUOLOGUE_RETAIN_EVENTS", 1000)),
+            retain_idle=_number(env, "DUOLOGUE_RETAIN_IDLE", 604800),
         )
 
     def require(self, *names: str) -> Settings:

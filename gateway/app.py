@@ -34,12 +34,13 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gateway = Gateway(settings, metrics)
-        app.state.gateway = gateway
-        # Without DATABASE_URL the read API answers 503; WebSockets and sends still work.
+        # Without DATABASE_URL the read API answers 503; WebSockets and sends still work
+        # (and replays that need the archive answer `unavailable`).
         history = History(settings.database_url, settings.pg_pool) if settings.database_url \
             else None
         app.state.history = history
+        gateway = Gateway(settings, metrics, history)
+        app.state.gateway = gateway
         await gateway.start()
         if history is not None:
             await history.open()  # connects in the background: Postgres may be down

@@ -1,14 +1,15 @@
--- Append one event to a thread, atomically, or answer why not.
--- KEYS: 1 thread stream, 2 partition log, 3 dedupe key, 4 thread state,
---       5 index of participant a, 6 index of participant b
+-- Append one event to a thread, atomically, or answer why not (after fence.lua).
+-- KEYS: 1 partition epoch, 2 thread stream, 3 partition log, 4 dedupe key, 5 thread state,
+--       6 index of participant a, 7 index of participant b
 -- ARGV: 1 payload (JSON event), 2 thread, 3 dedupe ttl (s), 4 channel a, 5 channel b,
 --       6 guard ('' | 'absent' | 'after'), 7 guard field, 8 guard value,
 --       9.. pairs of (state field, value) to set; value '$id' means the new event id
--- Returns {id, 0} appended, {id, 1} duplicate of an earlier command, {'', 2} guard failed.
+-- Returns {0, id} appended, {1, id} duplicate of an earlier command, {2} guard failed
+-- ({3} fenced: see fence.lua).
 
-local prior = redis.call('GET', KEYS[3])
+local prior = redis.call('GET', KEYS[4])
 if prior then
-  return {prior, 1}
+  return {1, prior}
 end
 
 local function newer(a, b)
@@ -21,22 +22,38 @@ end
 
 local guard = ARGV[6]
 if guard == 'absent' then
-  if redis.call('HEXISTS', KEYS[4], ARGV[7]) == 1 then return {'', 2} end
+  if redis.call('HEXISTS', KEYS[5], ARGV[7]) == 1 then return {2} end
 elseif guard == 'after' then
-  local current = redis.call('HGET', KEYS[4], ARGV[7])
-  if current and not newer(ARGV[8], current) then return {'', 2} end
+  local current = redis.call('HGET', KEYS[5], ARGV[7])
+  if current and not newer(ARGV[8], current) then return {2} end
 end
 
-local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
-redis.call('XADD', KEYS[2], '*', 't', ARGV[2], 'i', id, 'e', ARGV[1])
-redis.call('SET', KEYS[3], id, 'EX', ARGV[3])
+-- A thread whose stream retention removed still has its newest id in the index: the
+-- new stream continues above it, and says that older events are in the archive.
+local next_id = '*'
+local floor = false
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  floor = redis.call('HGET', KEYS[6], ARGV[2])
+  if floor then
+    local now = redis.call('TIME')
+    local fms, fseq = string.match(floor, '^(%d+)-(%d+)$')
+    if tonumber(fms) >= tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) then
+      next_id = fms .. '-' .. string.format('%.0f', tonumber(fseq) + 1)
+    end
+  end
+end
+
+local id = redis.call('XADD', KEYS[2], next_id, 'e', ARGV[1])
+if floor then redis.call('HSET', KEYS[5], 'lo', id) end
+redis.call('XADD', KEYS[3], '*', 't', ARGV[2], 'i', id, 'e', ARGV[1])
+redis.call('SET', KEYS[4], id, 'EX', ARGV[3])
 for i = 9, #ARGV, 2 do
   local value = ARGV[i + 1]
   if value == '$id' then value = id end
-  redis.call('HSET', KEYS[4], ARGV[i], value)
+  redis.call('HSET', KEYS[5], ARGV[i], value)
 end
-redis.call('HSET', KEYS[5], ARGV[2], id)
-if KEYS[6] ~= KEYS[5] then redis.call('HSET', KEYS[6], ARGV[2], id) end
+redis.call('HSET', KEYS[6], ARGV[2], id)
+if KEYS[7] ~= KEYS[6] then redis.call('HSET', KEYS[7], ARGV[2], id) end
 
 local ms = string.match(id, '^(%d+)')
 local frame = '{"type":"event","thread":"' .. ARGV[2] .. '","id":"' .. id .. '","ts":' .. ms
@@ -44,4 +61,4 @@ local frame = '{"type":"event","thread":"' .. ARGV[2] .. '","id":"' .. id .. '",
 local message = ARGV[2] .. ' ' .. id .. ' ' .. frame
 redis.call('PUBLISH', ARGV[4], message)
 if ARGV[5] ~= ARGV[4] then redis.call('PUBLISH', ARGV[5], message) end
-return {id, 0}
+return {0, id}

@@ -97,7 +97,7 @@ async def sync(store: EventStore, conn: Connection, frame: Sync) -> None:
     try:
         async with conn.replaying:
             await _sync(store, conn, frame.thread, after)
-    except (RedisError, OSError):
+    except (RedisError, OSError, UnavailableError):
         # The thread stays held; the catch-up replays it from what was delivered.
         conn.stale.add(frame.thread)
         schedule_catch_up(store, conn)
@@ -106,16 +106,17 @@ async def sync(store: EventStore, conn: Connection, frame: Sync) -> None:
 
 async def _sync(store: EventStore, conn: Connection, thread: str, after: str) -> None:
     conn.hold(thread)
-    low, last = await store.bounds(thread)
+    last = (await store.page(thread, conn.user, "0", 1)).newest
     if last is None or event_key(after) > event_key(last):
         # nothing to replay; gapless only when the client had nothing either
         recovered = last is None and event_key(after) == BEFORE_FIRST
-        conn.release(thread, event_key(last or "0"))
         conn.push(encode_frame(Synced(thread=thread, last_id=after, recovered=recovered)))
+        conn.release(thread, event_key(last or "0"))
         return
-    trimmed = low is not None and event_key(after) < event_key(low)
-    newest = await replay_thread(store, conn, thread, after)
-    conn.push(encode_frame(Synced(thread=thread, last_id=newest, recovered=not trimmed)))
+    def synced(newest: str) -> None:  # before the live frames held during the replay
+        conn.push(encode_frame(Synced(thread=thread, last_id=newest, recovered=True)))
+
+    await replay_thread(store, conn, thread, after, synced)  # across archive and stream
 
 
 async def typing(store: EventStore, conn: Connection, frame: Typing) -> None:

@@ -100,10 +100,10 @@ class History:
         await self.pool.close(timeout=2.0)
 
     async def ping(self) -> None:
-        await self._fetch("SELECT 1", {}, PING_TIMEOUT)
+        await self.fetch("SELECT 1", {}, PING_TIMEOUT)
 
     async def threads(self, user: str) -> list[ThreadView]:
-        rows = await self._fetch(THREADS_SQL, {"user": user})
+        rows = await self.fetch(THREADS_SQL, {"user": user})
         return [ThreadView(thread=thread, with_=other, last_id=last_id,
                            last_message=_message(rest[:5], False) if rest[0] else None,
                            unread=rest[5])
@@ -113,11 +113,11 @@ class History:
         """Up to ``limit`` messages with ``after`` < key < ``before``, newest first."""
         params = {"thread": thread, "after": after, "limit": limit,
                   "before": NO_UPPER_BOUND if before is None else before}
-        rows = await self._fetch(PAGE_SQL, params)
+        rows = await self.fetch(PAGE_SQL, params)
         messages = [_message(row[1:6], row[6]) for row in rows if row[1] is not None]
         return Page(rows[0][0] or "0", messages)
 
-    async def _fetch(
+    async def fetch(
         self, sql: str, params: dict[str, Any], timeout: float = QUERY_TIMEOUT
     ) -> list[tuple[Any, ...]]:
         """Run a read, or raise ``UnavailableError`` when Postgres does not answer in time."""

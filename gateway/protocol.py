@@ -36,6 +36,14 @@ class UnavailableError(Exception):
     code = "unavailable"
 
 
+class FencedError(UnavailableError):
+    """Redis restarted or failed over and no projector has checked the partition against
+    the archive yet (``duologue.record.FENCED``): nothing was read or appended."""
+
+    def __init__(self) -> None:
+        super().__init__("the event store is being checked after a Redis restart; retry")
+
+
 CODES: dict[type[BaseException], str] = {
     RedisConnectionError: "unavailable",  # includes BusyLoadingError
     RedisTimeoutError: "unavailable",

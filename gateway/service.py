@@ -12,7 +12,9 @@ from domain.ids import check_participant
 from duologue.keys import Keys
 from duologue.settings import Settings
 from gateway import handlers
+from gateway.archive import Archive
 from gateway.connection import POLICY, Connection
+from gateway.history import History
 from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.protocol import REFUSALS, FrameError, RateLimitedError, code_for, parse
@@ -28,13 +30,14 @@ SHUTTING_DOWN = 1001
 
 
 class Gateway:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None,
+                 history: History | None = None) -> None:
         self.settings = settings
         self.metrics = metrics = metrics or Metrics()
         self.keys = Keys(settings.prefix, settings.partitions)
         self.redis = connect_redis(settings.redis_url, settings.redis_pool)
         self.store = EventStore(self.redis, self.keys, settings.dedupe_ttl,
-                                observe=metrics.appends.observe)
+                                Archive(history), observe=metrics.appends.observe)
         self.hub = Hub(self.redis, self.keys.channel, self.catch_up)
         self.limiter = RateLimiter(settings.rate, settings.burst)
         self.connections: set[Connection] = set()

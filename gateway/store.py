@@ -1,4 +1,9 @@
-"""The Redis event store as the gateway sees it: append, load state, replay, index."""
+"""The Redis event store as the gateway sees it: append, load state, replay, index.
+
+Every call runs one Lua script (or one pipeline) that first checks the partition is not
+fenced (``gateway/fence.lua``); the record format is ``duologue.record``. What the
+thread stream no longer holds comes from the Postgres archive (``gateway.archive``).
+"""
 
 from __future__ import annotations
 
@@ -6,29 +11,38 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, cast
+from typing import Any
 
 from redis.asyncio import Redis
 
 from domain.commands import DeleteMessage, EditMessage, MarkRead
-from domain.ids import event_key, participants
+from domain.ids import event_key, participants, successor
 from domain.state import ThreadState, fold
 from duologue.keys import Keys
-from gateway.batching import ScriptBatcher
-from schemas.events import (
-    Event,
-    MessageDeleted,
-    MessageSent,
-    ReadUpTo,
-    decode_event,
-    encode_event,
+from duologue.record import (
+    DELETED,
+    DUPLICATE,
+    FENCED,
+    GUARD_FAILED,
+    RECEIPT,
+    RECEIPT_EVENT,
 )
+from gateway.archive import Archive
+from gateway.batching import ScriptBatcher
+from gateway.protocol import FencedError
+from schemas.events import Event, MessageDeleted, MessageSent, ReadUpTo, decode_event, encode_event
 
-APPEND_LUA = files("gateway").joinpath("append.lua").read_text()
-DELETED = "x:"  # state field prefix: x:<target> exists once the target is deleted
-RECEIPT = "r:"  # r:<user> is the user's current read receipt (an event id)
-RECEIPT_EVENT = "ri:"  # ri:<user> is the id of the ReadUpTo event that set it
-TRIMMED = "lo"  # lowest event id still retained, once a retention policy trims
+
+def _script(name: str) -> str:
+    """A gateway script with the shared fence check in front of it."""
+    folder = files("gateway")
+    return folder.joinpath("fence.lua").read_text() + folder.joinpath(name).read_text()
+
+
+APPEND_LUA = _script("append.lua")
+PAGE_LUA = _script("page.lua")
+LOAD_LUA = _script("load.lua")
+ALL_ARCHIVED = "+"  # a page's ``lo`` when the thread has no stream: every event is archived
 
 
 class GuardFailed(Exception):
@@ -56,84 +70,125 @@ class Loaded:
     receipt_event: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Entries of a thread stream after some id, and where the stream's history begins."""
+
+    entries: list[tuple[str, str]]  # (id, payload JSON)
+    lo: str | None  # events below this id may be only in the archive; None: none are;
+    # ALL_ARCHIVED: the thread has no stream, every event is in the archive only
+    newest: str | None  # the thread's newest event id
+
+
+def append_call(k: Keys, ttl: int, thread: str, sender: str, client_msg_id: str,
+                event: Event, guard: Guard = Guard()) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ``append.lua`` (also used by the benchmarks' backlog filler)."""
+    a, b = participants(thread)
+    part = k.partition(thread)
+    keys = [k.epoch(part), k.stream(thread), k.log(part), k.dedupe(thread, sender, client_msg_id),
+            k.state(thread), k.index(part, a), k.index(part, b)]
+    args: list[Any] = [encode_event(event), thread, ttl, k.channel(a), k.channel(b),
+                       guard.kind, guard.field, guard.value]
+    for name, value in guard.sets:
+        args += [name, value]
+    return keys, args
+
+
 class EventStore:
     def __init__(
-        self, redis: Redis, keys: Keys, dedupe_ttl: int,
+        self, redis: Redis, keys: Keys, dedupe_ttl: int, archive: Archive | None = None,
         observe: Callable[[float], None] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.dedupe_ttl = dedupe_ttl
+        self.archive = archive or Archive(None)
         self.observe = observe  # called with each append's seconds, failed ones included
         self._append = ScriptBatcher(redis, APPEND_LUA)
+        self._page = redis.register_script(PAGE_LUA)
+        self._load = redis.register_script(LOAD_LUA)
 
     async def append(
         self, thread: str, sender: str, client_msg_id: str, event: Event, guard: Guard = Guard()
     ) -> Appended:
-        k = self.keys
-        a, b = participants(thread)
-        part = k.partition(thread)
-        keys = [k.stream(thread), k.log(part), k.dedupe(thread, sender, client_msg_id),
-                k.state(thread), k.index(part, a), k.index(part, b)]
-        args: list[str | bytes | int] = [
-            encode_event(event), thread, self.dedupe_ttl, k.channel(a), k.channel(b),
-            guard.kind, guard.field, guard.value]
-        for name, value in guard.sets:
-            args += [name, value]
+        keys, args = append_call(self.keys, self.dedupe_ttl, thread, sender, client_msg_id,
+                                 event, guard)
         started = time.perf_counter()
         try:
-            event_id, status = cast(tuple[bytes, int], await self._append(keys, args))
+            reply: list[Any] = await self._append(keys, args)
         finally:
             if self.observe is not None:
                 self.observe(time.perf_counter() - started)
-        if status == 2:
+        if reply[0] == FENCED:
+            raise FencedError()
+        if reply[0] == GUARD_FAILED:
             raise GuardFailed(thread)
-        return Appended(event_id.decode(), status == 1)
+        return Appended(reply[1].decode(), reply[0] == DUPLICATE)
 
     async def load(self, thread: str, user: str, client_msg_id: str, target: str) -> Loaded:
-        """The dedupe record and the slice of state an edit/delete/read needs."""
-        state_key = self.keys.state(thread)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(self.keys.dedupe(thread, user, client_msg_id))
-            pipe.xrange(self.keys.stream(thread), target, target, count=1)
-            pipe.hmget(state_key, [DELETED + target, RECEIPT + user, RECEIPT_EVENT + user])
-            prior, entries, (deleted, receipt, receipt_event) = await pipe.execute()
+        """The dedupe record and the slice of state an edit/delete/read needs; a target
+        or receipt that only the archive still holds comes from Postgres."""
+        k, part = self.keys, self.keys.partition(thread)
+        reply: Any = await self._load(
+            keys=[k.epoch(part), k.stream(thread), k.state(thread),
+                  k.dedupe(thread, user, client_msg_id), k.index(part, user)],
+            args=[thread, target, user])
+        if reply[0] == FENCED:
+            raise FencedError()
+        prior, payload, deleted, receipt, receipt_event, lo = (
+            v.decode() or None for v in reply[1:])
+        if prior is not None:
+            return Loaded(prior, ThreadState(thread))
+        if lo is not None and (lo == ALL_ARCHIVED or event_key(target) < event_key(lo)) \
+                and (payload is None or receipt is None):
+            archived = await self.archive.lookup(thread, target, user)
+            if payload is None and archived.payload is not None:
+                payload = archived.payload
+                deleted = deleted or (successor(target) if archived.deleted else None)
+            if receipt is None:
+                receipt, receipt_event = archived.receipt, archived.receipt_event
         found: list[tuple[str, Event]] = []
-        if entries:
-            sent = decode_event(entries[0][1][b"e"])
+        if payload is not None:
+            sent = decode_event(payload)
             found.append((target, sent))
             if deleted is not None and isinstance(sent, MessageSent):  # x:<target> = its id
                 gone = MessageDeleted(sender=sent.sender, target=target, client_msg_id="")
-                found.append((deleted.decode(), gone))
+                found.append((deleted, gone))
         if receipt is not None and receipt_event is not None:
-            found.append((receipt_event.decode(), ReadUpTo(reader=user, up_to=receipt.decode())))
+            found.append((receipt_event, ReadUpTo(reader=user, up_to=receipt)))
         state = fold(thread, sorted(found, key=lambda entry: event_key(entry[0])))
-        return Loaded(prior.decode() if prior else None, state,
-                      receipt_event.decode() if receipt_event else None)
+        return Loaded(None, state, receipt_event)
 
     async def threads(self, user: str) -> list[tuple[str, str]]:
         """The user's threads with their last event id, newest activity first."""
+        parts = range(self.keys.partitions)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for part in range(self.keys.partitions):
+            pipe.execute_command("INFO", "server")
+            for part in parts:
+                pipe.get(self.keys.epoch(part))
+            for part in parts:
                 pipe.hgetall(self.keys.index(part, user))
-            found = await pipe.execute()
-        pairs = [(t.decode(), i.decode()) for part in found for t, i in part.items()]
+            info, *found = await pipe.execute()
+        run_id = str(info.get("run_id", ""))
+        if any(e is not None and e.decode() != run_id for e in found[:len(parts)]):
+            raise FencedError()
+        pairs = [(t.decode(), i.decode()) for part in found[len(parts):] for t, i in part.items()]
         pairs.sort(key=lambda pair: event_key(pair[1]), reverse=True)
         return pairs
 
-    async def replay(self, thread: str, after: str, count: int) -> list[tuple[str, str]]:
-        """Up to ``count`` entries with id > ``after``, as (id, payload JSON)."""
+    async def page(self, thread: str, user: str, after: str, count: int) -> Page:
+        """Up to ``count`` stream entries with id > ``after``, read atomically with the
+        stream's ``lo`` and the thread's newest id."""
+        k, part = self.keys, self.keys.partition(thread)
         start = "-" if after == "0" else f"({after}"
-        entries: Any = await self.redis.xrange(self.keys.stream(thread), start, "+", count=count)
-        return [(i.decode(), fields[b"e"].decode()) for i, fields in entries]
-
-    async def bounds(self, thread: str) -> tuple[str | None, str | None]:
-        """(lowest retained id if trimmed, last id) of a thread stream."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self.keys.state(thread), TRIMMED)
-            pipe.xrevrange(self.keys.stream(thread), "+", "-", count=1)
-            low, last = await pipe.execute()
-        return (low.decode() if low else None, last[0][0].decode() if last else None)
+        reply: Any = await self._page(
+            keys=[k.epoch(part), k.stream(thread), k.state(thread), k.index(part, user)],
+            args=[thread, start, count])
+        if reply[0] == FENCED:
+            raise FencedError()
+        _, lo, newest, entries = reply
+        return Page([(i.decode(), fields[1].decode()) for i, fields in entries],
+                    lo.decode() or None, newest.decode() or None)
 
     async def publish(self, user: str, message: str) -> None:
         await self.redis.publish(self.keys.channel(user), message)
@@ -150,3 +205,4 @@ def guard_for(command: object) -> Guard:
             sets = ((RECEIPT + reader, up_to), (RECEIPT_EVENT + reader, "$id"))
             return Guard("after", RECEIPT + reader, up_to, sets=sets)
     return Guard()
+

@@ -1,5 +1,9 @@
-"""A thread's whole history as the log holds it: the Redis thread stream, and the
-archive for anything a retention policy trimmed from the front of the stream.
+"""A thread's whole history: the Postgres archive and the Redis thread stream, merged.
+
+The archive is the durable copy; the stream holds the recent events (retention) and
+whatever is not archived yet. Where both hold an event id, the stream's copy is the one
+clients received and repairs the archive's; an event only the archive holds (Redis
+trimmed it, or lost it) stays in the history. Nothing here ever drops an archived event.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import redis
 
 from domain.ids import event_key
 from duologue.keys import Keys
+from duologue.record import ARCHIVED_BELOW
 
 PAGE = 10_000
 
@@ -40,14 +45,32 @@ def archived_entries(conn: psycopg.Connection, thread: str,
     return [(str(i), str(p)) for i, p in rows]
 
 
+def merged(archive: list[tuple[str, str]],
+           stream: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Every event of either, in id order; the stream's payload where both have an id."""
+    events = dict(archive)
+    events.update(stream)
+    return sorted(events.items(), key=lambda item: event_key(item[0]))
+
+
 def log_entries(client: redis.Redis, conn: psycopg.Connection, keys: Keys,
                 thread: str) -> list[tuple[str, str]]:
-    """The full history: archived events older than the stream's first entry, then the stream."""
+    """The full history of a thread: archive and stream merged."""
+    return merged(archived_entries(conn, thread), stream_entries(client, keys, thread))
+
+
+def lost_from_stream(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
+                     thread: str) -> list[str]:
+    """Archived event ids the stream lacks at or above its ``lo`` (where a replay reads only
+    the stream): Redis lost them, or they were deleted by hand. In id order."""
     stream = stream_entries(client, keys, thread)
     if not stream:
-        return archived_entries(conn, thread)
-    older = archived_entries(conn, thread, below=stream[0][0])
-    return older + stream
+        return []  # no stream: every replay of the thread reads the archive
+    lo: Any = client.hget(keys.state(thread), ARCHIVED_BELOW)
+    floor = event_key(lo.decode()) if lo else (0, 0)
+    have = {i for i, _ in stream}
+    return [i for i, _ in archived_entries(conn, thread)
+            if event_key(i) >= floor and i not in have]
 
 
 def stream_threads(client: redis.Redis, keys: Keys) -> Iterator[str]:

@@ -10,8 +10,6 @@ import psycopg
 from domain.ids import sort_key
 from projector.entries import Poison
 
-GROUP = "projector"  # the consumer group on every partition log
-
 
 class CheckpointMoved(Exception):
     """Another writer advanced this partition's checkpoint: we no longer own it."""

@@ -1,8 +1,9 @@
 """Which partitions this worker owns: one Postgres advisory lock per partition log.
 
 A lock lives as long as the worker's session, so a dead worker's partitions free
-themselves; live workers (heartbeats) split the partitions evenly, and whoever
-takes a partition over claims its pending entries (XAUTOCLAIM).
+themselves; live workers (heartbeats) split the partitions evenly. Whoever takes a
+partition over reads its log from the checkpoint in Postgres: there is nothing in
+Redis to claim or hand over.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import redis
 import structlog
 
 from duologue.keys import Keys
-from projector import ledger
+from projector import ledger, seal
 
 log = structlog.get_logger("duologue.projector")
 REBALANCE_EVERY = 2.0
@@ -30,7 +31,8 @@ class Owned:
     partition: int
     stream: str
     checkpoint: str
-    pending: bool = True  # read our own pending entries ("0") before new ones (">")
+    tried: bool = False  # this process has started a batch here (see projector.attempts)
+    narrow: str | None = None  # commit one entry at a time up to this log id
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Ownership:
     client: redis.Redis
     keys: Keys
     name: str
+    dedupe_ttl: int = 86400
     owned: dict[int, Owned] = field(default_factory=dict)
     target: int = 0
     _next: float = 0.0
@@ -48,8 +51,8 @@ class Ownership:
         return {o.stream: o for o in self.owned.values()}
 
     def complete(self) -> bool:
-        """Every partition we should own is owned and none has pending entries left."""
-        return len(self.owned) >= self.target and not any(o.pending for o in self.owned.values())
+        """Every partition we should own is owned."""
+        return len(self.owned) >= self.target
 
     def rebalance(self, force: bool = False) -> None:
         if not force and time.monotonic() < self._next:
@@ -70,6 +73,16 @@ class Ownership:
                 self._try_take(partition)
         if set(self.owned) != before:
             ledger.record_partitions(self.conn, self.name, sorted(self.owned))
+        self._seal()
+
+    def _seal(self) -> None:
+        """Let gateways append to our partitions once Redis is checked (projector.seal)."""
+        if not self.owned:
+            return
+        run = seal.run_id(self.client)
+        waiting = seal.unsealed(self.client, self.keys, self.owned.values(), run)
+        if waiting:
+            seal.seal(self.conn, self.client, self.keys, waiting, run, self.dedupe_ttl)
 
     def _try_take(self, partition: int) -> None:
         stream = self.keys.log(partition)
@@ -77,28 +90,10 @@ class Ownership:
                                 (ledger.lock_id(stream),)).fetchone()
         if not row or not row[0]:
             return
-        try:
-            self.client.xgroup_create(stream, ledger.GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        claimed = self._claim(stream)
         checkpoint = ledger.checkpoint(self.conn, stream, partition)
         self.owned[partition] = Owned(partition, stream, checkpoint)
         log.info("partition_taken", worker=self.name, partition=partition,
-                 checkpoint=checkpoint, claimed=claimed)
-
-    def _claim(self, stream: str) -> int:
-        """Make every pending entry of the group ours: their old owner is gone."""
-        cursor, claimed = "0-0", 0
-        while True:
-            # not justid: redis-py drops the cursor from a JUSTID reply
-            reply = self.client.xautoclaim(stream, ledger.GROUP, self.name, min_idle_time=0,
-                                           start_id=cursor, count=1000)
-            cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-            claimed += len(reply[1])
-            if cursor == "0-0":
-                return claimed
+                 checkpoint=checkpoint)
 
     def release(self, stream: str) -> None:
         for partition, owned in list(self.owned.items()):

@@ -20,7 +20,7 @@ from domain.ids import event_key, participants, sort_key
 from domain.state import Message, ThreadState, fold_onto
 from projector.entries import Entry
 from projector.tables import ARCHIVE, Tables
-from schemas.events import MessageDeleted, MessageEdited, ReadUpTo
+from schemas.events import MessageDeleted, MessageEdited, ReadUpTo, decode_event
 
 _encoder = msgspec.json.Encoder()
 
@@ -55,8 +55,17 @@ def archive(cur: psycopg.Cursor, entries: Sequence[Entry]) -> None:
         cur.execute(ARCHIVE, (as_json([archive_row(e) for e in entries]),))
 
 
-def project(cur: psycopg.Cursor, tables: Tables, entries: Sequence[Entry]) -> int:
-    """Archive (if the tables say so) and project; return how many events were new."""
+Refusal = tuple[Entry, str]  # an entry the projection refuses, and why
+
+
+def project(cur: psycopg.Cursor, tables: Tables, entries: Sequence[Entry],
+            refused: list[Refusal] | None = None) -> int:
+    """Archive (if the tables say so) and project; return how many events were new.
+
+    With ``refused`` given, an entry at or below its thread's projected head that is not
+    the very event archived under its id is not archived, and lands there with the reason
+    (the caller buries it): Redis handed out an id twice, which only a lost write can do.
+    """
     if not entries:
         return 0
     by_thread: dict[str, list[Entry]] = defaultdict(list)
@@ -64,6 +73,14 @@ def project(cur: psycopg.Cursor, tables: Tables, entries: Sequence[Entry]) -> in
         by_thread[entry.thread].append(entry)
     conn = cur.connection
     heads: dict[str, str] = dict(_fetch(conn, tables.heads, (sorted(by_thread),)))
+    if refused is not None:
+        refused += _refusals(conn, by_thread, heads)
+        if refused:
+            out = {id(entry) for entry, _ in refused}
+            entries = [e for e in entries if id(e) not in out]
+            by_thread = defaultdict(list)
+            for entry in entries:
+                by_thread[entry.thread].append(entry)
     fresh = {t: _above(es, heads.get(t, "0")) for t, es in by_thread.items()}
     fresh = {t: es for t, es in fresh.items() if es}
     loaded = _load_messages(conn, tables, fresh)
@@ -93,6 +110,40 @@ def _above(entries: list[Entry], last_id: str) -> list[Entry]:
         if key > last:
             out.append(entry)
             last = key
+    return out
+
+
+def _refusals(conn: psycopg.Connection, by_thread: dict[str, list[Entry]],
+              heads: dict[str, str]) -> list[Refusal]:
+    """Entries that are not after their thread's head and are not a second delivery of
+    the event already archived (or earlier in this batch) under the same id."""
+    out: list[Refusal] = []
+    below: list[Entry] = []
+    for thread, entries in by_thread.items():
+        head = event_key(heads.get(thread, "0"))
+        last, seen = head, {}
+        for entry in entries:
+            key = event_key(entry.id)
+            if key > last:
+                last, seen[entry.id] = key, entry.event
+            elif key <= head:
+                below.append(entry)
+            elif seen.get(entry.id) != entry.event:
+                out.append((entry, f"event {entry.id} of {thread} comes after a later "
+                                   "event of its thread in the log"))
+    if below:
+        archived = {(t, i): p for t, i, p in _fetch(
+            conn, "SELECT thread, id, payload::text FROM events JOIN unnest(%s::text[], "
+            "%s::numeric[]) AS u(t, k) ON thread = u.t AND key = u.k",
+            ([e.thread for e in below], [sort_key(e.id) for e in below]))}
+        for entry in below:
+            payload = archived.get((entry.thread, entry.id))
+            if payload is None or decode_event(payload) != entry.event:
+                held = "no event" if payload is None else "another event"
+                out.append((entry, f"event id {entry.id} is at or below the projected head "
+                                   f"{heads[entry.thread]} of {entry.thread} and the archive "
+                                   f"holds {held} under it: Redis handed out an id twice "
+                                   "(it lost acked writes)"))
     return out
 
 

@@ -26,7 +26,7 @@ from domain.ids import participants, sort_key
 from domain.state import fold
 from projector.entries import Entry, stored
 from projector.project import ms, project, receipt_setter
-from projector.tables import PROJECTION_LOCK, Tables
+from projector.tables import MAINTENANCE_LOCK, PROJECTION_LOCK, BusyError, Tables
 
 log = structlog.get_logger("duologue.rebuild")
 NEXT = Tables("messages_next", "threads_next", "read_receipts_next", archive=False)
@@ -39,6 +39,7 @@ INDEXES = (
     "PRIMARY KEY (thread, reader)",
     "CREATE INDEX threads_next_user_a ON threads_next (user_a, last_key DESC)",
     "CREATE INDEX threads_next_user_b ON threads_next (user_b, last_key DESC)",
+    "CREATE INDEX threads_next_last_at ON threads_next (last_at)",
 )
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Tick = Callable[[str, int], None]  # (phase, amount done)
@@ -57,7 +58,11 @@ class Rebuilt:
 
 def rebuild(url: str, tick: Tick) -> Rebuilt:
     with psycopg.connect(url, autocommit=True) as conn:
-        return _rebuild(conn, url, tick)
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (MAINTENANCE_LOCK,)).fetchone()
+        if not row or not row[0]:
+            raise BusyError("another rebuild, or a replay, is running: run `duologue rebuild` "
+                            "again when it has finished")
+        return _rebuild(conn, url, tick)  # the lock goes with the connection
 
 
 def _rebuild(conn: psycopg.Connection, url: str, tick: Tick) -> Rebuilt:
@@ -239,11 +244,9 @@ def _swap(conn: psycopg.Connection, mark: int) -> int:
                 f"ALTER TABLE {live} RENAME CONSTRAINT {fresh}_pkey TO {live}_pkey",
             ):
                 cur.execute(statement.encode())
-        for side in ("a", "b"):
-            cur.execute(f"ALTER INDEX threads_user_{side} RENAME TO threads_old_user_{side}"
-                        .encode())
-            cur.execute(f"ALTER INDEX threads_next_user_{side} RENAME TO threads_user_{side}"
-                        .encode())
+        for index in ("user_a", "user_b", "last_at"):
+            cur.execute(f"ALTER INDEX threads_{index} RENAME TO threads_old_{index}".encode())
+            cur.execute(f"ALTER INDEX threads_next_{index} RENAME TO threads_{index}".encode())
         cur.execute("GRANT SELECT ON messages, threads, read_receipts TO duologue_analyst")
     conn.execute("DROP TABLE messages_old, threads_old, read_receipts_old")
     return done

@@ -1,16 +1,22 @@
-"""``duologue replay --thread T [--from ID]``: re-project one thread from its log.
+"""``duologue replay --thread T [--from ID]``: re-project one thread from its history.
 
+The history is the archive and the Redis stream merged (``projector.history``): an
+event Redis lost stays, an event not yet archived is archived, an archived copy that
+differs from the stream's is rewritten from it. No archived event is ever deleted.
 Runs in one transaction holding the projection lock exclusively, so the live
-projector pauses for that thread's partition... and every other: the replay of
-one thread takes milliseconds. The archive rows, messages, receipts and the
-thread row of T are rewritten to equal the fold of the log; with ``--from`` only
-events (and the messages they touch) at or after ID are rewritten. Idempotent.
+projector pauses meanwhile (the replay of one thread takes milliseconds). Messages,
+receipts and the thread row of T are rewritten to equal the fold of the history; with
+``--from`` only events (and the messages they touch) at or after ID are. Then, if the
+stream lacks events the archive holds where replays expect the stream to be complete,
+the stream's ``lo`` moves above them, so ``sync`` serves them from the archive again.
+Idempotent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import redis
@@ -19,9 +25,10 @@ from domain.ids import event_key, participants, sort_key
 from domain.state import Message, fold
 from duologue.keys import Keys
 from projector.entries import Entry, stored
-from projector.history import log_entries
+from projector.history import log_entries, lost_from_stream
 from projector.project import archive_row, as_json, message_row, ms, receipt_setter
-from projector.tables import LIVE, PROJECTION_LOCK
+from projector.seal import REPAIR_LUA
+from projector.tables import LIVE, MAINTENANCE_LOCK, PROJECTION_LOCK, BusyError
 from schemas.events import MessageDeleted, MessageEdited
 
 UPSERT_ARCHIVE = (
@@ -49,6 +56,21 @@ class Replayed:
 
 def replay(conn: psycopg.Connection, client: redis.Redis, keys: Keys, thread: str,
            start: str = "0") -> Replayed:
+    row = conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (MAINTENANCE_LOCK,)).fetchone()
+    if not row or not row[0]:
+        raise BusyError("a rebuild is running, and its swap would undo this replay: run "
+                        "`duologue replay` again when it has finished")
+    try:
+        done = _replay(conn, client, keys, thread, start)
+        if done.events:
+            _serve_lost_from_archive(conn, client, keys, thread)
+        return done
+    finally:
+        conn.execute("SELECT pg_advisory_unlock_shared(%s)", (MAINTENANCE_LOCK,))
+
+
+def _replay(conn: psycopg.Connection, client: redis.Redis, keys: Keys, thread: str,
+            start: str) -> Replayed:
     a, b = participants(thread)
     floor = event_key(start)
     with conn.transaction(), conn.cursor() as cur:
@@ -65,7 +87,7 @@ def replay(conn: psycopg.Connection, client: redis.Redis, keys: Keys, thread: st
         touched = {e.event.target for e in recent
                    if isinstance(e.event, MessageEdited | MessageDeleted)}
         keep = {m for m in state.messages if event_key(m) >= floor} | touched
-        _archive(cur, thread, recent, sort_key(start))
+        _archive(cur, recent)
         _messages(cur, thread, state.messages, keep, sort_key(start))
         _receipts(cur, thread, state.receipts, entries)
         cur.execute(SET_THREAD, (thread, a, b, state.last_id, state.last_id,
@@ -78,10 +100,22 @@ def _forget(cur: psycopg.Cursor, thread: str) -> None:
         cur.execute(f"DELETE FROM {table} WHERE thread = %s", (thread,))
 
 
-def _archive(cur: psycopg.Cursor, thread: str, recent: list[Entry], floor: int) -> None:
+def _archive(cur: psycopg.Cursor, recent: list[Entry]) -> None:
+    """Archive what the archive lacks, rewrite what differs from the stream; delete nothing."""
     cur.execute(UPSERT_ARCHIVE, (as_json([archive_row(e) for e in recent]),))
-    cur.execute("DELETE FROM events WHERE thread = %s AND key >= %s AND NOT key = ANY(%s)",
-                (thread, floor, [sort_key(e.id) for e in recent]))
+
+
+def _serve_lost_from_archive(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
+                             thread: str) -> None:
+    """Archived events missing from the stream where replays expect it complete (Redis lost
+    them, or someone deleted them): move the stream's ``lo`` above them."""
+    lost = lost_from_stream(conn, client, keys, thread)
+    if lost:
+        part = keys.partition(thread)
+        a, b = participants(thread)
+        script: Any = client.register_script(REPAIR_LUA)
+        script(keys=[keys.stream(thread), keys.state(thread), keys.index(part, a),
+                     keys.index(part, b)], args=[thread, lost[-1]])
 
 
 def _messages(cur: psycopg.Cursor, thread: str, messages: Mapping[str, Message],

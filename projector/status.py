@@ -16,7 +16,6 @@ import redis
 
 from domain.ids import event_key
 from duologue.keys import Keys
-from projector import ledger
 from projector.history import stream_threads
 
 
@@ -28,9 +27,11 @@ class PartitionStatus:
     projected: int
     lag_events: int
     lag_seconds: float
-    pending: int
-    dead_letters: int
+    pending: int  # entries after the checkpoint, still to commit (== lag_events since
+    dead_letters: int  # reads start at the checkpoint: no pending list is held elsewhere
     owner: str | None
+    redis_events: int = 0  # events the partition's thread streams hold (the hot tier)
+    redis_bytes: int = 0  # memory of every key of the partition (MEMORY USAGE)
 
 
 @dataclass
@@ -61,17 +62,54 @@ def status(conn: psycopg.Connection, client: redis.Redis, keys: Keys) -> Status:
     for partition in range(keys.partitions):
         stream = keys.log(partition)
         checkpoint, projected = checkpoints.get(stream, ("0", 0))
-        lag, oldest, pending = _lag(client, stream, checkpoint)
+        lag, oldest = _lag(client, stream, checkpoint)
         result.partitions.append(PartitionStatus(
             partition, stream, checkpoint, int(projected), lag,
-            round(max(0, now_ms - oldest) / 1000, 3) if oldest else 0.0, pending,
+            round(max(0, now_ms - oldest) / 1000, 3) if oldest else 0.0, lag,
             int(dead.get(stream, 0)), owners.get(partition)))
+    usage = redis_usage(client, keys)
+    for p in result.partitions:
+        p.redis_events, p.redis_bytes = usage.get(p.partition, (0, 0))
     result.totals = _totals(conn, client, keys, result)
     return result
 
 
-def _lag(client: redis.Redis, stream: str, checkpoint: str) -> tuple[int, int | None, int]:
-    """Entries above the checkpoint, the time of the oldest of them, and pending entries."""
+def redis_usage(client: redis.Redis, keys: Keys) -> dict[int, tuple[int, int]]:
+    """partition -> (events in its thread streams, bytes of all its keys)."""
+    found: dict[int, list[int]] = {}
+    batch: list[bytes] = []
+
+    def measure() -> None:
+        with client.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.memory_usage(key, samples=0)
+                if b":t:" in key:
+                    pipe.xlen(key)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+        at = 0
+        for key in batch:
+            part = int(key[key.index(b"{p") + 2:key.index(b"}")])
+            totals = found.setdefault(part, [0, 0])
+            size = replies[at]
+            totals[1] += size if isinstance(size, int) else 0
+            at += 1
+            if b":t:" in key:
+                count = replies[at]
+                totals[0] += count if isinstance(count, int) else 0
+                at += 1
+        batch.clear()
+
+    for key in client.scan_iter(match=keys.pattern(), count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            measure()
+    if batch:
+        measure()
+    return {p: (events, size) for p, (events, size) in found.items()}
+
+
+def _lag(client: redis.Redis, stream: str, checkpoint: str) -> tuple[int, int | None]:
+    """Entries above the checkpoint and the time of the oldest of them."""
     start = "-" if checkpoint == "0" else f"({checkpoint}"
     lag, oldest = 0, None
     while True:
@@ -82,12 +120,7 @@ def _lag(client: redis.Redis, stream: str, checkpoint: str) -> tuple[int, int | 
         if len(page) < 10_000:
             break
         start = "(" + page[-1][0].decode()
-    try:
-        summary: Any = client.xpending(stream, ledger.GROUP)
-        pending = int(summary["pending"])
-    except redis.ResponseError:  # no group yet: nothing consumed
-        pending = 0
-    return lag, oldest, pending
+    return lag, oldest
 
 
 def _totals(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
@@ -105,4 +138,5 @@ def _totals(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
             "archived_events": int(row[0]), "projected_messages": int(row[1]),
             "projected_threads": int(row[2]), "dead_letters": int(row[3]),
             "lag_events": sum(p.lag_events for p in result.partitions),
+            "redis_bytes": sum(p.redis_bytes for p in result.partitions),
             "pending": sum(p.pending for p in result.partitions)}

@@ -12,6 +12,13 @@ from functools import cached_property
 from psycopg import sql
 
 PROJECTION_LOCK = 0x64756F70  # shared by every batch, exclusive for rebuild's swap
+# Held by `rebuild` exclusively for its whole run and by `replay` shared: a replay during a
+# rebuild would be undone by the swap, and two rebuilds would swap over each other.
+MAINTENANCE_LOCK = 0x64756F72
+
+
+class BusyError(Exception):
+    """Another maintenance command holds the lock this one needs."""
 
 
 @dataclass(frozen=True)

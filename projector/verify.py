@@ -1,10 +1,17 @@
 """``duologue verify``: compare, thread by thread, the log, the archive and the projection.
 
-For each thread the log is its Redis stream (with archived events older than the
-stream's first entry in front). Everything up to the thread's projected position
-(``threads.last_id``) must be in the archive exactly (ids and payloads) and the
-projection must equal the domain fold of it; events above that position are lag,
-counted but not a difference.
+For each thread the log is the archive and the Redis stream merged (``projector.history``).
+Three kinds of difference are told apart, each with the repair that applies:
+
+- Redis lost events the archive holds, where replays read only the stream (at or above
+  its ``lo``): the projection is fine; ``duologue replay --thread`` makes ``sync`` serve
+  them from the archive again.
+- The archive lacks events of the stream up to the projected position, or its copy of
+  one differs: ``duologue replay --thread`` archives them again.
+- The projection differs from the domain fold of the log up to ``threads.last_id``:
+  ``duologue replay --thread`` (or ``duologue rebuild``) re-projects it.
+
+Events above the projected position are lag, counted but not a difference.
 """
 
 from __future__ import annotations
@@ -14,16 +21,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import psycopg
 import redis
 
 from domain.ids import event_key
 from domain.state import Message, ThreadState, fold
 from duologue.keys import Keys
+from duologue.record import ARCHIVED_BELOW
 from projector.entries import Entry, parse, stored
 from projector.history import stream_threads
-from schemas.events import decode_event, encode_event
+from schemas.events import encode_event
 
 CHUNK = 200
 
@@ -56,10 +63,10 @@ def verify(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
     report = Report()
     for start in range(0, len(threads), CHUNK):
         chunk = list(threads[start:start + CHUNK])
-        logs = _logs(client, keys, chunk)
+        logs, los = _logs(client, keys, chunk)
         projected = _projected(conn, chunk)
         for thread in chunk:
-            problems = compare(thread, logs[thread], projected[thread], report)
+            problems = compare(thread, logs[thread], los[thread], projected[thread], report)
             if problems:
                 report.differ[thread] = problems
         report.threads += len(chunk)
@@ -68,17 +75,23 @@ def verify(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
     return report
 
 
-def _logs(client: redis.Redis, keys: Keys, threads: list[str]) -> dict[str, list[Entry]]:
+def _logs(client: redis.Redis, keys: Keys,
+          threads: list[str]) -> tuple[dict[str, list[Entry]], dict[str, str | None]]:
+    """Each thread's stream, parsed, and its ``lo``."""
     with client.pipeline(transaction=False) as pipe:
         for thread in threads:
             pipe.xrange(keys.stream(thread), "-", "+")
+            pipe.hget(keys.state(thread), ARCHIVED_BELOW)
         replies: list[Any] = pipe.execute()
     out: dict[str, list[Entry]] = {}
-    for thread, entries in zip(threads, replies, strict=True):
+    los: dict[str, str | None] = {}
+    for n, thread in enumerate(threads):
+        entries, lo = replies[2 * n], replies[2 * n + 1]
         parsed = (parse(i.decode(), {b"t": thread.encode(), b"i": i, b"e": f.get(b"e", b"")})
                   for i, f in entries)
         out[thread] = [e for e in parsed if isinstance(e, Entry)]
-    return out
+        los[thread] = lo.decode() if lo else None
+    return out, los
 
 
 def _projected(conn: psycopg.Connection, threads: list[str]) -> dict[str, _Projected]:
@@ -100,47 +113,72 @@ def _projected(conn: psycopg.Connection, threads: list[str]) -> dict[str, _Proje
     return out
 
 
-def compare(thread: str, log: list[Entry], projected: _Projected, report: Report) -> list[str]:
-    problems: list[str] = []
+def compare(thread: str, stream: list[Entry], lo: str | None, projected: _Projected,
+            report: Report) -> list[str]:
     last_id, counted = projected.head or ("0", 0)
-    log = _with_older(thread, log, projected.archive)
-    upto = [e for e in log if event_key(e.id) <= event_key(last_id)]
-    report.events += len(log)
-    report.lag += len(log) - len(upto)
+    archived, problems = _archived(thread, projected.archive)
+    history = _merged(archived, stream)
+    upto = [e for e in history if event_key(e.id) <= event_key(last_id)]
+    report.events += len(history)
+    report.lag += len(history) - len(upto)
+    problems += _lost_by_redis(thread, stream, lo, archived)
     if (upto[-1].id if upto else "0") != last_id:
         problems.append(f"threads.last_id is {last_id}, the log has no such event")
     if counted != len(upto):
         problems.append(f"threads.events is {counted}, the log has {len(upto)} up to {last_id}")
-    problems += _archive_problems(upto, projected.archive, last_id)
+    problems += _archive_problems(thread, upto, archived, last_id)
     expected = fold(thread, ((e.id, e.event) for e in upto))
-    problems += _projection_problems(expected, projected)
+    projection = _projection_problems(expected, projected)
+    if projection:
+        problems += [*projection, f"repair: duologue replay --thread {thread} re-projects it"]
     return problems
 
 
-def _with_older(thread: str, log: list[Entry], archive: list[tuple[str, str]]) -> list[Entry]:
-    """Put archived events older than the stream's first entry (trimmed) in front."""
-    first = event_key(log[0].id) if log else None
-    older = [(i, p) for i, p in archive if first is None or event_key(i) < first]
-    if not older:
-        return log
-    parsed = (stored(thread, i, p) for i, p in older)
-    return [e for e in parsed if isinstance(e, Entry)] + log
+def _archived(thread: str, rows: list[tuple[str, str]]) -> tuple[list[Entry], list[str]]:
+    parsed = [stored(thread, i, p) for i, p in rows]
+    bad = [p.log_id for p in parsed if not isinstance(p, Entry)]
+    problems = [f"archive payload of {bad[0]} does not decode"] if bad else []
+    return [p for p in parsed if isinstance(p, Entry)], problems
 
 
-def _archive_problems(upto: list[Entry], archive: list[tuple[str, str]],
+def _merged(archived: list[Entry], stream: list[Entry]) -> list[Entry]:
+    """Archive and stream in id order; the stream's copy where both hold an id."""
+    events = {e.id: e for e in archived}
+    events.update((e.id, e) for e in stream)
+    return sorted(events.values(), key=lambda e: event_key(e.id))
+
+
+def _lost_by_redis(thread: str, stream: list[Entry], lo: str | None,
+                   archived: list[Entry]) -> list[str]:
+    """Archived events the stream lacks where replays read only the stream."""
+    if not stream:
+        return []  # no stream: replays read the whole thread from the archive
+    floor = event_key(lo) if lo else (0, 0)
+    have = {e.id for e in stream}
+    lost = [e.id for e in archived if event_key(e.id) >= floor and e.id not in have]
+    if not lost:
+        return []
+    return [f"Redis lost {len(lost)} events the archive holds: {', '.join(_few(lost))}; "
+            "the projection keeps them",
+            f"repair: duologue replay --thread {thread} serves them from the archive again"]
+
+
+def _archive_problems(thread: str, upto: list[Entry], archived: list[Entry],
                       last_id: str) -> list[str]:
-    if len(archive) != len(upto):
-        return [f"archive holds {len(archive)} events, the log {len(upto)} up to {last_id}"]
-    for entry, (event_id, payload) in zip(upto, archive, strict=True):
-        if entry.id != event_id:
-            return [f"archive event {event_id} where the log has {entry.id}"]
-        try:
-            archived = encode_event(decode_event(payload))
-        except msgspec.DecodeError:  # a damaged archive row is a difference, not a crash
-            return [f"archive payload of {event_id} does not decode"]
-        if encode_event(entry.event) != archived:
-            return [f"archive payload of {event_id} differs from the log"]
-    return []
+    """Events up to the projected position the archive lacks or holds differently."""
+    held = {e.id: e for e in archived}
+    below = [e for e in archived if event_key(e.id) <= event_key(last_id)]
+    missing = [e.id for e in upto if e.id not in held]
+    differ = [e.id for e in upto if e.id in held and encode_event(e.event)
+              != encode_event(held[e.id].event)]
+    problems = []
+    if missing:
+        problems.append(f"archive holds {len(below)} events, the log {len(upto)} up to "
+                        f"{last_id}; missing: {', '.join(_few(missing))}")
+    problems += [f"archive payload of {i} differs from the log" for i in differ[:5]]
+    if missing or differ:
+        problems.append(f"repair: duologue replay --thread {thread} archives the log's copy")
+    return problems
 
 
 def _projection_problems(expected: ThreadState, projected: _Projected) -> list[str]:

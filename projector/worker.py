@@ -1,19 +1,21 @@
 """One projector worker: owns some partitions, applies their logs to Postgres.
 
 Per batch, one transaction: archive + projection (domain fold) + dead letters +
-compare-and-set checkpoint. Commit, then XACK, then trim the log below the
-checkpoint. A crash anywhere replays harmlessly: the checkpoint is the truth.
+compare-and-set checkpoint from the id the batch was read after. Commit, then trim
+the log below the checkpoint. Reads start at the checkpoint (``projector.reading``),
+so a crash, a change of owner or a failed commit anywhere replays harmlessly and
+never skips an entry: the checkpoint in Postgres is the truth.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -23,32 +25,19 @@ import structlog
 from domain.ids import event_key
 from duologue.keys import Keys
 from duologue.settings import Settings
-from projector import ledger
-from projector.entries import Entry, Poison, parse
-from projector.ownership import Owned, Ownership
-from projector.project import project
+from projector import attempts, ledger
+from projector.entries import Entry, Poison
+from projector.ownership import Ownership
+from projector.project import Refusal, project
+from projector.reading import Chunk, raw_replies, read, usable
+from projector.retention import Retention, heads_of
 from projector.tables import LIVE, PROJECTION_LOCK
 
 log = structlog.get_logger("duologue.projector")
-MAX_DELIVERIES = 10
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, redis.ConnectionError,
              redis.TimeoutError, redis.BusyLoadingError)
 RETRY_IN_PLACE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 POISONOUS = (psycopg.DataError, psycopg.IntegrityError)
-Raw = tuple[bytes, dict[bytes, bytes] | None]
-
-
-@dataclass
-class Chunk:
-    """Entries of one partition log as read, each parsed (in the read-ahead thread)."""
-
-    owned: Owned
-    raw: list[Raw]
-    parsed: list[Entry | Poison] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.parsed:
-            self.parsed = [_parse(i.decode(), f) for i, f in self.raw]
 
 
 class Worker:
@@ -62,8 +51,7 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.applied = 0
         self._count = threading.Lock()
-        # (stream, entry id) -> its delivery count when this process first re-read it
-        self.first_count: dict[tuple[str, bytes], int] = {}
+        self.retention = Retention(self.keys, settings.retain_events, settings.retain_idle)
 
     def run(self) -> None:
         """Project until stopped (or, in burst mode, until every owned log is drained)."""
@@ -71,7 +59,7 @@ class Worker:
         log.info("projector_started", worker=self.name, burst=self.burst)
         while not self.stop.is_set():
             try:
-                with self._connect() as (conns, client):
+                with _Session(self.settings) as (conns, client):
                     delay = 0.1
                     if self._loop(conns, client):
                         break
@@ -82,85 +70,55 @@ class Worker:
                 delay = min(delay * 2, 5.0)
         log.info("projector_stopped", worker=self.name, applied=self.applied)
 
-    def _connect(self) -> Any:
-        return _Session(self.settings)
-
     def _loop(self, conns: list[psycopg.Connection], client: redis.Redis) -> bool:
         """Read the next entries (in a thread) while the current ones commit; partitions
         are split over lanes, each committing on its own connection, so Postgres works
         on one lane's batch while Python prepares the other's."""
-        owner = Ownership(conns[0], client, self.keys, self.name)
+        owner = Ownership(conns[0], client, self.keys, self.name, self.settings.dedupe_ttl)
         ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projector-read")
         lanes = ThreadPoolExecutor(max_workers=max(1, len(conns) - 1),
                                    thread_name_prefix="projector-lane")
         next_read: Future[list[Chunk]] | None = None
+        ends: dict[int, str] = {}
         try:
             while not self.stop.is_set():
+                # a read in flight ends before any partition changes hands
+                chunks = next_read.result() if next_read is not None else None
+                next_read = None
                 owner.rebalance()
-                if next_read is not None:
-                    chunks = _still_ours(next_read.result(), owner)
-                    next_read = None
-                else:
-                    chunks = self._read(client, owner)
+                if chunks is None or not _still_at(owner, ends):
+                    chunks = self._read(client, owner, {})  # from every checkpoint
+                chunks = usable(chunks, owner.owned)
                 if chunks:
-                    if owner.owned and not any(o.pending for o in owner.owned.values()):
-                        next_read = ahead.submit(self._read_new, client, _ready(owner))
+                    if not any(o.narrow for o in owner.owned.values()):
+                        ends = {c.owned.partition: c.last for c in chunks}
+                        next_read = ahead.submit(self._read, client, owner, dict(ends))
                     self._apply(conns, lanes, client, chunks, owner)
                 elif self.burst and owner.complete():
+                    self.retention.run(conns[0], client, owner.owned)  # a last pass
                     return True
+                if self.retention.due():
+                    self.retention.run(conns[0], client, owner.owned)
             return True
         finally:
-            ahead.shutdown(wait=True)  # a read in flight ends within its BLOCK timeout;
-            lanes.shutdown(wait=True)  # what it got stays pending for the next owner
+            ahead.shutdown(wait=True)  # a read in flight ends within its BLOCK timeout
+            lanes.shutdown(wait=True)
             owner.release_all()
 
-    def _read(self, client: redis.Redis, owner: Ownership) -> list[Chunk]:
-        pending = {o.stream: o for o in owner.owned.values() if o.pending}
-        if pending:
-            found: Any = client.xreadgroup(ledger.GROUP, self.name, {s: "0" for s in pending},
-                                           count=self.batch)
-            chunks = []
-            for stream, entries in _streams(found):
-                owned = pending[stream.decode()]
-                if entries:
-                    raw = self._deliveries(client, owned, _entries(entries))
-                    chunks.append(Chunk(owned, raw))
-                else:
-                    owned.pending = False
-            if chunks:
-                return chunks
-        if not any(not o.pending for o in owner.owned.values()):
+    def _read(self, client: redis.Redis, owner: Ownership,
+              ends: dict[int, str]) -> list[Chunk]:
+        """The entries after each owned partition's checkpoint (or after ``ends``, the last
+        ids of the batch being committed, when reading ahead)."""
+        after = {o.stream: (o, ends.get(p, o.checkpoint)) for p, o in owner.owned.items()}
+        if not after:
             self.stop.wait(0.5)
             return []
-        return self._read_new(client, _ready(owner))
-
-    def _read_new(self, client: redis.Redis, by_stream: dict[str, Owned]) -> list[Chunk]:
-        """New entries (``>``) of the given logs (owned, with no pending entries to redo)."""
-        if not by_stream:
-            return []
-        streams: Any = {s: ">" for s in by_stream}
-        found: Any = client.xreadgroup(ledger.GROUP, self.name, streams, count=self.batch,
-                                       block=100 if self.burst else 500)
-        return [Chunk(by_stream[s.decode()], _entries(entries))
-                for s, entries in _streams(found) if entries]
-
-    def _deliveries(self, client: redis.Redis, owned: Owned, entries: list[Raw]) -> list[Raw]:
-        """Entries redelivered too often become poison, so a crash loop cannot stall us.
-
-        Counted as when this process first re-read them: the claims and re-reads of its
-        own retries after a transient error (Postgres or Redis away) are not a crash.
-        """
-        info: Any = client.xpending_range(owned.stream, ledger.GROUP, min=entries[0][0],
-                                     max=entries[-1][0], count=len(entries),
-                                     consumername=self.name)
-        too_often = {i["message_id"] for i in info if self.first_count.setdefault(
-            (owned.stream, i["message_id"]), i["times_delivered"]) > MAX_DELIVERIES}
-        return [(i, {b"!": b"delivered too often"} if i in too_often else f)
-                for i, f in entries]
+        return read(client, after, self.batch, 100 if self.burst else 500)
 
     def _apply(self, conns: list[psycopg.Connection], lanes: ThreadPoolExecutor,
                client: redis.Redis, chunks: list[Chunk], owner: Ownership) -> None:
-        """Commit the chunks, each partition's in order, its lane's connection."""
+        """Commit the chunks, each partition's in order, on its lane's connection."""
+        chunks = self._narrowed(client, chunks)
         split = [[c for c in chunks if c.owned.partition % len(conns) == k]
                  for k in range(len(conns))]
         moved: list[str] = []
@@ -175,17 +133,42 @@ class Worker:
         for stream in moved:
             owner.release(stream)
 
+    def _narrowed(self, client: redis.Redis, chunks: list[Chunk]) -> list[Chunk]:
+        """Chunks as the crash-loop bookkeeping says to apply them (``projector.attempts``)."""
+        first = [c for c in chunks if not c.owned.tried]
+        plans = attempts.plan_first_batches(client, self.keys, first) if first else []
+        buried = set()
+        for chunk, plan in zip(first, plans, strict=True):
+            chunk.owned.tried = True
+            if plan.mode != "batch":
+                chunk.owned.narrow = plan.until
+                log.error("projector_crash_loop", stream=chunk.owned.stream, at=chunk.after,
+                          mode=plan.mode, until=plan.until)
+            if plan.mode == "bury":
+                buried.add(id(chunk))
+        out = []
+        for chunk in chunks:
+            narrow = chunk.owned.narrow
+            if narrow is not None and event_key(chunk.after) >= event_key(narrow):
+                chunk.owned.narrow = narrow = None
+            if id(chunk) in buried:
+                reason = f"the projector died {attempts.TOLERATED} times applying this entry"
+                out.append(chunk.first(_bury(chunk.parsed[0], reason)))
+            elif narrow is not None:
+                out.append(chunk.first())
+            else:
+                out.append(chunk)
+        return out
+
     def _apply_lane(self, conn: psycopg.Connection, client: redis.Redis,
                     chunks: list[Chunk], moved: list[str]) -> None:
         group: list[Chunk] = []
-        for index, chunk in enumerate(chunks):
+        for chunk in chunks:
             if group and sum(len(c.raw) for c in group) + len(chunk.raw) > self.batch:
                 self._commit_safely(conn, client, group, moved)
                 group = []
-                if self.stop.is_set():  # SIGTERM: the batch in hand is done, the rest
-                    for rest in chunks[index:]:  # stays pending for the next owner
-                        rest.owned.pending = True
-                    return
+                if self.stop.is_set():  # SIGTERM: the batch in hand is done; the rest
+                    return  # is read again from the checkpoint by the next owner
             group.append(chunk)
         if group:
             self._commit_safely(conn, client, group, moved)
@@ -211,110 +194,90 @@ class Worker:
                 return
             except ledger.CheckpointMoved as exc:
                 log.error("projector_checkpoint_moved", stream=exc.stream)
-                for chunk in group:
-                    chunk.owned.pending = True  # rolled back: read these again from the PEL
                 moved.append(exc.stream)  # released by the loop's thread, not a lane's
                 return
-        _acknowledge(client, group)
-        for chunk in group:
-            for log_id, _ in chunk.raw:
-                self.first_count.pop((chunk.owned.stream, log_id), None)
+        _trim_logs(client, group)
 
     def _commit(self, conn: psycopg.Connection, group: list[Chunk], *, poison: bool,
                 reason: str = "") -> None:
-        moves: list[tuple[Owned, str, int]] = []
         with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
             conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PROJECTION_LOCK,))
             good: list[Entry] = []
+            refused: list[tuple[Chunk, Poison]] = []
             for chunk in group:
-                floor = event_key(chunk.owned.checkpoint)
-                above = [(i.decode(), p) for (i, _), p in zip(chunk.raw, chunk.parsed,
-                                                               strict=True)
-                         if _log_key(i) > floor]
-                if not above:
-                    continue
-                parsed = [_bury(p, reason) if poison else p for _, p in above]
-                dead = [p for p in parsed if isinstance(p, Poison)]
+                parsed = [_bury(p, reason) if poison else p for p in chunk.parsed]
+                refused += [(chunk, p) for p in parsed if isinstance(p, Poison)]
                 good += [p for p in parsed if isinstance(p, Entry)]
-                ledger.bury(cur, chunk.owned.stream, chunk.owned.partition, dead)
-                for p in dead:
-                    log.error("projector_dead_letter", stream=chunk.owned.stream,
-                              log_id=p.log_id, reason=p.reason)
-                moves.append((chunk.owned, above[-1][0], len(above)))
-            applied = project(cur, LIVE, good)
-            for owned, new, count in moves:
-                ledger.advance(cur, owned.stream, owned.checkpoint, new, count)
-        for owned, new, _ in moves:
-            owned.checkpoint = new
+            conflicts: list[Refusal] = []
+            applied = project(cur, LIVE, good, refused=conflicts)
+            chunk_of = {id(e): c for c in group for e in c.parsed}
+            refused += [(chunk_of[id(e)], _bury(e, why)) for e, why in conflicts]
+            for chunk, dead in refused:
+                ledger.bury(cur, chunk.owned.stream, chunk.owned.partition, [dead])
+                log.error("projector_dead_letter", stream=chunk.owned.stream,
+                          log_id=dead.log_id, reason=dead.reason)
+            for chunk in group:
+                ledger.advance(cur, chunk.owned.stream, chunk.after, chunk.last, len(chunk.raw))
+        for chunk in group:
+            chunk.owned.checkpoint = chunk.last
+        self.retention.archived(heads_of(good).items())
         with self._count:
             self.applied += applied
 
 
-def _log_key(log_id: bytes) -> tuple[int, int]:
-    ms, _, seq = log_id.partition(b"-")  # Redis wrote these ids: always "<ms>-<seq>"
-    return int(ms), int(seq)
-
-
-def _parse(log_id: str, fields: dict[bytes, bytes] | None) -> Entry | Poison:
-    if fields and b"!" in fields:
-        return Poison(log_id, fields[b"!"].decode())
-    return parse(log_id, fields)
+def _still_at(owner: Ownership, ends: dict[int, str]) -> bool:
+    """Did every batch read ahead of commit as read (its partition still ours, its
+    checkpoint now where the read-ahead began)? Else that read is not to be trusted to
+    be gapless or complete, and every log is read again from its checkpoint."""
+    return all(p in owner.owned and owner.owned[p].checkpoint == end for p, end in ends.items())
 
 
 def _bury(parsed: Entry | Poison, reason: str) -> Poison:
-    """An entry Postgres refused, kept whole in the dead letters with Postgres's reason."""
+    """An entry refused whole, kept in the dead letters with its thread, id and payload."""
     if isinstance(parsed, Poison):
         return parsed
     return Poison(parsed.log_id, reason, parsed.thread, parsed.id, parsed.payload)
 
 
 def _halves(group: list[Chunk]) -> list[list[Chunk]]:
-    flat = [(c.owned, r, p) for c in group for r, p in zip(c.raw, c.parsed, strict=True)]
+    """The batch's entries in two halves, each chunk starting right after the last."""
+    flat = [(c, r, p) for c in group for r, p in zip(c.raw, c.parsed, strict=True)]
     middle = len(flat) // 2
     out = []
     for part in (flat[:middle], flat[middle:]):
         chunks: list[Chunk] = []
-        for owned, raw, parsed in part:
-            if chunks and chunks[-1].owned is owned:
+        for chunk, raw, parsed in part:
+            if chunks and chunks[-1].owned is chunk.owned:
                 chunks[-1].raw.append(raw)
                 chunks[-1].parsed.append(parsed)
             else:
-                chunks.append(Chunk(owned, [raw], [parsed]))
+                after = chunk.after if raw is chunk.raw[0] else _before(chunk, raw)
+                chunks.append(Chunk(chunk.owned, after, [raw], [parsed]))
         out.append(chunks)
     return out
 
 
-def _ready(owner: Ownership) -> dict[str, Owned]:
-    return {o.stream: o for o in owner.owned.values() if not o.pending}
+def _before(chunk: Chunk, raw: Any) -> str:
+    index = next(n for n, r in enumerate(chunk.raw) if r is raw)
+    return chunk.raw[index - 1][0].decode()
 
 
-def _still_ours(chunks: list[Chunk], owner: Ownership) -> list[Chunk]:
-    """Read-ahead entries of partitions we still own as then, with nothing to redo first
-    (else applying them would jump the checkpoint past entries still pending)."""
-    return [c for c in chunks
-            if owner.owned.get(c.owned.partition) is c.owned and not c.owned.pending]
-
-
-def _streams(reply: Any) -> list[tuple[bytes, list[Any]]]:
-    """(stream, entries) pairs of a raw XREADGROUP reply: a map on RESP3, pairs on RESP2."""
-    if not reply:
-        return []
-    return list(reply.items()) if isinstance(reply, dict) else [(s, e) for s, e in reply]
-
-
-def _entries(reply: list[Any]) -> list[Raw]:
-    """Raw XREADGROUP entries ``[id, [field, value, ...] | None]`` as (id, fields)."""
-    return [(i, dict(zip(f[::2], f[1::2], strict=True)) if f is not None else None)
-            for i, f in reply]
-
-
-def _acknowledge(client: redis.Redis, group: list[Chunk]) -> None:
+def _trim_logs(client: redis.Redis, group: list[Chunk]) -> None:
+    """Entries at or below the checkpoint are projected: the log need not keep them."""
     with client.pipeline(transaction=False) as pipe:
         for chunk in group:
-            pipe.xack(chunk.owned.stream, ledger.GROUP, *[i for i, _ in chunk.raw])
-            if chunk.owned.checkpoint != "0":
-                pipe.xtrim(chunk.owned.stream, minid=chunk.owned.checkpoint, approximate=True)
+            pipe.xtrim(chunk.owned.stream, minid=chunk.owned.checkpoint, approximate=True)
         pipe.execute()
+
+
+def _connect(url: str) -> psycopg.Connection:
+    conn = psycopg.connect(url, autocommit=True, connect_timeout=5,
+                           application_name="duologue-projector")
+    # a killed worker's backend waiting on a lock notices within a second that its
+    # client is gone, and so frees the worker's partitions (PostgreSQL 14+)
+    with contextlib.suppress(psycopg.errors.UndefinedObject):
+        conn.execute("SET client_connection_check_interval = '1s'")
+    return conn
 
 
 class _Session:
@@ -327,13 +290,10 @@ class _Session:
     def __enter__(self) -> tuple[list[psycopg.Connection], redis.Redis]:
         self.conns: list[psycopg.Connection] = []
         for _ in range(self.settings.projector_lanes):
-            self.conns.append(psycopg.connect(
-                self.settings.database_url, autocommit=True, connect_timeout=5,
-                application_name="duologue-projector"))
+            self.conns.append(_connect(self.settings.database_url))
         self.client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=10,
                                            socket_connect_timeout=3)
-        # entries as Redis sends them: redis-py's dict building was a tenth of our CPU
-        self.client.set_response_callback("XREADGROUP", lambda reply, **_: reply)
+        raw_replies(self.client)
         return self.conns, self.client
 
     def __exit__(self, *exc: object) -> None:

@@ -8,7 +8,7 @@
 - ``projection_diff``: the exact comparison of that with the rows in Postgres (messages,
   read_receipts, threads, the events archive); returns readable differences.
 - ``log_heads``/``wait_drained``/``drain_problems``: the partition logs against the
-  checkpoints and the consumer group's pending entries.
+  checkpoints.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from schemas.events import ReadUpTo, decode_event
 from tests.support import ProjectorProcess, token, uid
 
 PARTITIONS = 8
-GROUP = "projector"
 
 
 def ms(event_id: str) -> int:
@@ -403,7 +402,7 @@ def assert_projection(conn: psycopg.Connection, want: Expected | Mapping[str, St
     assert not problems, "projection != fold of the log:\n  " + "\n  ".join(problems)
 
 
-# --- partition logs, checkpoints, pending entries ---------------------------------------
+# --- partition logs, checkpoints ------------------------------------------------------
 
 
 def log_heads(client: redis.Redis, keys: Keys) -> dict[str, str]:
@@ -431,33 +430,20 @@ def checkpoint_events(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def pending(client: redis.Redis, keys: Keys) -> dict[str, int]:
-    out = {}
-    for p in range(keys.partitions):
-        stream = keys.log(p)
-        with contextlib.suppress(redis.ResponseError):
-            for group in client.xinfo_groups(stream):
-                name = group["name"]
-                if (name.decode() if isinstance(name, bytes) else name) == GROUP:
-                    out[stream] = int(group["pending"])
-    return out
-
-
 def drain_problems(client: redis.Redis, conn: psycopg.Connection, keys: Keys) -> list[str]:
-    """Why the projector is not done: a checkpoint behind its log, entries pending."""
+    """Why the projector is not done: a checkpoint behind its log head."""
     problems = []
     marks = checkpoints(conn)
     for stream, head in log_heads(client, keys).items():
         mark = marks.get(stream, "0")
         if mark != head:
             problems.append(f"{stream}: checkpoint {mark}, log head {head}")
-    problems += [f"{s}: {n} pending" for s, n in pending(client, keys).items() if n]
     return problems
 
 
 def wait_drained(client: redis.Redis, conn: psycopg.Connection, keys: Keys,
                  timeout: float = 30, what: str = "") -> float:
-    """Poll until every checkpoint reached its log head and nothing is pending."""
+    """Poll until every checkpoint reached its log head."""
     started = time.monotonic()
     while True:
         problems = drain_problems(client, conn, keys)

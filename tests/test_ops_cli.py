@@ -473,6 +473,10 @@ async def test_status_shows_partitions_workers_and_totals(ops_env, ops_keys, red
             assert p["dead_letters"] == (1 if p["partition"] == poisoned else 0), p
             assert p["owner"] == worker["name"], p
         assert sum(p["projected"] for p in found["partitions"]) == events + 1
+        # what Redis holds per partition: the thread streams' events, every key's bytes
+        assert sum(p["redis_events"] for p in found["partitions"]) == events
+        assert all(p["redis_bytes"] > 0 for p in found["partitions"] if p["redis_events"])
+        assert totals.pop("redis_bytes") == sum(p["redis_bytes"] for p in found["partitions"])
         assert totals == {"stream_threads": len(threads), "stream_events": events,
                           "archived_events": events, "projected_messages": messages,
                           "projected_threads": len(threads), "dead_letters": 1,
@@ -517,7 +521,8 @@ def test_status_and_verify_on_an_empty_database(ops_env):
     assert found["workers"] == [] and len(found["partitions"]) == PARTITIONS
     assert found["totals"] == {"stream_threads": 0, "stream_events": 0, "archived_events": 0,
                                "projected_messages": 0, "projected_threads": 0,
-                               "dead_letters": 0, "lag_events": 0, "pending": 0}
+                               "dead_letters": 0, "lag_events": 0, "pending": 0,
+                               "redis_bytes": 0}
     done = duologue(ops_env, "verify")
     assert done.returncode == 0, done.stderr
     assert "0 threads, 0 events checked; 0 differ" in done.stdout

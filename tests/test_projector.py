@@ -14,9 +14,10 @@ import psycopg
 import redis
 
 from duologue.keys import Keys
+from projector.attempts import TOLERATED
 from projector.entries import Entry, parse
 from projector.project import project
-from projector.tables import LIVE
+from projector.tables import LIVE, PROJECTION_LOCK
 from tests.projection_support import (
     PARTITIONS,
     Workload,
@@ -28,6 +29,7 @@ from tests.projection_support import (
     drain_problems,
     expected_projection,
     log_entries,
+    log_lines,
     projection_diff,
     thread_streams,
 )
@@ -67,14 +69,12 @@ def test_burst_with_nothing_to_do_exits_at_once(fleet, rclient, db, pkeys):
 
 
 def restore_logs(client: redis.Redis, saved: dict[str, list[tuple[str, dict]]]) -> None:
-    """Put every partition log back as it was (same entry ids), with a fresh group at 0:
-    the projector will be handed every entry again."""
+    """Put every partition log back as it was (same entry ids)."""
     with client.pipeline(transaction=False) as pipe:
         for stream, items in saved.items():
             pipe.delete(stream)
             for log_id, fields in items:
                 pipe.xadd(stream, fields, id=log_id)
-            pipe.xgroup_create(stream, "projector", id="0", mkstream=True)
         pipe.execute()
 
 
@@ -88,7 +88,7 @@ async def test_entries_delivered_again_change_nothing(gateway, fleet, rclient, d
     first = actual_projection(db)
     assert checkpoint_events(db) == 600
 
-    # Redelivered below the checkpoint (as after a crash between commit and XACK).
+    # Still in the log below the checkpoint (as after a crash before the trim).
     restore_logs(rclient, saved)
     fleet.burst()
     assert projection_diff(actual_projection(db), first) == []
@@ -219,25 +219,79 @@ async def test_poison_entries_go_to_dead_letters_and_the_partition_moves_on(
     assert checkpoint_events(db) == 450 + 6
 
 
-async def test_an_entry_handed_to_too_many_dead_workers_is_buried(
-        gateway, fleet, rclient, db, pkeys):
-    """A crash loop: eleven workers took this entry and died before committing it. It
-    goes to the dead letters rather than stall its partition; the rest is projected."""
+def _next_attempt(client: redis.Redis, key: str, before: dict, timeout: float = 20) -> dict:
+    """The partition's crash-loop record once a new process has written to it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+        if now != before:
+            return now
+        time.sleep(0.02)
+    raise AssertionError(f"no projector process recorded an attempt at {key}")
+
+
+async def test_a_crash_loop_steps_through_the_batch_then_buries_the_entry_it_dies_on(
+        gateway, fleet, rclient, db, pkeys, fresh_database):
+    """Real processes die, again and again, after starting their first batch and before
+    committing it (the projection lock is held, then the process is SIGKILLed). After 10
+    deaths at one position a partition is stepped through one entry at a time; after 10
+    more on that first entry alone, it is buried with the reason; the rest is projected.
+    Every partition sees the same deaths here, so each buries its first entry."""
     async with Workload(gateway.ws_url, seed=9) as work:
         assert await work.run(200) == 200
-    stream = max((pkeys.log(p) for p in range(PARTITIONS)), key=rclient.xlen)
-    rclient.xgroup_create(stream, "projector", id="0", mkstream=True)
-    [(_, [(log_id, fields)])] = rclient.xreadgroup("projector", "ghost", {stream: ">"}, count=1)
-    rclient.xclaim(stream, "projector", "ghost", 0, [log_id], retrycount=11)
+    partition = max(range(PARTITIONS), key=lambda p: rclient.xlen(pkeys.log(p)))
+    stream, key = pkeys.log(partition), pkeys.attempts(partition)
+    [(last_id, _)] = rclient.xrevrange(stream, count=1)  # one batch holds them all
+    firsts = {pkeys.log(p): rclient.xrange(pkeys.log(p), count=1) for p in range(PARTITIONS)}
+    record: dict = {}
+    with psycopg.connect(fresh_database, autocommit=True) as blocker:
+        blocker.execute("SELECT pg_advisory_lock(%s)", (PROJECTION_LOCK,))
+        for death in range(1, 2 * TOLERATED + 1):
+            process = fleet.start()
+            record = _next_attempt(rclient, key, record)
+            process.kill()
+            assert record["at"] == "0", record
+            if death <= TOLERATED:
+                assert (record["n"], record.get("narrow")) == (str(death), None), record
+            else:  # stepping singly through the batch the first ten died on
+                assert record["n"] == str(death - TOLERATED), record
+                assert record["narrow"] == last_id.decode(), record
+        blocker.execute("SELECT pg_advisory_unlock(%s)", (PROJECTION_LOCK,))
     fleet.burst()
+    reason = f"the projector died {TOLERATED} times applying this entry"
     letters = dead_letters(db)
-    assert [(s, i, r) for s, i, _, _, _, r in letters] == [
-        (stream, log_id.decode(), "delivered too often")]
-    thread, event_id = fields[b"t"].decode(), fields[b"i"].decode()
+    assert sorted((s, i, r) for s, i, _, _, _, r in letters) == sorted(
+        (s, first[0][0].decode(), reason) for s, first in firsts.items() if first)
     streams = thread_streams(rclient, pkeys)
-    streams[thread] = [(i, p) for i, p in streams[thread] if i != event_id]
+    for first in firsts.values():
+        if first:
+            fields = first[0][1]
+            thread, event_id = fields[b"t"].decode(), fields[b"i"].decode()
+            streams[thread] = [(i, p) for i, p in streams[thread] if i != event_id]
     assert_projection(db, streams)
     assert drain_problems(rclient, db, pkeys) == []
+
+
+async def test_a_crash_loop_that_stops_leaves_nothing_buried(
+        gateway, fleet, rclient, db, pkeys, fresh_database):
+    """Ten processes died on the batch; the eleventh steps through it singly, dies on none
+    of its entries, and goes on in batches: nothing is buried, everything projected."""
+    async with Workload(gateway.ws_url, seed=10) as work:
+        assert await work.run(200) == 200
+    partition = max(range(PARTITIONS), key=lambda p: rclient.xlen(pkeys.log(p)))
+    key = pkeys.attempts(partition)
+    record: dict = {}
+    with psycopg.connect(fresh_database, autocommit=True) as blocker:
+        blocker.execute("SELECT pg_advisory_lock(%s)", (PROJECTION_LOCK,))
+        for _ in range(TOLERATED):
+            process = fleet.start()
+            record = _next_attempt(rclient, key, record)
+            process.kill()
+        blocker.execute("SELECT pg_advisory_unlock(%s)", (PROJECTION_LOCK,))
+    burst = fleet.burst()
+    modes = {line["mode"] for line in log_lines(burst, "projector_crash_loop")}
+    assert modes == {"single"}, modes
+    assert_done(rclient, db, pkeys)
 
 
 def test_batches_spanning_a_thousand_threads_each(fleet, rclient, db, pkeys):

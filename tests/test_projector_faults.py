@@ -129,15 +129,12 @@ async def test_two_workers_one_killed_the_survivor_takes_over_in_order(
             assert time.monotonic() < deadline, (tail(victim), tail(survivor))
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
-        # Freeze the victim, read entries as the victim (as if it had read them and died
-        # before committing), then SIGKILL it: only XAUTOCLAIM can bring those back.
+        # Freeze the victim (it may have read entries it will never commit), then
+        # SIGKILL it: the survivor reads those partitions again from their checkpoints.
         assert victim.process is not None
         os.kill(victim.process.pid, signal.SIGSTOP)
         await asyncio.sleep(0.2)  # new entries wait in the victim's partitions
-        name = log_lines(victim, "projector_started")[0]["worker"]
         parts = owned_now(victim)
-        stolen: Any = rclient.xreadgroup("projector", name, {pkeys.log(p): ">" for p in parts},
-                                         count=20)
         victim.kill()
         killed_at = time.monotonic()
         assert await writing == 3000
@@ -147,9 +144,6 @@ async def test_two_workers_one_killed_the_survivor_takes_over_in_order(
     assert took < 6, f"survivor took {took:.1f}s after the last append to drain"
     assert survivor.process is not None and survivor.process.poll() is None
     assert_done(rclient, db, pkeys)  # includes: archive order per thread == stream order
-    claimed = sum(r["claimed"] for r in log_lines(survivor, "partition_taken"))
-    assert sum(len(entries) for _, entries in stolen) > 0
-    assert claimed >= sum(len(entries) for _, entries in stolen)
     assert parts <= owned_now(survivor)
     print(f"survivor drained {time.monotonic() - killed_at:.1f}s after the kill "
           f"({took:.1f}s after the last append)")

@@ -58,7 +58,7 @@ def assert_indexes(conn: psycopg.Connection) -> None:
         "AND tablename = ANY(%s)", (list(PROJECTION),))}
     assert found == {("messages", "messages_pkey"), ("threads", "threads_pkey"),
                      ("threads", "threads_user_a"), ("threads", "threads_user_b"),
-                     ("read_receipts", "read_receipts_pkey")}
+                     ("threads", "threads_last_at"), ("read_receipts", "read_receipts_pkey")}
 
 
 def rebuild_cli(env: dict[str, str]) -> str:

@@ -455,7 +455,8 @@ def test_operator_queries(data):
         assert run(conn, workers, data.params) == []  # the burst projector retired
         rows = run(conn, checkpoints, data.params)
         assert run(conn, dead, data.params) == []
-        assert [(v, n) for v, n, _, _ in run(conn, versions, data.params)] == [(1, "history")]
+        assert [(v, n) for v, n, _, _ in run(conn, versions, data.params)] == [
+            (1, "history"), (2, "retention")]
     keys = Keys("x", PARTITIONS)
     used = {keys.partition(t) for t in data.world.events}
     assert {r[0] for r in rows if r[4]} == used
