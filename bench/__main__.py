@@ -4,7 +4,8 @@ Each figure is measured ``--runs`` times (default 3), each run on a fresh gatewa
 process with its own Redis key prefix, deleted afterwards. ``--only`` picks
 figures: throughput, latency, sync, memory, ceilings (gateway); projector, freshness,
 pg_ceilings, history_read, rebuild (projector and history: each run also has a Postgres
-database of its own, dropped afterwards).
+database of its own, dropped afterwards); idle_memory, archive_sync, retention (the two
+tiers of protocol.md section 7).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from bench.fig_memory import memory
 from bench.fig_projector import freshness, projector
 from bench.fig_rebuild import rebuild
 from bench.fig_sync import sync
+from bench.fig_tiers import archive_sync, idle_memory, retention
 from bench.options import Options
 from bench.pg_ceilings import pg_ceilings
 from bench.report import Result, table
@@ -46,9 +48,8 @@ FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
     # projector and history (Postgres)
     "projector": projector, "freshness": freshness, "pg_ceilings": pg_ceilings,
     "history_read": history_read, "rebuild": rebuild,
-    # TODO(rebuild): "rebuild" -- `duologue rebuild` of 1,000,000 events (seed the
-    #   archive with COPY, time the command, check the swapped-in tables) -- goes here
-    #   (an untracked bench/fig_rebuild.py was being written alongside; not wired yet).
+    # the two tiers: Redis hot, the Postgres archive cold (protocol.md section 7)
+    "idle_memory": idle_memory, "archive_sync": archive_sync, "retention": retention,
 }
 
 

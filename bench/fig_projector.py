@@ -160,7 +160,20 @@ async def _verify(url: str, expected: dict[str, Any]) -> dict[str, Any]:
             "differs": {k: (found[k], want[k]) for k in want if found[k] != want[k]}}
 
 
-async def projector_run(opts: Options, workers_n: int) -> dict[str, Any]:
+def _stream_events(prefix: str) -> int:
+    """Events the run's thread streams still hold in Redis (retention at work or not)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for key in client.scan_iter(match=f"{prefix}:{{p*}}:t:*", count=1000):
+                pipe.xlen(key)
+            return sum(int(n) for n in pipe.execute())
+    finally:
+        client.close()
+
+
+async def projector_run(opts: Options, workers_n: int,
+                        env: dict[str, str] | None = None) -> dict[str, Any]:
     busy_before = await wait_quiet(opts.quiet_wait)
     prefix = new_prefix("proj")
     name, url = await asyncio.to_thread(pg.create, "projector")
@@ -170,7 +183,7 @@ async def projector_run(opts: Options, workers_n: int) -> dict[str, Any]:
         total = expected.events
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
         try:
-            projector = procs.Projector(prefix, url, workers_n)
+            projector = procs.Projector(prefix, url, workers_n, env or {})
             meter = None
             spawned = time.perf_counter()
             await asyncio.to_thread(projector.start)
@@ -199,6 +212,7 @@ async def projector_run(opts: Options, workers_n: int) -> dict[str, Any]:
         assert first is not None
         seconds = finished - first[0]
         check = await _verify(url, expected.as_dict())
+        in_redis = await asyncio.to_thread(_stream_events, prefix)
         return {
             "workers": workers_n, "events": total,
             "rate": (total - first[1]) / seconds if seconds > 0 else math.nan,
@@ -207,6 +221,7 @@ async def projector_run(opts: Options, workers_n: int) -> dict[str, Any]:
             "first_commit_after": round(first[0] - spawned, 3), "first_seen": first[1],
             "cpu": cores(cpu0, cpu1, finished - t_cpu0), "check": check,
             "backlog": expected.as_dict(), "busy_before": busy_before,
+            "redis_events": in_redis,
             "timeline": timeline[:: max(1, len(timeline) // 40)],
         }
     finally:

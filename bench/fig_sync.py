@@ -26,8 +26,9 @@ USER, OTHER = "catcher", "filler"
 THREAD = f"dm:{USER}:{OTHER}"
 
 
-async def prefill(prefix: str, events: int, tasks: int = 32) -> float:
-    """Append ``events`` messages to THREAD; returns seconds taken."""
+async def prefill(prefix: str, events: int, tasks: int = 32, thread: str = THREAD,
+                  users: tuple[str, str] = (USER, OTHER)) -> float:
+    """Append ``events`` messages to ``thread``; returns seconds taken."""
     client = aioredis.Redis.from_url(REDIS_URL)
     keys = Keys(prefix, 64)
     store = EventStore(client, keys, 86400)
@@ -35,14 +36,14 @@ async def prefill(prefix: str, events: int, tasks: int = 32) -> float:
 
     async def appender(offset: int) -> None:
         for n in range(offset, events, tasks):
-            sender = OTHER if n % 2 else USER
+            sender = users[n % 2]
             event = MessageSent(sender=sender, body=f"missed message number {n}",
                                 client_msg_id=f"fill-{n}")
-            await store.append(THREAD, sender, f"fill-{n}", event)
+            await store.append(thread, sender, f"fill-{n}", event)
 
     try:
         await asyncio.wait_for(asyncio.gather(*(appender(i) for i in range(tasks))), 300)
-        length = await client.xlen(keys.stream(THREAD))
+        length = await client.xlen(keys.stream(thread))
     finally:
         await client.aclose()
     if length != events:

@@ -110,6 +110,7 @@ class Projector:
     prefix: str
     database_url: str
     workers: int = 1
+    env: dict[str, str] = field(default_factory=dict)  # extra DUOLOGUE_* settings
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -122,7 +123,7 @@ class Projector:
         fd, name = tempfile.mkstemp(prefix="dlbench-projector-", suffix=".log")
         self.log_path = Path(name)
         env = {**os.environ, "REDIS_URL": REDIS_URL, "DATABASE_URL": self.database_url,
-               "DUOLOGUE_PREFIX": self.prefix}
+               "DUOLOGUE_PREFIX": self.prefix, **self.env}
         argv = [sys.executable, "-m", "duologue.cli", "projector"]
         if self.workers > 1:
             argv += ["--workers", str(self.workers)]

@@ -55,6 +55,7 @@ class Settings:
     projector_lanes: int = 2
     retain_events: int = 1000
     retain_idle: float = 604800.0
+    retention_every: float = 10.0  # seconds between retention passes; 0 turns retention off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -77,6 +78,7 @@ class Settings:
             projector_lanes=int(_number(env, "DUOLOGUE_PROJECTOR_LANES", 2, minimum=1)),
             retain_events=int(_number(env, "DUOLOGUE_RETAIN_EVENTS", 1000)),
             retain_idle=_number(env, "DUOLOGUE_RETAIN_IDLE", 604800),
+            retention_every=_number(env, "DUOLOGUE_RETENTION_EVERY", 10),
         )
 
     def require(self, *names: str) -> Settings:

@@ -11,6 +11,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.auth import AuthError, Identity, bearer, verify
 from gateway.connection import Connection
+from gateway.protocol import UnavailableError
 from gateway.service import SHUTTING_DOWN, Gateway
 from schemas.server import Error, encode_frame
 
@@ -51,7 +52,7 @@ async def _serve(gateway: Gateway, ws: WebSocket, conn: Connection, identity: Id
     try:
         await gateway.hub.attach(conn)
         threads = await gateway.store.threads(conn.user)
-    except (RedisError, OSError, TimeoutError):
+    except (RedisError, OSError, TimeoutError, UnavailableError):  # fenced after a restart too
         conn.close(INTERNAL, "unavailable")
         await ws.close(INTERNAL, "unavailable")
         return

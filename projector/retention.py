@@ -3,7 +3,8 @@ Redis what the archive holds and clients rarely need.
 
 - By count: a thread stream keeps its newest ``DUOLOGUE_RETAIN_EVENTS`` events plus any
   not yet archived. Threads the projector committed events of are trimmed every
-  ``EVERY`` seconds (``trim.lua``), never above what they had archived.
+  ``DUOLOGUE_RETENTION_EVERY`` seconds (default 10: "within a minute" with room to
+  spare; 0 turns retention off), never above what they had archived.
 - By idleness: a thread with no event for ``DUOLOGUE_RETAIN_IDLE`` seconds loses its
   stream and state (``idle.lua``); its participants' index entries stay. The projection
   says which threads went idle (``threads.last_at``); each partition log remembers up to
@@ -26,14 +27,13 @@ import psycopg
 import redis
 import structlog
 
-from domain.ids import event_key
+from domain.ids import event_key, successor
 from duologue.keys import Keys
 
 if TYPE_CHECKING:
     from projector.ownership import Owned
 
 log = structlog.get_logger("duologue.retention")
-EVERY = 10.0  # seconds between passes: "within a minute" with room to spare
 PER_CALL = 1000  # entries one trim call removes at most (a script blocks Redis)
 PAGE = 500
 SWEEP_PAGE = 10_000
@@ -44,16 +44,20 @@ IDLE_LUA = _IDS + _folder.joinpath("idle.lua").read_text()
 
 
 class Retention:
-    def __init__(self, keys: Keys, retain_events: int, retain_idle: float) -> None:
+    def __init__(self, keys: Keys, retain_events: int, retain_idle: float,
+                 every: float) -> None:
         self.keys = keys
         self.retain_events = retain_events
         self.retain_idle = retain_idle
+        self.every = every
         self.touched: dict[str, str] = {}  # thread -> its newest archived id
         self._lock = threading.Lock()
-        self._next = time.monotonic() + EVERY
+        self._next = time.monotonic() + every
 
     def archived(self, heads: Iterable[tuple[str, str]]) -> None:
         """Threads whose events up to these ids were just committed (from any lane)."""
+        if not self.every:
+            return
         with self._lock:
             for thread, last_id in heads:
                 current = self.touched.get(thread)
@@ -61,16 +65,23 @@ class Retention:
                     self.touched[thread] = last_id
 
     def due(self) -> bool:
-        return time.monotonic() >= self._next
+        return bool(self.every) and time.monotonic() >= self._next
 
     def run(self, conn: psycopg.Connection, client: redis.Redis,
             owned: dict[int, Owned]) -> None:
         """One pass over the owned partitions: trim the touched threads, sweep idle ones."""
-        self._next = time.monotonic() + EVERY
+        if not self.every:
+            return
+        self._next = time.monotonic() + self.every
         with self._lock:
             touched, self.touched = self.touched, {}
         mine = {t: i for t, i in touched.items() if self.keys.partition(t) in owned}
         trimmed = self.trim(client, mine)
+        with client.pipeline(transaction=False) as pipe:  # exactly: a batch trims roughly
+            for o in owned.values():
+                if o.checkpoint != "0":
+                    pipe.xtrim(o.stream, minid=successor(o.checkpoint), approximate=False)
+            pipe.execute()
         swept = self.sweep(conn, client, owned) if owned else 0
         if trimmed or swept:
             log.info("retention", trimmed_events=trimmed, threads=len(mine), idle_threads=swept)

@@ -51,7 +51,8 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.applied = 0
         self._count = threading.Lock()
-        self.retention = Retention(self.keys, settings.retain_events, settings.retain_idle)
+        self.retention = Retention(self.keys, settings.retain_events, settings.retain_idle,
+                                   settings.retention_every)
 
     def run(self) -> None:
         """Project until stopped (or, in burst mode, until every owned log is drained)."""
