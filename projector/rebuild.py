@@ -248,5 +248,21 @@ def _swap(conn: psycopg.Connection, mark: int) -> int:
             cur.execute(f"ALTER INDEX threads_{index} RENAME TO threads_old_{index}".encode())
             cur.execute(f"ALTER INDEX threads_next_{index} RENAME TO threads_{index}".encode())
         cur.execute("GRANT SELECT ON messages, threads, read_receipts TO duologue_analyst")
-    conn.execute("DROP TABLE messages_old, threads_old, read_receipts_old")
+    _drop_old(conn)
     return done
+
+
+def _drop_old(conn: psycopg.Connection) -> None:
+    """Drop the swapped-out tables, locking them in the readers' order: a read that began
+    before the swap may still hold one and want the next. Best effort: the swap is done,
+    and the next rebuild drops whatever is left."""
+    for attempt in range(1, 6):
+        try:
+            with conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '3s'")
+                conn.execute("DROP TABLE threads_old, messages_old, read_receipts_old")
+            return
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
+            log.warning("rebuild_drop_waiting_for_readers", attempt=attempt)
+            time.sleep(0.5)
+    log.warning("rebuild_left_old_tables", tables="threads_old, messages_old, read_receipts_old")

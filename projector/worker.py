@@ -81,18 +81,20 @@ class Worker:
                                    thread_name_prefix="projector-lane")
         next_read: Future[list[Chunk]] | None = None
         ends: dict[int, str] = {}
+        covered: set[int] = set()
         try:
             while not self.stop.is_set():
                 # a read in flight ends before any partition changes hands
                 chunks = next_read.result() if next_read is not None else None
                 next_read = None
                 owner.rebalance()
-                if chunks is None or not _still_at(owner, ends):
+                if chunks is None or not _still_at(owner, ends) or covered != set(owner.owned):
                     chunks = self._read(client, owner, {})  # from every checkpoint
                 chunks = usable(chunks, owner.owned)
                 if chunks:
                     if not any(o.narrow for o in owner.owned.values()):
                         ends = {c.owned.partition: c.last for c in chunks}
+                        covered = set(owner.owned)
                         next_read = ahead.submit(self._read, client, owner, dict(ends))
                     self._apply(conns, lanes, client, chunks, owner)
                 elif self.burst and owner.complete():
@@ -229,7 +231,8 @@ class Worker:
 def _still_at(owner: Ownership, ends: dict[int, str]) -> bool:
     """Did every batch read ahead of commit as read (its partition still ours, its
     checkpoint now where the read-ahead began)? Else that read is not to be trusted to
-    be gapless or complete, and every log is read again from its checkpoint."""
+    be gapless or complete, and every log is read again from its checkpoint (as when the
+    partitions we own changed meanwhile)."""
     return all(p in owner.owned and owner.owned[p].checkpoint == end for p, end in ends.items())
 
 

@@ -318,3 +318,30 @@ def test_batches_spanning_a_thousand_threads_each(fleet, rclient, db, pkeys):
     row = db.execute("SELECT count(*), count(DISTINCT thread) FROM messages").fetchone()
     assert row == (120_000, 20_000)
     assert db.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
+
+
+async def test_an_entry_at_or_below_its_threads_head_is_never_skipped_without_a_trace(
+        gateway, fleet, rclient, db, pkeys):
+    """After Redis lost writes, a log entry can carry an event id the thread already had.
+    The projector applies nothing of it, but unless the archive holds that very event (a
+    second delivery, harmless), it goes to the dead letters with the reason."""
+    async with Workload(gateway.ws_url, seed=12) as work:
+        assert await work.run(120) == 120
+    fleet.burst()
+    assert_done(rclient, db, pkeys)
+    thread, event_id, payload = db.execute(
+        "SELECT thread, id, payload::text FROM events WHERE kind = 'MessageSent' "
+        "ORDER BY key LIMIT 1").fetchone()
+    sender = json.loads(payload)["sender"]
+    stream = pkeys.log(pkeys.partition(thread))
+    other = json.dumps({"kind": "MessageSent", "sender": sender, "body": "a second event",
+                        "client_msg_id": "reused-id"})
+    again = rclient.xadd(stream, {"t": thread, "i": event_id, "e": payload}).decode()
+    reused = rclient.xadd(stream, {"t": thread, "i": event_id, "e": other}).decode()
+    fleet.burst()
+    letters = dead_letters(db)
+    assert [(s, i) for s, i, *_ in letters] == [(stream, reused)], letters
+    assert "Redis handed out an id twice" in letters[0][-1], letters
+    assert letters[0][2:5] == (thread, event_id, other)
+    assert again not in {i for _, i, *_ in letters}  # the second delivery: no trace needed
+    assert_projection(db, thread_streams(rclient, pkeys))

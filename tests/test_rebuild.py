@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import subprocess
 import sys
 import time
 
@@ -25,6 +26,7 @@ from tests.test_ops_cli import (
     PARTITIONS,
     assert_projection_is_fold,
     duologue,
+    duologue_all,
     pairs_of,
     project_burst,
     seed,
@@ -342,3 +344,51 @@ async def test_the_swap_locks_the_tables_in_the_order_readers_do(
     assert leftovers(db) == []
     assert snapshot(db) == live
     assert_projection_is_fold(db, rclient, ops_keys, sorted(threads))
+
+
+# --- 7. rebuild excludes replay and a second rebuild --------------------------------------
+
+SYNTHETIC_ARCHIVE = """
+INSERT INTO events (thread, id, key, kind, payload, ts)
+SELECT 'dm:u' || (g %% 2000) || ':v' || (g %% 2000), (1700000000000 + g) || '-0',
+       duologue_event_key((1700000000000 + g) || '-0'), 'MessageSent',
+       jsonb_build_object('kind', 'MessageSent', 'sender', 'u' || (g %% 2000),
+                          'body', 'message ' || g, 'client_msg_id', 'c' || g),
+       duologue_ts(1700000000000 + g)
+FROM generate_series(1, %s) AS g
+"""
+
+
+def test_a_replay_or_a_second_rebuild_during_a_rebuild_refuses_and_nothing_is_undone(
+        ops_env, db):
+    """A replay during a rebuild would be undone by its swap; two rebuilds would swap over
+    each other. While one rebuild runs, both refuse with one readable line (exit 1), and
+    work once it is done; the rebuilt projection equals the archive's fold."""
+    db.execute(SYNTHETIC_ARCHIVE, (400_000,))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "DATABASE_URL", "DUOLOGUE_PREFIX")}
+    first = subprocess.Popen([sys.executable, "-m", "duologue.cli", "rebuild"], cwd=ROOT,
+                             env={**env, **ops_env}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not db.execute("SELECT to_regclass('messages_next')").fetchone()[0]:
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.02)
+        replay, second = duologue_all(ops_env, ("replay", "--thread", "dm:u1:v1"),
+                                      ("rebuild",))
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, out + err
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert "another rebuild, or a replay, is running" in second.stderr, second.stderr
+    assert replay.returncode == 1, replay.stdout + replay.stderr
+    assert "a rebuild is running" in replay.stderr, replay.stderr
+    for done in (second, replay):
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 3
+    assert db.execute("SELECT count(*), sum(events) FROM threads").fetchone() == (2000, 400_000)
+    assert leftovers(db) == []
+    for done in duologue_all(ops_env, ("replay", "--thread", "dm:u1:v1"), ("verify",)):
+        assert done.returncode == 0, done.stdout + done.stderr

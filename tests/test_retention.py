@@ -20,6 +20,7 @@ from domain.ids import event_key
 from duologue.record import ARCHIVED_BELOW
 from tests.projection_support import PARTITIONS, assert_projection, dead_letters
 from tests.support import Client, thread_of, uid
+from tests.test_ops_cli import duologue
 
 RETAIN = "5"
 
@@ -232,3 +233,71 @@ async def test_idle_threads_cost_little_redis_memory(tiers, fleet, rclient, db, 
     index = [k for k in rclient.scan_iter(match=f"{pkeys.prefix}:*:u:*", count=1000)]
     used = sum(rclient.memory_usage(k, samples=0) or 0 for k in index)
     assert used / 20 < 400, used / 20
+
+
+async def test_a_running_projector_trims_and_sweeps_within_seconds(
+        tiers, fleet, rclient, db, pkeys):
+    """No burst: a long-running projector makes its passes on its own (every second here,
+    every 10 s by default) and never removes what it has not archived."""
+    alice, bob = uid("a"), uid("b")
+    thread = thread_of(alice, bob)
+    part = pkeys.partition(thread)
+    fleet.start(DUOLOGUE_RETAIN_EVENTS=RETAIN, DUOLOGUE_RETAIN_IDLE="3",
+                DUOLOGUE_RETENTION_EVERY="1")
+    a = await Client.connect(tiers.ws_url, alice)
+    try:
+        ids = [(await a.say(bob, f"m{n}"))["id"] for n in range(30)]
+        deadline = time.monotonic() + 15
+        while stream_ids(rclient, pkeys, thread) != ids[-5:]:
+            assert time.monotonic() < deadline, stream_ids(rclient, pkeys, thread)
+            await asyncio.sleep(0.1)
+        archived = {i for i, in db.execute("SELECT id FROM events WHERE thread = %s", (thread,))}
+        assert set(ids) <= archived
+        while rclient.exists(pkeys.stream(thread)):  # idle for 3 s, then swept
+            assert time.monotonic() < deadline + 10, "the idle thread stayed in Redis"
+            await asyncio.sleep(0.2)
+        assert rclient.hget(pkeys.index(part, bob), thread).decode() == ids[-1]
+        events, synced = await sync_all(a, thread)
+        assert [e["id"] for e in events] == ids and synced["recovered"] is True
+    finally:
+        await a.close()
+
+
+async def test_verify_tells_redis_loss_from_damage_and_replay_restores_gapless_sync(
+        tiers, fleet, rclient, db, pkeys):
+    """The stream's tail deleted by hand (as Redis losing it would): verify names it as
+    Redis having lost what the archive holds, with the repair; the projection is not called
+    damaged. replay keeps every archived event and makes sync gapless again."""
+    alice, bob = uid("a"), uid("b")
+    thread = thread_of(alice, bob)
+    a, b = await Client.connect(tiers.ws_url, alice), await Client.connect(tiers.ws_url, bob)
+    try:
+        ids = await converse(a, b, 5)
+        fleet.burst()
+        tail = ids[-3:]
+        assert rclient.xdel(pkeys.stream(thread), *tail) == 3
+        env = fleet.env
+        found = duologue(env, "verify")
+        assert found.returncode == 1, found.stdout + found.stderr
+        assert f"Redis lost 3 events the archive holds: {', '.join(tail)}" in found.stdout
+        assert f"repair: duologue replay --thread {thread} serves them" in found.stdout
+        assert "messages missing" not in found.stdout and ", the log " not in found.stdout
+        events, _ = await sync_all(a, thread)
+        assert [e["id"] for e in events] == ids[:-3]  # the hole verify reports
+        done = duologue(env, "replay", "--thread", thread)
+        assert done.returncode == 0, done.stdout + done.stderr
+        archived = [i for i, in db.execute(
+            "SELECT id FROM events WHERE thread = %s ORDER BY key", (thread,))]
+        assert archived == ids
+        assert_projection(db, {thread: merged_history(db, rclient, pkeys, thread)})
+        assert duologue(env, "verify").returncode == 0
+        events, synced = await sync_all(a, thread)
+        assert [e["id"] for e in events] == ids and synced["last_id"] == ids[-1]
+        later = await a.say(bob, "after the repair")
+        assert event_key(later["id"]) > event_key(ids[-1])
+        await b.next("event", id=later["id"])
+        events, _ = await sync_all(b, thread, ids[-4])
+        assert [e["id"] for e in events] == [*ids[-3:], later["id"]]
+    finally:
+        await a.close()
+        await b.close()
