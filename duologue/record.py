@@ -18,6 +18,8 @@ projector to check Redis against the archive (after Redis restarted or failed ov
 
 from __future__ import annotations
 
+from importlib.resources import files
+
 EVENT = "e"
 LOG_THREAD, LOG_ID, LOG_EVENT = "t", "i", "e"
 DELETED = "x:"
@@ -26,3 +28,10 @@ RECEIPT_EVENT = "ri:"
 ARCHIVED_BELOW = "lo"
 
 OK, DUPLICATE, GUARD_FAILED, FENCED = 0, 1, 2, 3
+
+
+def lua(package: str, *names: str) -> str:
+    """A Redis script: ``duologue/ids.lua`` (event ids compared and stepped in Lua), then
+    the named files of ``package`` in order."""
+    return "".join([files("duologue").joinpath("ids.lua").read_text(),
+                    *(files(package).joinpath(name).read_text() for name in names)])

@@ -1,4 +1,4 @@
--- Append one event to a thread, atomically, or answer why not (after fence.lua).
+-- Append one event to a thread, atomically, or answer why not (after fence.lua, ids.lua).
 -- KEYS: 1 partition epoch, 2 thread stream, 3 partition log, 4 dedupe key, 5 thread state,
 --       6 index of participant a, 7 index of participant b
 -- ARGV: 1 payload (JSON event), 2 thread, 3 dedupe ttl (s), 4 channel a, 5 channel b,
@@ -10,14 +10,6 @@
 local prior = redis.call('GET', KEYS[4])
 if prior then
   return {1, prior}
-end
-
-local function newer(a, b)
-  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
-  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
-  if #ams ~= #bms then return #ams > #bms end
-  if ams ~= bms then return ams > bms end
-  return tonumber(aseq) > tonumber(bseq)
 end
 
 local guard = ARGV[6]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import Any
 
 from redis.asyncio import Redis
@@ -26,22 +25,16 @@ from duologue.record import (
     GUARD_FAILED,
     RECEIPT,
     RECEIPT_EVENT,
+    lua,
 )
 from gateway.archive import Archive
 from gateway.batching import ScriptBatcher
 from gateway.protocol import FencedError
 from schemas.events import Event, MessageDeleted, MessageSent, ReadUpTo, decode_event, encode_event
 
-
-def _script(name: str) -> str:
-    """A gateway script with the shared fence check in front of it."""
-    folder = files("gateway")
-    return folder.joinpath("fence.lua").read_text() + folder.joinpath(name).read_text()
-
-
-APPEND_LUA = _script("append.lua")
-PAGE_LUA = _script("page.lua")
-LOAD_LUA = _script("load.lua")
+APPEND_LUA = lua("gateway", "fence.lua", "append.lua")  # every gateway script is fenced
+PAGE_LUA = lua("gateway", "fence.lua", "page.lua")
+LOAD_LUA = lua("gateway", "fence.lua", "load.lua")
 ALL_ARCHIVED = "+"  # a page's ``lo`` when the thread has no stream: every event is archived
 
 

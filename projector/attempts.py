@@ -9,15 +9,15 @@ they die on alone is buried in the dead letters, so the rest goes on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import Any
 
 import redis
 
 from duologue.keys import Keys
+from duologue.record import lua
 from projector.reading import Chunk
 
-ATTEMPTS_LUA = files("projector").joinpath("attempts.lua").read_text()
+ATTEMPTS_LUA = lua("projector", "attempts.lua")
 TOLERATED = 10  # deaths tolerated at one position before stepping, then before burying
 
 

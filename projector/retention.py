@@ -20,7 +20,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -29,6 +28,7 @@ import structlog
 
 from domain.ids import event_key, successor
 from duologue.keys import Keys
+from duologue.record import lua
 
 if TYPE_CHECKING:
     from projector.ownership import Owned
@@ -37,10 +37,8 @@ log = structlog.get_logger("duologue.retention")
 PER_CALL = 1000  # entries one trim call removes at most (a script blocks Redis)
 PAGE = 500
 SWEEP_PAGE = 10_000
-_folder = files("projector")
-_IDS = _folder.joinpath("ids.lua").read_text()
-TRIM_LUA = _IDS + _folder.joinpath("trim.lua").read_text()
-IDLE_LUA = _IDS + _folder.joinpath("idle.lua").read_text()
+TRIM_LUA = lua("projector", "trim.lua")
+IDLE_LUA = lua("projector", "idle.lua")
 
 
 class Retention:

@@ -25,7 +25,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -34,14 +33,14 @@ import structlog
 
 from domain.ids import event_key, participants, sort_key
 from duologue.keys import Keys
+from duologue.record import lua
 from schemas.events import MessageDeleted, MessageEdited, MessageSent, decode_event
 
 if TYPE_CHECKING:
     from projector.ownership import Owned
 
 log = structlog.get_logger("duologue.seal")
-_folder = files("projector")
-REPAIR_LUA = _folder.joinpath("ids.lua").read_text() + _folder.joinpath("repair.lua").read_text()
+REPAIR_LUA = lua("projector", "repair.lua")
 MARGIN_MS = 60_000  # threads active this long before the log's last entry are checked too
 PAGE = 1000
 

@@ -1,4 +1,4 @@
--- Shared head of the projector's Redis scripts: event ids compared and stepped in Lua.
+-- Shared head of every Redis script (duologue.record.lua): event ids compared and stepped.
 local function newer(a, b)
   local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
   local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
