@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from adapters import logs
 from bench import driver, pg, procs
 from bench.ceilings import ceilings
 from bench.common import REDIS_URL, ROOT
@@ -40,7 +41,6 @@ from bench.fig_tiers import archive_sync, idle_memory, retention
 from bench.options import Options
 from bench.pg_ceilings import pg_ceilings
 from bench.report import Result, table
-from duologue import logs
 
 FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "throughput": throughput, "latency": latency, "sync": sync, "memory": memory,

@@ -20,9 +20,9 @@ from typing import Any
 
 import redis
 
+from adapters.record import Keys
 from bench.common import REDIS_URL
 from domain.commands import DeleteMessage, EditMessage, MarkRead
-from duologue.keys import Keys
 from gateway.store import APPEND_LUA, Guard, append_call, guard_for
 from schemas.events import (
     Event,

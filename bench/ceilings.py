@@ -10,12 +10,12 @@ from typing import Any
 
 import redis
 
+from adapters.record import Keys
 from bench import procs
 from bench.common import REDIS_URL, delete_prefix, new_prefix, wait_quiet
 from bench.driver import go_all, workers
 from bench.options import Options
 from bench.report import Result, Row
-from duologue.keys import Keys
 from gateway.store import APPEND_LUA
 from schemas.events import MessageSent, encode_event
 

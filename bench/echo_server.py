@@ -1,6 +1,6 @@
 """The ceiling: a bare Starlette WebSocket echo app under uvicorn, configured like the gateway.
 
-Same uvicorn options as ``gateway.server.build`` (``ws="websockets-sansio"``, same
+Same uvicorn options as ``gateway.runner.build`` (``ws="websockets-sansio"``, same
 frame limit and ping interval, no access log); no Redis, no JSON, no auth.
 """
 

@@ -1,4 +1,4 @@
-"""History figures: ``GET /v1/threads/{thread}/messages`` latency (and, later, rebuild).
+"""ReadModel figures: ``GET /v1/threads/{thread}/messages`` latency (and, later, rebuild).
 
 ``history_read``: one thread of ``--history-messages`` messages is written straight
 into ``messages`` and ``threads`` with COPY (as the projector would leave them), the

@@ -13,12 +13,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from adapters.record import Keys
 from bench import procs
 from bench.common import REDIS_URL, delete_prefix, new_prefix, wait_quiet
 from bench.driver import go_all, workers
 from bench.options import Options
 from bench.report import Result, Row
-from duologue.keys import Keys
 from gateway.store import EventStore
 from schemas.events import MessageSent
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from adapters.record import Keys
 from bench import pg, procs
 from bench.common import REDIS_URL, ROOT, delete_prefix, new_prefix, wait_quiet
 from bench.driver import go_all, workers
@@ -30,7 +31,6 @@ from bench.fig_sync import prefill
 from bench.options import Options
 from bench.report import Result, Row
 from duologue.embedded import EmbeddedRedis
-from duologue.keys import Keys
 from gateway.store import APPEND_LUA, append_call
 from schemas.events import MessageSent
 

@@ -10,9 +10,9 @@ from typing import Any
 import msgspec
 import redis
 
+from adapters.tokens import mint
 from bench import wire
 from bench.common import HOST, SECRET, cpu_seconds, machine_cpu
-from gateway.auth import mint
 
 
 class EventBody(msgspec.Struct):

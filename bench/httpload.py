@@ -17,10 +17,10 @@ from typing import Any
 
 import msgspec
 
+from adapters.tokens import mint
 from bench.chatload import Stage
 from bench.common import HOST, SECRET
 from bench.frames import CpuMeter, utilisation
-from gateway.auth import mint
 
 TICK = 0.001
 

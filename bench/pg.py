@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from duologue.db import migrate
+from adapters.postgres import migrate
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 _created: list[str] = []

@@ -24,7 +24,7 @@ FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 PACKAGES = ("gateway/", "domain/", "schemas/", "duologue/", "bench/", "redis/", "uvicorn/",
             "websockets/", "starlette/", "structlog/", "msgspec/", "asyncio/", "uvloop/",
             "logging/", "re/", "jwt/")
-ROOTS = ("<frozen runpy>", "(duologue/cli.py)", "(gateway/server.py)", "(uvicorn/server.py)",
+ROOTS = ("<frozen runpy>", "(duologue/cli.py)", "(gateway/runner.py)", "(uvicorn/server.py)",
          "(uvicorn/_compat.py)", "(asyncio/runners.py)")
 
 

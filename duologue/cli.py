@@ -10,22 +10,22 @@ from collections.abc import Sequence
 
 import structlog
 
-from duologue import logs
-from duologue.settings import DEV_DIR, DEV_SECRET, Settings, SettingsError
+from adapters import logs
+from adapters.settings import DEV_DIR, DEV_SECRET, Settings, SettingsError
 
 log = structlog.get_logger("duologue.cli")
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from gateway.server import serve
+    from gateway.runner import serve
 
     serve(Settings.from_env().require("redis_url", "secret"), args.host, args.port)
     return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    from adapters.tokens import mint
     from domain.ids import check_user_id
-    from gateway.auth import mint
 
     settings = Settings.from_env().require("secret")
     print(mint(check_user_id(args.user), settings.secret, args.ttl))
@@ -33,7 +33,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from duologue.db import migrate
+    from adapters.postgres import migrate
 
     settings = Settings.from_env().require("database_url")
     applied = migrate(settings.database_url)
@@ -75,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--burst", action="store_true", help="exit once every log is drained")
     p.set_defaults(run=cmd_projector)
-    from duologue.operate import add_commands
+    from duologue.ops_commands import add_commands
 
     add_commands(sub)
     p = sub.add_parser("token", help="print a token for USER")

@@ -12,9 +12,9 @@ from types import FrameType
 
 import structlog
 
-from duologue.db import migrate
+from adapters.postgres import migrate
+from adapters.settings import DEV_DIR, Settings
 from duologue.embedded import EmbeddedRedis, die_with_parent, free_port, start_postgres
-from duologue.settings import DEV_DIR, Settings
 
 log = structlog.get_logger("duologue.dev")
 DEMO_USERS = ("alice", "bob")
@@ -22,7 +22,7 @@ DEV_REDIS_PORT = 6390
 
 
 def run_dev(host: str, port: int) -> int:
-    from gateway.server import serve
+    from gateway.runner import serve
 
     redis: EmbeddedRedis | None = None
     postgres: object | None = None
@@ -54,7 +54,7 @@ def run_dev(host: str, port: int) -> int:
 
 
 def banner(settings: Settings, host: str, port: int) -> str:
-    from gateway.auth import mint
+    from adapters.tokens import mint
 
     base = f"http://{host}:{port}"
     lines = ["", f"Duologue is up: {base}  (WebSocket ws://{host}:{port}/v1/ws)", ""]

@@ -13,12 +13,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from duologue.settings import Settings
-from gateway import http_api, ops
-from gateway.history import History
+from adapters.settings import Settings
+from gateway import health, http_api
 from gateway.http_errors import http_exception
 from gateway.metrics import HttpMetricsMiddleware, Metrics
-from gateway.service import Gateway
+from gateway.node import Gateway
+from gateway.read_model import ReadModel
 from gateway.session import websocket_endpoint
 
 DEMO_PAGE = files("gateway").joinpath("static/index.html").read_text()
@@ -36,7 +36,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Without DATABASE_URL the read API answers 503; WebSockets and sends still work
         # (and replays that need the archive answer `unavailable`).
-        history = History(settings.database_url, settings.pg_pool) if settings.database_url \
+        history = ReadModel(settings.database_url, settings.pg_pool) if settings.database_url \
             else None
         app.state.history = history
         gateway = Gateway(settings, metrics, history)
@@ -53,9 +53,9 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         Route("/", demo),
-        Route("/healthz", ops.healthz),
-        Route("/readyz", ops.readyz),
-        Route("/metrics", ops.metrics),
+        Route("/healthz", health.healthz),
+        Route("/readyz", health.readyz),
+        Route("/metrics", health.metrics),
         Route("/v1/threads", http_api.list_threads),
         Route("/v1/threads/{thread}/messages", http_api.messages, methods=["GET", "POST"]),
         WebSocketRoute("/v1/ws", websocket_endpoint),

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.ids import sort_key
-from gateway.history import History
 from gateway.protocol import UnavailableError
+from gateway.read_model import ReadModel
 from schemas.events import decode_event, encode_event
 
 NO_UPPER_BOUND = 10**40  # above every key: keys are numeric(40)
@@ -44,10 +44,10 @@ class Archived:
 
 
 class Archive:
-    def __init__(self, history: History | None) -> None:
+    def __init__(self, history: ReadModel | None) -> None:
         self.history = history
 
-    def _require(self) -> History:
+    def _require(self) -> ReadModel:
         if self.history is None:
             raise UnavailableError("older events are in the archive, and this gateway has "
                                    "no DATABASE_URL to read them")

@@ -6,6 +6,7 @@ import contextlib
 
 from redis.exceptions import RedisError
 
+from adapters.tokens import AuthError, read_token
 from domain.commands import (
     Command,
     DeleteMessage,
@@ -18,11 +19,10 @@ from domain.commands import (
 from domain.errors import ForbiddenError, InvalidError
 from domain.ids import BEFORE_FIRST, check_event_id, check_participant, event_key, thread_id
 from domain.state import ThreadState
-from gateway.auth import AuthError, verify
+from gateway.backfill import replay_thread, schedule_catch_up
 from gateway.connection import Connection
 from gateway.protocol import FrameError, UnavailableError
-from gateway.replay import replay_thread, schedule_catch_up
-from gateway.store import Appended, EventStore, GuardFailed, guard_for
+from gateway.store import Appended, EventStore, GuardFailedError, guard_for
 from schemas.client import Delete, Edit, Read, Refresh, Send, Sync, Typing
 from schemas.server import Ack, Refreshed, Synced, TypingNotice, encode_frame
 
@@ -85,7 +85,7 @@ async def change(
         try:
             appended = await store.append(
                 frame.thread, conn.user, frame.client_msg_id, events[0], guard_for(command))
-        except GuardFailed:
+        except GuardFailedError:
             continue
         return ack(conn, frame.client_msg_id, frame.thread, appended.id, appended.duplicate)
     raise UnavailableError("the thread changed too often meanwhile; retry")
@@ -130,7 +130,7 @@ async def typing(store: EventStore, conn: Connection, frame: Typing) -> None:
 
 def refresh(conn: Connection, frame: Refresh, secret: str) -> None:
     try:
-        identity = verify(frame.token, secret)
+        identity = read_token(frame.token, secret)
     except AuthError as exc:
         raise InvalidError(str(exc)) from None
     if identity.user != conn.user:

@@ -1,6 +1,6 @@
 """The HTTP API (protocol.md section 3): thread list and history from Postgres, send to Redis.
 
-Reads are served from the projection (``gateway.history``); the send goes through the
+Reads are served from the projection (``gateway.read_model``); the send goes through the
 WebSocket's own path (``Gateway.post``), so rules, rate limit and idempotency are one.
 """
 
@@ -12,14 +12,14 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from adapters.tokens import AuthError, bearer, read_token
 from domain.commands import SendMessage
 from domain.errors import InvalidError
 from domain.ids import check_participant, sort_key
-from gateway.auth import AuthError, bearer, verify
-from gateway.history import History
 from gateway.http_errors import TooLargeError, UnauthorizedError, api, json_response
+from gateway.node import Gateway
 from gateway.protocol import FrameError, UnavailableError
-from gateway.service import Gateway
+from gateway.read_model import ReadModel
 from schemas.http import MessagePage, Posted, PostMessage, ThreadList, decode_post_message
 
 DEFAULT_LIMIT = 50
@@ -32,15 +32,15 @@ def authenticate(request: Request) -> str:
     gateway: Gateway = request.app.state.gateway
     token = bearer(request.headers.get("authorization"))
     try:
-        identity = verify(token, gateway.settings.secret)
+        identity = read_token(token, gateway.settings.secret)
     except AuthError as exc:
         raise UnauthorizedError(str(exc), token_given=bool(token)) from None
     request.state.user = identity.user  # for the request's log line
     return identity.user
 
 
-def history_of(request: Request) -> History:
-    history: History | None = request.app.state.history
+def history_of(request: Request) -> ReadModel:
+    history: ReadModel | None = request.app.state.history
     if history is None:
         raise UnavailableError("DATABASE_URL is not set on this gateway: no history to read")
     return history

@@ -38,7 +38,7 @@ class UnavailableError(Exception):
 
 class FencedError(UnavailableError):
     """Redis restarted or failed over and no projector has checked the partition against
-    the archive yet (``duologue.record.FENCED``): nothing was read or appended."""
+    the archive yet (``adapters.record.FENCED``): nothing was read or appended."""
 
     def __init__(self) -> None:
         super().__init__("the event store is being checked after a Redis restart; retry")

@@ -9,10 +9,10 @@ import structlog
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway.auth import AuthError, Identity, bearer, verify
+from adapters.tokens import AuthError, Identity, bearer, read_token
 from gateway.connection import Connection
+from gateway.node import SHUTTING_DOWN, Gateway
 from gateway.protocol import UnavailableError
-from gateway.service import SHUTTING_DOWN, Gateway
 from schemas.server import Error, encode_frame
 
 log = structlog.get_logger("duologue.ws")
@@ -24,7 +24,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     gateway: Gateway = ws.app.state.gateway
     token = bearer(ws.headers.get("authorization")) or ws.query_params.get("token", "")
     try:
-        identity = verify(token, gateway.settings.secret)
+        identity = read_token(token, gateway.settings.secret)
     except AuthError as exc:
         log.info("ws_refused", reason=str(exc), client=_client(ws))
         await ws.close(1008)  # before accept: the handshake is refused with HTTP 403

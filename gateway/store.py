@@ -1,7 +1,7 @@
 """The Redis event store as the gateway sees it: append, load state, replay, index.
 
 Every call runs one Lua script (or one pipeline) that first checks the partition is not
-fenced (``gateway/fence.lua``); the record format is ``duologue.record``. What the
+fenced (``gateway/fence.lua``); the record format is ``adapters.record``. What the
 thread stream no longer holds comes from the Postgres archive (``gateway.archive``).
 """
 
@@ -14,19 +14,19 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from domain.commands import DeleteMessage, EditMessage, MarkRead
-from domain.ids import event_key, participants, successor
-from domain.state import ThreadState, fold
-from duologue.keys import Keys
-from duologue.record import (
+from adapters.record import (
     DELETED,
     DUPLICATE,
     FENCED,
     GUARD_FAILED,
     RECEIPT,
     RECEIPT_EVENT,
+    Keys,
     lua,
 )
+from domain.commands import DeleteMessage, EditMessage, MarkRead
+from domain.ids import event_key, participants, successor
+from domain.state import ThreadState, fold
 from gateway.archive import Archive
 from gateway.batching import ScriptBatcher
 from gateway.protocol import FencedError
@@ -38,7 +38,7 @@ LOAD_LUA = lua("gateway", "fence.lua", "load.lua")
 ALL_ARCHIVED = "+"  # a page's ``lo`` when the thread has no stream: every event is archived
 
 
-class GuardFailed(Exception):
+class GuardFailedError(Exception):
     """The state changed between the decision and the append; decide again."""
 
 
@@ -115,7 +115,7 @@ class EventStore:
         if reply[0] == FENCED:
             raise FencedError()
         if reply[0] == GUARD_FAILED:
-            raise GuardFailed(thread)
+            raise GuardFailedError(thread)
         return Appended(reply[1].decode(), reply[0] == DUPLICATE)
 
     async def load(self, thread: str, user: str, client_msg_id: str, target: str) -> Loaded:

@@ -13,8 +13,7 @@ from typing import Any
 
 import redis
 
-from duologue.keys import Keys
-from duologue.record import lua
+from adapters.record import Keys, lua
 from projector.reading import Chunk
 
 ATTEMPTS_LUA = lua("projector", "attempts.lua")

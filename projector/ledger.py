@@ -11,7 +11,7 @@ from domain.ids import sort_key
 from projector.entries import Poison
 
 
-class CheckpointMoved(Exception):
+class CheckpointMovedError(Exception):
     """Another writer advanced this partition's checkpoint: we no longer own it."""
 
     def __init__(self, stream: str) -> None:
@@ -48,7 +48,7 @@ def advance(cur: psycopg.Cursor, stream: str, old: str, new: str, count: int) ->
             "RETURNING 1", (new, sort_key(new), count, stream, old))
         moved = own.fetchone() is None
     if moved:
-        raise CheckpointMoved(stream)
+        raise CheckpointMovedError(stream)
 
 
 def bury(cur: psycopg.Cursor, stream: str, partition: int, dead: Sequence[Poison]) -> None:

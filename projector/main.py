@@ -14,8 +14,8 @@ from types import FrameType
 
 import structlog
 
-from duologue import logs
-from duologue.settings import Settings
+from adapters import logs
+from adapters.settings import Settings
 from projector.worker import Worker
 
 log = structlog.get_logger("duologue.projector")

@@ -19,7 +19,7 @@ import psycopg
 import redis
 import structlog
 
-from duologue.keys import Keys
+from adapters.record import Keys
 from projector import ledger, seal
 
 log = structlog.get_logger("duologue.projector")

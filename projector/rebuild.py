@@ -233,7 +233,7 @@ def _swap(conn: psycopg.Connection, mark: int) -> int:
         cur.execute("SET LOCAL lock_timeout = '3s'")
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK,))
         done = _apply_range(cur, mark, _sequence(conn))
-        # the order readers lock them in (gateway.history: threads, messages, read_receipts),
+        # the order readers lock them in (gateway.read_model: threads, messages, read_receipts),
         # so a read between its first and its next table cannot deadlock with the swap
         cur.execute("LOCK TABLE threads, messages, read_receipts IN ACCESS EXCLUSIVE MODE")
         for live, fresh in NAMES:

@@ -26,9 +26,8 @@ import psycopg
 import redis
 import structlog
 
+from adapters.record import Keys, lua
 from domain.ids import event_key, successor
-from duologue.keys import Keys
-from duologue.record import lua
 
 if TYPE_CHECKING:
     from projector.ownership import Owned

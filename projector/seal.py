@@ -31,9 +31,8 @@ import psycopg
 import redis
 import structlog
 
+from adapters.record import Keys, lua
 from domain.ids import event_key, participants, sort_key
-from duologue.keys import Keys
-from duologue.record import lua
 from schemas.events import MessageDeleted, MessageEdited, MessageSent, decode_event
 
 if TYPE_CHECKING:

@@ -14,9 +14,9 @@ from typing import Any
 import psycopg
 import redis
 
+from adapters.record import Keys
 from domain.ids import event_key
-from duologue.keys import Keys
-from projector.history import stream_threads
+from projector.thread_log import stream_threads
 
 
 @dataclass

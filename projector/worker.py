@@ -22,9 +22,9 @@ import psycopg
 import redis
 import structlog
 
+from adapters.record import Keys
+from adapters.settings import Settings
 from domain.ids import event_key
-from duologue.keys import Keys
-from duologue.settings import Settings
 from projector import attempts, ledger
 from projector.entries import Entry, Poison
 from projector.ownership import Ownership
@@ -195,7 +195,7 @@ class Worker:
                 for half in _halves(group):
                     self._commit_safely(conn, client, half, moved)
                 return
-            except ledger.CheckpointMoved as exc:
+            except ledger.CheckpointMovedError as exc:
                 log.error("projector_checkpoint_moved", stream=exc.stream)
                 moved.append(exc.stream)  # released by the loop's thread, not a lane's
                 return

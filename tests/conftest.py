@@ -12,9 +12,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from duologue.db import migrate
+from adapters.postgres import migrate
+from adapters.record import Keys
 from duologue.embedded import EmbeddedRedis, start_postgres
-from duologue.keys import Keys
 from tests.projection_support import PARTITIONS, Fleet, projector_env
 from tests.support import GatewayProcess
 

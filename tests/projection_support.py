@@ -29,9 +29,9 @@ import psycopg
 import redis
 import websockets
 
+from adapters.record import Keys
 from domain.ids import event_key, participants, sort_key, thread_id
 from domain.state import fold
-from duologue.keys import Keys
 from schemas.events import ReadUpTo, decode_event
 from tests.support import ProjectorProcess, token, uid
 

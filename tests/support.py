@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import websockets
 
+from adapters.tokens import mint
 from duologue.embedded import free_port
-from gateway.auth import mint
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-" + "x" * 40

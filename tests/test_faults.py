@@ -6,7 +6,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from duologue.keys import Keys
+from adapters.record import Keys
 from tests.support import Client, thread_of, uid
 from tests.test_guarantees import blast, strictly_increasing
 

@@ -14,8 +14,8 @@ import httpx
 import psycopg
 import pytest
 
+from adapters.record import Keys
 from duologue.embedded import free_port
-from duologue.keys import Keys
 from tests.conftest import RUN_PREFIX
 from tests.http_support import auth, http, start_api_gateway
 from tests.support import Client, thread_of, token, uid

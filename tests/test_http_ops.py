@@ -8,8 +8,8 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters.settings import Settings
 from duologue.embedded import free_port
-from duologue.settings import Settings
 from gateway.app import create_app
 from tests.http_support import auth, http
 from tests.support import Client, thread_of, uid

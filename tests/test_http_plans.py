@@ -1,7 +1,7 @@
 """The read queries use the indexes, and a page of a 100k-message thread is fast.
 
 Plans are read with EXPLAIN (FORMAT JSON) on the queries the gateway runs
-(gateway.history), against the run's migrated database.
+(gateway.read_model), against the run's migrated database.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from domain.ids import sort_key
-from gateway.history import NO_UPPER_BOUND, PAGE_SQL, THREADS_SQL
+from gateway.read_model import NO_UPPER_BOUND, PAGE_SQL, THREADS_SQL
 from tests.conftest import RUN_PREFIX
 from tests.http_support import Projection, auth, eid, start_api_gateway
 from tests.support import thread_of, uid

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from duologue.keys import Keys
+from adapters.record import Keys
 from tests.conftest import RUN_PREFIX
 from tests.http_support import http, ms, start_api_gateway
 from tests.support import Client, thread_of, uid

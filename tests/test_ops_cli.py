@@ -21,10 +21,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from adapters.record import Keys
 from domain.commands import DeleteMessage, EditMessage, MarkRead
 from domain.ids import sort_key, thread_id
 from domain.state import Message, ThreadState, fold
-from duologue.keys import Keys
 from gateway.store import EventStore, guard_for
 from schemas.events import (
     MessageDeleted,

@@ -13,7 +13,7 @@ import time
 import psycopg
 import redis
 
-from duologue.keys import Keys
+from adapters.record import Keys
 from projector.attempts import TOLERATED
 from projector.entries import Entry, parse
 from projector.project import project

@@ -21,9 +21,9 @@ import psycopg
 import pytest
 import redis
 
-from duologue.db import migrate
+from adapters.postgres import migrate
+from adapters.record import Keys
 from duologue.embedded import start_postgres
-from duologue.keys import Keys
 from projector.tables import PROJECTION_LOCK
 from tests.projection_support import (
     PARTITIONS,

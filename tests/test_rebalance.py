@@ -14,7 +14,7 @@ import time
 import psycopg
 import redis
 
-from duologue.keys import Keys
+from adapters.record import Keys
 from projector.ledger import lock_id
 from tests.projection_support import (
     assert_done,

@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 import redis
 
+from adapters.record import Keys
 from domain.ids import event_key
-from duologue.keys import Keys
 from tests.projection_support import (
     PARTITIONS,
     Fleet,

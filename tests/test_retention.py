@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from adapters.record import ARCHIVED_BELOW
 from domain.ids import event_key
-from duologue.record import ARCHIVED_BELOW
 from tests.projection_support import PARTITIONS, assert_projection, dead_letters
 from tests.support import Client, thread_of, uid
 from tests.test_ops_cli import duologue

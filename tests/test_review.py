@@ -14,11 +14,11 @@ import json
 import redis.asyncio as aioredis
 import websockets
 
+from adapters.record import Keys
 from domain.state import fold
-from duologue.keys import Keys
+from gateway.backfill import schedule_catch_up
 from gateway.connection import Connection
 from gateway.hub import Hub
-from gateway.replay import schedule_catch_up
 from gateway.store import PAGE_LUA, EventStore
 from schemas.events import MessageSent, decode_event, encode_event
 from tests.support import Client, thread_of, token, uid

@@ -30,7 +30,7 @@ import pytest
 import redis
 from psycopg import sql
 
-from duologue.keys import Keys
+from adapters.record import Keys
 from schemas.events import decode_event
 from tests.support import ROOT, Client, ProjectorProcess, id_key, thread_of, token, uid
 

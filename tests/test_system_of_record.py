@@ -30,8 +30,8 @@ from typing import Any
 import httpx
 import psycopg
 
+from adapters.record import Keys
 from domain.ids import event_key, thread_id
-from duologue.keys import Keys
 from tests.http_support import auth
 from tests.projection_support import (
     PARTITIONS,

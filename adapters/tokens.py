@@ -20,7 +20,7 @@ class Identity:
     exp: int
 
 
-def verify(token: str, secret: str) -> Identity:
+def read_token(token: str, secret: str) -> Identity:
     if not token:
         raise AuthError("missing token")
     try:

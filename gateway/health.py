@@ -8,9 +8,9 @@ from collections.abc import Awaitable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.history import History
 from gateway.metrics import Metrics
-from gateway.service import Gateway
+from gateway.node import Gateway
+from gateway.read_model import ReadModel
 
 PROBE_TIMEOUT = 1.0  # seconds each backing store gets to answer /readyz
 
@@ -22,7 +22,7 @@ async def healthz(_: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """200 when Redis answers PING and Postgres ``SELECT 1``; else 503 naming the failure."""
     gateway: Gateway = request.app.state.gateway
-    history: History | None = request.app.state.history
+    history: ReadModel | None = request.app.state.history
     redis, postgres = await asyncio.gather(
         _probe(gateway.redis.ping()), _probe(history.ping() if history else None))
     status = 200 if redis == postgres == "ok" else 503

@@ -14,9 +14,8 @@ from typing import Any
 import psycopg
 import redis
 
+from adapters.record import ARCHIVED_BELOW, Keys
 from domain.ids import event_key
-from duologue.keys import Keys
-from duologue.record import ARCHIVED_BELOW
 
 PAGE = 10_000
 

@@ -1,6 +1,6 @@
 """``duologue replay --thread T [--from ID]``: re-project one thread from its history.
 
-The history is the archive and the Redis stream merged (``projector.history``): an
+The history is the archive and the Redis stream merged (``projector.thread_log``): an
 event Redis lost stays, an event not yet archived is archived, an archived copy that
 differs from the stream's is rewritten from it. No archived event is ever deleted.
 Runs in one transaction holding the projection lock exclusively, so the live
@@ -21,14 +21,14 @@ from typing import Any
 import psycopg
 import redis
 
+from adapters.record import Keys
 from domain.ids import event_key, participants, sort_key
 from domain.state import Message, fold
-from duologue.keys import Keys
 from projector.entries import Entry, stored
-from projector.history import log_entries, lost_from_stream
 from projector.project import archive_row, as_json, message_row, ms, receipt_setter
 from projector.seal import REPAIR_LUA
 from projector.tables import LIVE, MAINTENANCE_LOCK, PROJECTION_LOCK, BusyError
+from projector.thread_log import log_entries, lost_from_stream
 from schemas.events import MessageDeleted, MessageEdited
 
 UPSERT_ARCHIVE = (

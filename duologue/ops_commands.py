@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from adapters.record import Keys
+from adapters.settings import Settings, SettingsError
 from domain.errors import DomainError
 from domain.ids import check_event_id, participants
-from duologue.keys import Keys
-from duologue.settings import Settings, SettingsError
 
 out = Console()
 err = Console(stderr=True)
@@ -35,12 +35,12 @@ def _connect(settings: Settings) -> Iterator[tuple[psycopg.Connection, redis.Red
             client.close()
 
 
-class SchemaMissing(SettingsError):
+class SchemaMissingError(SettingsError):
     """The database has not been migrated (or is older than this code)."""
 
 
 def _require_schema(conn: psycopg.Connection) -> None:
-    from duologue.db import migrations, schema_version
+    from adapters.postgres import migrations, schema_version
 
     try:
         version = schema_version(conn)
@@ -49,7 +49,7 @@ def _require_schema(conn: psycopg.Connection) -> None:
         conn.rollback()
     latest = migrations()[-1].version
     if version < latest:
-        raise SchemaMissing(f"the database schema is at version {version}, this code needs "
+        raise SchemaMissingError(f"the database schema is at version {version}, this code needs "
                             f"{latest}: run `duologue migrate` first")
 
 
@@ -92,7 +92,7 @@ def _size(n: int) -> str:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from projector.replay import replay
+    from projector.reproject import replay
     from projector.tables import BusyError
 
     try:
@@ -114,13 +114,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from projector.verify import all_threads, verify
+    from projector.audit import all_threads, audit
 
     with _connect(Settings.from_env()) as (conn, client, keys):
         threads = args.thread or all_threads(conn, client, keys)
         with _progress() as progress:
             task = progress.add_task("verify", total=len(threads))
-            report = verify(conn, client, keys, threads,
+            report = audit(conn, client, keys, threads,
                             lambda n: progress.advance(task, n))
     for thread, problems in sorted(report.differ.items()):
         print(f"DIFFERS {thread}")

@@ -82,7 +82,7 @@ class Page:
     messages: list[MessageView]  # newest first
 
 
-class History:
+class ReadModel:
     def __init__(self, url: str, max_size: int = 10) -> None:
         self.pool = AsyncConnectionPool(
             url, min_size=1, max_size=max_size, open=False, timeout=POOL_TIMEOUT,

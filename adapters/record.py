@@ -1,15 +1,48 @@
-"""Every Redis key and channel name, in one place.
+"""The Redis record format, in one place: every key and channel name, what each key
+holds, and the layout scripts answer in.
 
 Each key of a thread carries its partition as a Redis Cluster hash tag, so the
 thread stream, its state, its dedupe keys, the partition log and the participants'
 index entries for that partition share one slot and one script can write them all.
+
+
+- thread stream entry: ``e`` = the encoded event; its id is the event id.
+- partition log entry: ``t`` thread, ``i`` event id, ``e`` encoded event.
+- thread state hash: what commands check atomically in the append script:
+  ``x:<target>`` = the id of the MessageDeleted of a deleted message,
+  ``r:<user>`` = the user's read receipt (an event id) and ``ri:<user>`` the id of the
+  ReadUpTo that set it, ``lo`` = every event at or above this id is in the stream;
+  events below it may be only in the Postgres archive (retention or a repair moved
+  them out). A thread whose stream is gone but whose participants' index still names
+  it has every event in the archive only.
+- user index (per partition): thread -> the thread's newest event id. It outlives the
+  stream, so a re-created stream continues above every id the thread ever had.
+
+Append/read answers carry a status: ``FENCED`` means the partition is waiting for a
+projector to check Redis against the archive (after Redis restarted or failed over).
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from importlib.resources import files
 
+EVENT = "e"
+LOG_THREAD, LOG_ID, LOG_EVENT = "t", "i", "e"
+DELETED = "x:"
+RECEIPT = "r:"
+RECEIPT_EVENT = "ri:"
+ARCHIVED_BELOW = "lo"
+
+OK, DUPLICATE, GUARD_FAILED, FENCED = 0, 1, 2, 3
+
+
+def lua(package: str, *names: str) -> str:
+    """A Redis script: ``adapters/ids.lua`` (event ids compared and stepped in Lua), then
+    the named files of ``package`` in order."""
+    return "".join([files("adapters").joinpath("ids.lua").read_text(),
+                    *(files(package).joinpath(name).read_text() for name in names)])
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -66,4 +99,3 @@ class Keys:
     def channel(self, user: str) -> str:
         """Pub/sub channel carrying live event frames for one user."""
         return f"{self.prefix}:live:{user}"
-

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import uvicorn
 from starlette.applications import Starlette
 
-from duologue.settings import Settings
+from adapters.settings import Settings
 from gateway.app import create_app
 
 

@@ -7,20 +7,20 @@ import time
 
 import structlog
 
+from adapters.record import Keys
+from adapters.settings import Settings
 from domain.commands import SendMessage
 from domain.ids import check_participant
-from duologue.keys import Keys
-from duologue.settings import Settings
 from gateway import handlers
 from gateway.archive import Archive
+from gateway.backfill import schedule_catch_up
 from gateway.connection import POLICY, Connection
-from gateway.history import History
 from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.protocol import REFUSALS, FrameError, RateLimitedError, code_for, parse
 from gateway.ratelimit import RateLimiter
+from gateway.read_model import ReadModel
 from gateway.redis_client import connect_redis
-from gateway.replay import schedule_catch_up
 from gateway.store import Appended, EventStore
 from schemas.client import ClientFrame, Delete, Edit, Read, Refresh, Send, Sync, Typing
 from schemas.server import Error, Hello, Limits, ThreadSummary, encode_frame
@@ -31,7 +31,7 @@ SHUTTING_DOWN = 1001
 
 class Gateway:
     def __init__(self, settings: Settings, metrics: Metrics | None = None,
-                 history: History | None = None) -> None:
+                 history: ReadModel | None = None) -> None:
         self.settings = settings
         self.metrics = metrics = metrics or Metrics()
         self.keys = Keys(settings.prefix, settings.partitions)

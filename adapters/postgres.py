@@ -10,7 +10,7 @@ from importlib.resources import files
 import psycopg
 import structlog
 
-log = structlog.get_logger("duologue.db")
+log = structlog.get_logger("adapters.postgres")
 MIGRATE_LOCK = 0x64756F6C  # advisory lock key: one migrate at a time
 _NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
@@ -40,7 +40,7 @@ class MigrationError(Exception):
 
 def migrations() -> list[Migration]:
     found = []
-    for entry in files("duologue").joinpath("migrations").iterdir():
+    for entry in files("adapters").joinpath("migrations").iterdir():
         match = _NAME.fullmatch(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text()))

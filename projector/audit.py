@@ -1,6 +1,6 @@
 """``duologue verify``: compare, thread by thread, the log, the archive and the projection.
 
-For each thread the log is the archive and the Redis stream merged (``projector.history``).
+For each thread the log is the archive and the Redis stream merged (``projector.thread_log``).
 Three kinds of difference are told apart, each with the repair that applies:
 
 - Redis lost events the archive holds, where replays read only the stream (at or above
@@ -24,12 +24,11 @@ from typing import Any
 import psycopg
 import redis
 
+from adapters.record import ARCHIVED_BELOW, Keys
 from domain.ids import event_key
 from domain.state import Message, ThreadState, fold
-from duologue.keys import Keys
-from duologue.record import ARCHIVED_BELOW
 from projector.entries import Entry, parse, stored
-from projector.history import stream_threads
+from projector.thread_log import stream_threads
 from schemas.events import encode_event
 
 CHUNK = 200
@@ -58,7 +57,7 @@ def all_threads(conn: psycopg.Connection, client: redis.Redis, keys: Keys) -> li
     return sorted(found)
 
 
-def verify(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
+def audit(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
            threads: Sequence[str], progress: Any = None) -> Report:
     report = Report()
     for start in range(0, len(threads), CHUNK):
