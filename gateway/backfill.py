@@ -17,7 +17,7 @@ from collections.abc import Callable
 import structlog
 from redis.exceptions import RedisError
 
-from domain.ids import event_id_of, event_key
+from domain.ids import event_key
 from gateway.connection import Connection
 from gateway.protocol import UnavailableError
 from gateway.store import ALL_ARCHIVED, EventStore
@@ -48,7 +48,7 @@ async def replay_thread(store: EventStore, conn: Connection, thread: str, after:
 
     ``ended`` is called with that id before the live frames held meanwhile are released
     (``sync`` queues its ``synced`` there: the frames it held come after it)."""
-    conn.hold(thread)
+    conn.delivery.begin_replay(thread)
     newest = after
     try:
         while conn.close_code is None:
@@ -59,45 +59,43 @@ async def replay_thread(store: EventStore, conn: Connection, thread: str, after:
             if last:
                 break
     except BaseException:
-        conn.stale.add(thread)
-        conn.last[thread] = event_key(newest)
+        conn.delivery.fail_replay(thread, newest)
         raise
-    conn.stale.discard(thread)
     if ended is not None:
         ended(newest)
-    conn.release(thread, event_key(newest))
+    conn.push_all(conn.delivery.end_replay(thread, newest))
     return newest
 
 
-async def catch_up(store: EventStore, conn: Connection) -> None:
-    """Bring every thread of a paused connection up to the stream (after a pub/sub gap)."""
+def schedule_catch_up(store: EventStore, conn: Connection) -> None:
+    """Start the catch-up the connection's ``Delivery`` asked for: replay every thread
+    that is behind its stream (after a pub/sub gap, or a failed ``sync``), in rounds
+    until no new gap came meanwhile, retrying while Redis or Postgres is away."""
+    conn.catching_up = asyncio.create_task(_catch_up(store, conn))
+
+
+async def _catch_up(store: EventStore, conn: Connection) -> None:
+    backoff = 0.05
+    try:
+        while conn.close_code is None:
+            conn.delivery.begin_round()
+            try:
+                await _replay_behind(store, conn)
+            except (RedisError, OSError, UnavailableError) as exc:
+                log.info("catch_up_retry", user=conn.user, error=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            released = conn.delivery.end_round()
+            if released is not None:
+                conn.push_all(released)
+                return
+    finally:
+        conn.delivery.stop_catch_up()
+
+
+async def _replay_behind(store: EventStore, conn: Connection) -> None:
     async with conn.replaying:
         index = await store.threads(conn.user)
-        todo = set(conn.stale)
-        todo.update(t for t, last in index if event_key(last) > conn.last.get(t, (0, 0)))
-        for thread in sorted(todo):
-            after = event_id_of(conn.last.get(thread, (0, 0)))
+        for thread, after in conn.delivery.behind(index):
             await replay_thread(store, conn, thread, after)
-
-
-async def catch_up_until_done(store: EventStore, conn: Connection) -> None:
-    backoff = 0.05
-    while conn.close_code is None:
-        conn.catch_up_again = False
-        try:
-            await catch_up(store, conn)
-        except (RedisError, OSError, UnavailableError) as exc:
-            log.info("catch_up_retry", user=conn.user, error=str(exc))
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
-            continue
-        if not conn.catch_up_again:
-            conn.resume()
-            return
-
-
-def schedule_catch_up(store: EventStore, conn: Connection) -> None:
-    if conn.catching_up is not None and not conn.catching_up.done():
-        conn.catch_up_again = True
-        return
-    conn.catching_up = asyncio.create_task(catch_up_until_done(store, conn))

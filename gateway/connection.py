@@ -1,11 +1,10 @@
-"""One WebSocket connection's delivery state.
+"""One WebSocket connection: its outbound queue, its close, its token expiry and
+refusal count, and its ``Delivery`` state machine (``gateway/delivery.py``).
 
 - ``frames``: the bounded outbound queue, drained by the connection's sender task;
-  a live frame that finds it full closes the socket with 1013 (slow consumer).
-- ``last``: per thread, the newest event id delivered, so live frames are delivered
-  once and in order.
-- ``held``: threads being replayed; their live frames wait there and are released,
-  deduplicated, after the replay.
+  a frame that finds it full closes the socket with 1013 (slow consumer).
+- ``delivery``: which frames go out, once each and in order per thread, across live
+  fan-out, ``sync`` and catch-ups after a pub/sub gap.
 """
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ import asyncio
 import time
 from collections import deque
 
-from domain.ids import EventKey, event_key
+from domain.ids import EventKey
+from gateway.delivery import Delivery, SlowConsumerError
 
 SLOW_CONSUMER = 1013
 POLICY = 1008
@@ -29,9 +29,9 @@ class Connection:
         self.frames: deque[str] = deque()
         self.wake = asyncio.Event()
         self.room = asyncio.Event()
-        self.last: dict[str, EventKey] = {}
-        self.held: dict[str, list[tuple[EventKey, str]]] = {}
-        self.replaying = asyncio.Lock()
+        self.delivery = Delivery(capacity)
+        self.replaying = asyncio.Lock()  # one replay (sync or catch-up) at a time
+        self.catching_up: asyncio.Task[None] | None = None
         self.close_code: int | None = None
         self.close_reason = ""
         self.flush_before_close = False
@@ -39,15 +39,13 @@ class Connection:
         self.draining = False
         self.delivered = 0
         self.received = 0
-        self.pending: list[tuple[str, str, str]] | None = []
-        self.started = False
-        self.gap = False
-        self.subscribing = False
-        self.stale: set[str] = set()
-        self.catching_up: asyncio.Task[None] | None = None
-        self.catch_up_again = False
         self.expiry: asyncio.TimerHandle | None = None
         self.refusals: deque[float] | None = None
+
+    @property
+    def last(self) -> dict[str, EventKey]:
+        """Per thread, the newest event id delivered."""
+        return self.delivery.last
 
     def expire_at(self, exp: int) -> None:
         """Close with 1008 when the token expires (re-armed by ``refresh``)."""
@@ -73,29 +71,25 @@ class Connection:
         if self.catching_up is not None:
             self.catching_up.cancel()
 
+    # -- delivery: the state machine's answers go to the queue ----------------------
     def start(self, threads: list[tuple[str, str]]) -> bool:
         """``hello`` was queued: its last ids are the floor; release early live frames.
 
         True when a resubscription happened meanwhile: the connection stays paused
-        and the caller must schedule a catch-up.
-        """
-        for thread, last_id in threads:
-            self.last[thread] = event_key(last_id)
-        self.started = True
-        if self.gap:
-            return True
-        self.resume()
-        return False
+        and the caller must start a catch-up."""
+        frames, catch_up = self.delivery.hello(threads)
+        self.push_all(frames)
+        return catch_up
 
-    def pause(self) -> None:
-        """Buffer every live frame (a gap may precede them) until ``resume``."""
-        if self.pending is None:
-            self.pending = []
+    def live(self, thread: str, event_id: str, frame: str) -> None:
+        try:
+            self.push_all(self.delivery.live(thread, event_id, frame))
+        except SlowConsumerError:
+            self.close(SLOW_CONSUMER, "slow consumer")
 
-    def resume(self) -> None:
-        pending, self.pending = self.pending or [], None
-        for item in pending:
-            self.live(*item)
+    def push_all(self, frames: list[str]) -> None:
+        for frame in frames:
+            self.push(frame)
 
     # -- outbound queue ---------------------------------------------------------
     def push(self, frame: str) -> None:
@@ -128,31 +122,7 @@ class Connection:
         self.wake.set()
         self.room.set()
 
-    # -- per-thread delivery ----------------------------------------------------
-    def live(self, thread: str, event_id: str, frame: str) -> None:
-        if self.pending is not None:
-            self.pending.append((thread, event_id, frame))
-            if len(self.pending) > self.capacity:
-                self.close(SLOW_CONSUMER, "slow consumer")
-            return
-        key = event_key(event_id)
-        held = self.held.get(thread)
-        if held is not None:
-            held.append((key, frame))
-            if len(held) > self.capacity:
-                self.close(SLOW_CONSUMER, "slow consumer")
-        elif key > self.last.get(thread, (0, 0)):
-            self.last[thread] = key
-            self.push(frame)
-
-    def hold(self, thread: str) -> None:
-        self.held.setdefault(thread, [])
-
-    def release(self, thread: str, base: EventKey) -> None:
-        """End a replay that delivered up to ``base``; deliver newer held frames."""
-        newest = base
-        for key, frame in sorted(self.held.pop(thread, []), key=lambda item: item[0]):
-            if key > newest:
-                newest = key
-                self.push(frame)
-        self.last[thread] = newest
+    def closed_by_client(self, code: int) -> None:
+        """The client closed the socket (or vanished) with ``code``."""
+        if self.close_code is None:  # nothing to wake: the receiver ends the connection
+            self.close_code, self.close_reason = code, "client"

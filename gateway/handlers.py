@@ -99,19 +99,20 @@ async def sync(store: EventStore, conn: Connection, frame: Sync) -> None:
             await _sync(store, conn, frame.thread, after)
     except (RedisError, OSError, UnavailableError):
         # The thread stays held; the catch-up replays it from what was delivered.
-        conn.stale.add(frame.thread)
-        schedule_catch_up(store, conn)
+        conn.delivery.fail_replay(frame.thread)
+        if conn.delivery.want_catch_up():
+            schedule_catch_up(store, conn)
         raise
 
 
 async def _sync(store: EventStore, conn: Connection, thread: str, after: str) -> None:
-    conn.hold(thread)
+    conn.delivery.begin_replay(thread)
     last = (await store.page(thread, conn.user, "0", 1)).newest
     if last is None or event_key(after) > event_key(last):
         # nothing to replay; gapless only when the client had nothing either
         recovered = last is None and event_key(after) == BEFORE_FIRST
         conn.push(encode_frame(Synced(thread=thread, last_id=after, recovered=recovered)))
-        conn.release(thread, event_key(last or "0"))
+        conn.push_all(conn.delivery.end_replay(thread, last or "0"))
         return
     def synced(newest: str) -> None:  # before the live frames held during the replay
         conn.push(encode_frame(Synced(thread=thread, last_id=newest, recovered=True)))

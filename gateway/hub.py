@@ -30,7 +30,7 @@ SUBSCRIBE_TIMEOUT = 5.0
 class Hub:
     def __init__(
         self, redis: Redis, channel_of: Callable[[str], str],
-        on_gap: Callable[[Connection], None],
+        on_gap: Callable[[Connection], None],  # starts a catch-up of the connection
     ) -> None:
         self.pubsub = redis.pubsub()
         self.channel_of = channel_of
@@ -60,7 +60,7 @@ class Hub:
         waiter = asyncio.get_running_loop().create_future()
         waiters = self.waiters.setdefault(channel, [])
         waiters.append(waiter)
-        conn.subscribing = True  # the confirmation it waits for is no gap for it
+        conn.delivery.awaiting_subscription = True  # the confirmation it waits for is no gap
         try:
             if len(waiters) == 1:
                 await self.pubsub.subscribe(channel)
@@ -69,7 +69,7 @@ class Hub:
             self._forget_waiter(channel, waiter)
             raise
         finally:
-            conn.subscribing = False
+            conn.delivery.awaiting_subscription = False
 
     def _forget_waiter(self, channel: bytes, waiter: asyncio.Future[None]) -> None:
         waiters = self.waiters.get(channel, [])
@@ -135,11 +135,8 @@ class Hub:
             if not waiter.done():
                 waiter.set_result(None)
         for conn in self.local.get(channel, ()):
-            if conn.started:
-                conn.pause()  # now, before any newer live frame can pass the gap
+            if conn.delivery.subscription_confirmed():
                 self.on_gap(conn)
-            elif not conn.subscribing:
-                conn.gap = True  # its hello state may predate the gap: catch up after start
 
     def _deliver(self, channel: bytes, data: bytes) -> None:
         conns = self.local.get(channel)

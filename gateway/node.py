@@ -38,7 +38,8 @@ class Gateway:
         self.redis = connect_redis(settings.redis_url, settings.redis_pool)
         self.store = EventStore(self.redis, self.keys, settings.dedupe_ttl,
                                 Archive(history), observe=metrics.appends.observe)
-        self.hub = Hub(self.redis, self.keys.channel, self.catch_up)
+        self.hub = Hub(self.redis, self.keys.channel,
+                       lambda conn: schedule_catch_up(self.store, conn))
         self.limiter = RateLimiter(settings.rate, settings.burst)
         self.connections: set[Connection] = set()
         self.closing = False
@@ -50,9 +51,6 @@ class Gateway:
     async def stop(self) -> None:
         await self.hub.stop()
         await self.redis.aclose()
-
-    def catch_up(self, conn: Connection) -> None:
-        schedule_catch_up(self.store, conn)
 
     def hello(self, conn: Connection, threads: list[tuple[str, str]]) -> str:
         summaries = [ThreadSummary(thread=t, with_=check_participant(t, conn.user), last_id=last)

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from adapters.tokens import AuthError, Identity, bearer, read_token
+from gateway.backfill import schedule_catch_up
 from gateway.connection import Connection
 from gateway.node import SHUTTING_DOWN, Gateway
 from gateway.protocol import UnavailableError
@@ -58,7 +59,7 @@ async def _serve(gateway: Gateway, ws: WebSocket, conn: Connection, identity: Id
         return
     conn.push(gateway.hello(conn, threads))
     if conn.start(threads):
-        gateway.catch_up(conn)
+        schedule_catch_up(gateway.store, conn)
     conn.expire_at(identity.exp)
     sender = asyncio.create_task(_send(ws, conn))
     try:
@@ -73,9 +74,7 @@ async def _receive(gateway: Gateway, ws: WebSocket, conn: Connection) -> None:
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
-            if conn.close_code is None:
-                conn.close_code = message.get("code", 1000)
-                conn.close_reason = "client"
+            conn.closed_by_client(message.get("code", 1000))
             return
         conn.received += 1
         if conn.draining or conn.close_code is not None:
