@@ -1,23 +1,22 @@
-"""Domain errors; each carries its wire code (protocol.md, Errors)."""
+"""Domain errors: a command the rules refuse. Each is a family the gateway's error table
+(``gateway/errors.py``) maps to a wire code: invalid, forbidden, not_found."""
 
 from __future__ import annotations
 
 
 class DomainError(Exception):
-    code = "invalid"
-
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
 class InvalidError(DomainError):
-    code = "invalid"
+    """The command is malformed or breaks a rule (body too long, a foreign thread id...)."""
 
 
 class ForbiddenError(DomainError):
-    code = "forbidden"
+    """The user may not do this (not a participant, not the sender)."""
 
 
 class NotFoundError(DomainError):
-    code = "not_found"
+    """The target (a message, or a read receipt's event) is not in the thread."""

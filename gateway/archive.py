@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.ids import sort_key
-from gateway.protocol import UnavailableError
+from gateway.errors import UnavailableError
 from gateway.read_model import ReadModel
 from schemas.events import decode_event, encode_event
 

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from domain.ids import event_key
 from gateway.connection import Connection
-from gateway.protocol import UnavailableError
+from gateway.errors import UnavailableError
 from gateway.store import ALL_ARCHIVED, EventStore
 from schemas.server import event_frame
 

@@ -21,7 +21,7 @@ from domain.ids import BEFORE_FIRST, check_event_id, check_participant, event_ke
 from domain.state import ThreadState
 from gateway.backfill import replay_thread, schedule_catch_up
 from gateway.connection import Connection
-from gateway.protocol import FrameError, UnavailableError
+from gateway.errors import FrameError, UnavailableError
 from gateway.store import Appended, EventStore, GuardFailedError, guard_for
 from schemas.client import Delete, Edit, Read, Refresh, Send, Sync, Typing
 from schemas.server import Ack, Refreshed, Synced, TypingNotice, encode_frame

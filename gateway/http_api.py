@@ -16,9 +16,9 @@ from adapters.tokens import AuthError, bearer, read_token
 from domain.commands import SendMessage
 from domain.errors import InvalidError
 from domain.ids import check_participant, sort_key
-from gateway.http_errors import TooLargeError, UnauthorizedError, api, json_response
+from gateway.errors import FrameError, TooLargeError, UnauthorizedError, UnavailableError
+from gateway.http_errors import api, json_response
 from gateway.node import Gateway
-from gateway.protocol import FrameError, UnavailableError
 from gateway.read_model import ReadModel
 from schemas.http import MessagePage, Posted, PostMessage, ThreadList, decode_post_message
 

@@ -1,46 +1,24 @@
-"""HTTP error answers: ``{"error":{"code","message"}}``, status looked up from the code.
-
-The wire codes are the WebSocket ones (``gateway.protocol.code_for``, looked up along
-the class hierarchy) plus what only HTTP has: ``unauthorized``, ``too_large``,
-``method_not_allowed``. Postgres failures are ``unavailable`` like Redis ones.
-"""
+"""HTTP error answers: ``{"error":{"code","message"}}``, code and status from the one
+table in ``gateway/errors.py``."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
 
-import psycopg
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.protocol import RateLimitedError, UnavailableError, code_for
+from gateway.errors import STATUS, RateLimitedError, UnauthorizedError, UnavailableError, wire_error
 from schemas.http import ErrorBody, ErrorDetail, HttpBody, encode_body
 
 log = structlog.get_logger("duologue.http")
 
-STATUS = {"bad_frame": 400, "invalid": 400, "unauthorized": 401, "forbidden": 403,
-          "not_found": 404, "method_not_allowed": 405, "too_large": 413,
-          "rate_limited": 429, "internal": 500, "unavailable": 503}
 UNAVAILABLE = ("the event store could not be reached; retry with the same client_msg_id "
                "(a repeat is never appended twice)")
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class UnauthorizedError(Exception):
-    code = "unauthorized"
-
-    def __init__(self, message: str, token_given: bool) -> None:
-        super().__init__(message)
-        self.message = message
-        # RFC 6750: a bare challenge when no token came, else name the problem
-        self.challenge = 'Bearer error="invalid_token"' if token_given else "Bearer"
-
-
-class TooLargeError(Exception):
-    code = "too_large"
 
 
 def json_response(body: HttpBody, status: int = 200,
@@ -55,8 +33,8 @@ def error_response(code: str, message: str, headers: dict[str, str] | None = Non
 
 def response_for(exc: Exception) -> Response:
     """The answer to an exception raised while serving a request (call in ``except``)."""
-    code = _code(exc)
-    if code is None:
+    row = wire_error(exc)
+    if row is None:
         log.exception("http_failed")
         return error_response("internal", "internal error")
     headers: dict[str, str] = {}
@@ -64,15 +42,7 @@ def response_for(exc: Exception) -> Response:
         headers["WWW-Authenticate"] = exc.challenge
     elif isinstance(exc, RateLimitedError):
         headers["Retry-After"] = str(max(1, -(-exc.retry_after_ms // 1000)))
-    return error_response(code, _message(exc, code), headers)
-
-
-def _code(exc: Exception) -> str | None:
-    if isinstance(exc, UnauthorizedError | TooLargeError):
-        return exc.code
-    if isinstance(exc, psycopg.OperationalError):  # PoolTimeout included
-        return "unavailable"
-    return code_for(exc)
+    return error_response(row.code, _message(exc, row.code), headers)
 
 
 def _message(exc: Exception, code: str) -> str:

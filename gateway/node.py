@@ -15,9 +15,10 @@ from gateway import handlers
 from gateway.archive import Archive
 from gateway.backfill import schedule_catch_up
 from gateway.connection import POLICY, Connection
+from gateway.errors import REFUSALS, FrameError, RateLimitedError, code_for
 from gateway.hub import Hub
 from gateway.metrics import Metrics
-from gateway.protocol import REFUSALS, FrameError, RateLimitedError, code_for, parse
+from gateway.protocol import parse
 from gateway.ratelimit import RateLimiter
 from gateway.read_model import ReadModel
 from gateway.redis_client import connect_redis
@@ -64,7 +65,7 @@ class Gateway:
         kind = "unparsed"
         try:
             frame = parse(text)
-            kind = type(frame).__name__.lower()  # the frame's `type`: Send -> send
+            kind = str(frame.__struct_config__.tag)  # the frame's `type`
             ref = getattr(frame, "client_msg_id", None)
             await self.dispatch(conn, frame)
         except Exception as exc:

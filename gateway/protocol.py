@@ -1,71 +1,11 @@
-"""Client frame parsing and the table from exceptions to wire error codes."""
+"""Client frame parsing: one text frame to a typed client frame, or ``FrameError``."""
 
 from __future__ import annotations
 
 import msgspec
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from domain.errors import DomainError
+from gateway.errors import FrameError, UnknownTypeError
 from schemas.client import CLIENT_TYPES, ClientFrame, decode_client_frame
-
-
-class FrameError(Exception):
-    code = "bad_frame"
-
-    def __init__(self, message: str, ref: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.ref = ref
-
-
-class UnknownTypeError(FrameError):
-    code = "unknown_type"
-
-
-class RateLimitedError(Exception):
-    code = "rate_limited"
-
-    def __init__(self, retry_after_ms: int) -> None:
-        super().__init__(f"over the rate limit; retry in {retry_after_ms} ms")
-        self.retry_after_ms = retry_after_ms
-
-
-class UnavailableError(Exception):
-    code = "unavailable"
-
-
-class FencedError(UnavailableError):
-    """Redis restarted or failed over and no projector has checked the partition against
-    the archive yet (``adapters.record.FENCED``): nothing was read or appended."""
-
-    def __init__(self) -> None:
-        super().__init__("the event store is being checked after a Redis restart; retry")
-
-
-CODES: dict[type[BaseException], str] = {
-    RedisConnectionError: "unavailable",  # includes BusyLoadingError
-    RedisTimeoutError: "unavailable",
-    ReadOnlyError: "unavailable",  # a replica after failover
-    OutOfMemoryError: "unavailable",  # maxmemory with noeviction: nothing was written
-    ConnectionError: "unavailable",
-    TimeoutError: "unavailable",
-}
-REFUSALS = frozenset({"bad_frame", "unknown_type", "invalid"})  # counted toward close 1008
-
-
-def code_for(exc: BaseException) -> str | None:
-    """The wire code of an exception, looked up along its class hierarchy."""
-    own = getattr(exc, "code", None)
-    if isinstance(exc, DomainError | FrameError | RateLimitedError | UnavailableError):
-        return str(own)
-    if isinstance(exc, ResponseError) and str(exc).startswith(("MISCONF", "LOADING")):
-        return "unavailable"  # Redis refuses writes until its disk or load recovers
-    for cls in type(exc).__mro__:
-        if cls in CODES:
-            return CODES[cls]
-    return None
 
 
 def parse(text: str | None) -> ClientFrame:

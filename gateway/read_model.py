@@ -16,7 +16,7 @@ import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from gateway.protocol import UnavailableError
+from gateway.errors import UnavailableError
 from schemas.http import MessageView, ThreadView
 
 log = structlog.get_logger("duologue.history")

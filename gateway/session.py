@@ -12,8 +12,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from adapters.tokens import AuthError, Identity, bearer, read_token
 from gateway.backfill import schedule_catch_up
 from gateway.connection import Connection
+from gateway.errors import UnavailableError
 from gateway.node import SHUTTING_DOWN, Gateway
-from gateway.protocol import UnavailableError
 from schemas.server import Error, encode_frame
 
 log = structlog.get_logger("duologue.ws")

@@ -29,7 +29,7 @@ from domain.ids import event_key, participants, successor
 from domain.state import ThreadState, fold
 from gateway.archive import Archive
 from gateway.batching import ScriptBatcher
-from gateway.protocol import FencedError
+from gateway.errors import FencedError
 from schemas.events import Event, MessageDeleted, MessageSent, ReadUpTo, decode_event, encode_event
 
 APPEND_LUA = lua("gateway", "fence.lua", "append.lua")  # every gateway script is fenced

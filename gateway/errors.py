@@ -1,0 +1,114 @@
+"""Every failure a client is told about, in one table: exception type -> (wire code,
+HTTP status), looked up along the class hierarchy, so one row covers a family.
+
+The WebSocket answers with an ``error`` frame carrying the code (protocol.md, Errors);
+HTTP answers ``{"error": {"code", "message"}}`` with the status. An exception the table
+does not name is a bug: logged with its traceback, ``internal`` to the client (and the
+socket closed with 1011).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from domain.errors import DomainError, ForbiddenError, InvalidError, NotFoundError
+
+
+class FrameError(Exception):
+    """The frame is not valid JSON of a known shape (msgspec's path in the message)."""
+
+    def __init__(self, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.ref = ref
+
+
+class UnknownTypeError(FrameError):
+    pass
+
+
+class RateLimitedError(Exception):
+    def __init__(self, retry_after_ms: int) -> None:
+        super().__init__(f"over the rate limit; retry in {retry_after_ms} ms")
+        self.retry_after_ms = retry_after_ms
+
+
+class UnavailableError(Exception):
+    """Redis or Postgres cannot answer now; nothing was changed; retry."""
+
+
+class FencedError(UnavailableError):
+    """Redis restarted or failed over and no projector has checked the partition against
+    the archive yet (``adapters.record.FENCED``): nothing was read or appended."""
+
+    def __init__(self) -> None:
+        super().__init__("the event store is being checked after a Redis restart; retry")
+
+
+class UnauthorizedError(Exception):
+    """HTTP only: no token, or a token that does not verify."""
+
+    def __init__(self, message: str, token_given: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        # RFC 6750: a bare challenge when no token came, else name the problem
+        self.challenge = 'Bearer error="invalid_token"' if token_given else "Bearer"
+
+
+class TooLargeError(Exception):
+    """HTTP only: the request body is over the frame limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class WireError:
+    code: str
+    status: int
+
+
+INVALID = WireError("invalid", 400)
+UNAVAILABLE = WireError("unavailable", 503)
+
+TABLE: dict[type[BaseException], WireError] = {
+    DomainError: INVALID,
+    InvalidError: INVALID,
+    ForbiddenError: WireError("forbidden", 403),
+    NotFoundError: WireError("not_found", 404),
+    FrameError: WireError("bad_frame", 400),
+    UnknownTypeError: WireError("unknown_type", 400),
+    RateLimitedError: WireError("rate_limited", 429),
+    UnauthorizedError: WireError("unauthorized", 401),
+    TooLargeError: WireError("too_large", 413),
+    UnavailableError: UNAVAILABLE,
+    RedisConnectionError: UNAVAILABLE,  # includes BusyLoadingError
+    RedisTimeoutError: UNAVAILABLE,
+    ReadOnlyError: UNAVAILABLE,  # a replica after failover
+    OutOfMemoryError: UNAVAILABLE,  # maxmemory with noeviction: nothing was written
+    psycopg.OperationalError: UNAVAILABLE,  # PoolTimeout included
+    ConnectionError: UNAVAILABLE,
+    TimeoutError: UNAVAILABLE,
+}
+# codes answered without an exception of ours (Starlette's own refusals, bugs)
+STATUS = {e.code: e.status for e in TABLE.values()} | {"method_not_allowed": 405,
+                                                       "internal": 500}
+REFUSALS = frozenset({"bad_frame", "unknown_type", "invalid"})  # counted toward close 1008
+
+
+def wire_error(exc: BaseException) -> WireError | None:
+    """The table's row for ``exc``: the first class of its hierarchy the table names."""
+    if isinstance(exc, ResponseError) and str(exc).startswith(("MISCONF", "LOADING")):
+        return UNAVAILABLE  # Redis refuses writes until its disk or load recovers
+    for cls in type(exc).__mro__:
+        if cls in TABLE:
+            return TABLE[cls]
+    return None
+
+
+def code_for(exc: BaseException) -> str | None:
+    """The wire code of ``exc`` (None: not one the client may be told about)."""
+    row = wire_error(exc)
+    return None if row is None else row.code
