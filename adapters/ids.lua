@@ -1,4 +1,4 @@
--- Shared head of every Redis script (duologue.record.lua): event ids compared and stepped.
+-- Shared head of every Redis script (adapters.record.lua): event ids compared and stepped.
 local function newer(a, b)
   local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
   local bms, bseq = string.match(b, '^(%d+)-(%d+)$')

@@ -5,6 +5,8 @@ Each key of a thread carries its partition as a Redis Cluster hash tag, so the
 thread stream, its state, its dedupe keys, the partition log and the participants'
 index entries for that partition share one slot and one script can write them all.
 
+Event ids are Redis stream ids, ``<ms>-<seq>`` (``domain.ids``: ``event_key``, ``ms_of``,
+``successor``). What each key holds:
 
 - thread stream entry: ``e`` = the encoded event; its id is the event id.
 - partition log entry: ``t`` thread, ``i`` event id, ``e`` encoded event.
@@ -18,8 +20,11 @@ index entries for that partition share one slot and one script can write them al
 - user index (per partition): thread -> the thread's newest event id. It outlives the
   stream, so a re-created stream continues above every id the thread ever had.
 
-Append/read answers carry a status: ``FENCED`` means the partition is waiting for a
-projector to check Redis against the archive (after Redis restarted or failed over).
+Scripts: every Redis script starts with ``prelude()`` (these names as Lua locals) and
+``adapters/ids.lua`` (ids compared and stepped); each script's KEYS/ARGV layout is in its
+header and built by one Python function beside the code that runs it. Answers carry a
+status first: ``FENCED`` means the partition is waiting for a projector to check Redis
+against the archive (after Redis restarted or failed over).
 """
 
 from __future__ import annotations
@@ -28,21 +33,42 @@ import zlib
 from dataclasses import dataclass
 from importlib.resources import files
 
-EVENT = "e"
-LOG_THREAD, LOG_ID, LOG_EVENT = "t", "i", "e"
-DELETED = "x:"
-RECEIPT = "r:"
-RECEIPT_EVENT = "ri:"
-ARCHIVED_BELOW = "lo"
+EVENT = "e"  # thread stream entry: the encoded event
+LOG_THREAD, LOG_ID, LOG_EVENT = "t", "i", "e"  # partition log entry
+DELETED = "x:"  # thread state: x:<target> = id of the MessageDeleted
+RECEIPT = "r:"  # thread state: r:<user> = the user's read receipt
+RECEIPT_EVENT = "ri:"  # thread state: ri:<user> = the ReadUpTo that set it
+ARCHIVED_BELOW = "lo"  # thread state: events below this id may be in the archive only
+ALL_ARCHIVED = "+"  # a read's ``lo`` when the thread has no stream: all is archived
+NEW_ID = "$id"  # append ARGV: a state value standing for the new event's id
+B_EVENT, B_LOG_THREAD, B_LOG_ID, B_LOG_EVENT = (
+    EVENT.encode(), LOG_THREAD.encode(), LOG_ID.encode(), LOG_EVENT.encode())
 
-OK, DUPLICATE, GUARD_FAILED, FENCED = 0, 1, 2, 3
+OK, DUPLICATE, GUARD_FAILED, FENCED = 0, 1, 2, 3  # the status a script answers first
+
+_LUA_NAMES = {
+    "EVENT": EVENT, "LOG_THREAD": LOG_THREAD, "LOG_ID": LOG_ID, "LOG_EVENT": LOG_EVENT,
+    "DELETED": DELETED, "RECEIPT": RECEIPT, "RECEIPT_EVENT": RECEIPT_EVENT,
+    "ARCHIVED_BELOW": ARCHIVED_BELOW, "ALL_ARCHIVED": ALL_ARCHIVED, "NEW_ID": NEW_ID,
+    "OK": OK, "DUPLICATE": DUPLICATE, "GUARD_FAILED": GUARD_FAILED, "FENCED": FENCED,
+}
+
+
+def prelude() -> str:
+    """The record format's names as Lua locals, the head of every script."""
+    return "".join(f"local {name} = {value!r}\n" for name, value in _LUA_NAMES.items())
 
 
 def lua(package: str, *names: str) -> str:
-    """A Redis script: ``adapters/ids.lua`` (event ids compared and stepped in Lua), then
-    the named files of ``package`` in order."""
-    return "".join([files("adapters").joinpath("ids.lua").read_text(),
+    """A Redis script: ``prelude()``, ``adapters/ids.lua`` (event ids compared and
+    stepped in Lua), then the named files of ``package`` in order."""
+    return "".join([prelude(), files("adapters").joinpath("ids.lua").read_text(),
                     *(files(package).joinpath(name).read_text() for name in names)])
+
+
+def log_fields(thread: str, event_id: str, payload: str) -> dict[str, str]:
+    """A partition log entry's fields (what ``append.lua`` writes)."""
+    return {LOG_THREAD: thread, LOG_ID: event_id, LOG_EVENT: payload}
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -95,6 +121,16 @@ class Keys:
     @staticmethod
     def thread_of_stream(key: str) -> str:
         return key[key.index(":t:") + 3:]
+
+    @staticmethod
+    def is_stream(key: bytes) -> bool:
+        """Whether a key SCAN found is a thread stream."""
+        return b":t:" in key
+
+    @staticmethod
+    def partition_of(key: bytes) -> int:
+        """The partition in a key's hash tag."""
+        return int(key[key.index(b"{p") + 2:key.index(b"}")])
 
     def channel(self, user: str) -> str:
         """Pub/sub channel carrying live event frames for one user."""

@@ -65,6 +65,11 @@ def event_key(value: str) -> EventKey:
     return int(match[1]), int(match[2])
 
 
+def ms_of(event_id: str) -> int:
+    """The Unix time in milliseconds at which the event was stored (its id's first part)."""
+    return event_key(event_id)[0]
+
+
 def check_event_id(value: str) -> str:
     event_key(value)
     return value

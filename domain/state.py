@@ -1,4 +1,4 @@
-"""Thread state and the fold: ``evolve(state, id, event) -> state``.
+"""Thread state and the fold: ``fold_onto(state, [(id, event), ...]) -> state``.
 
 The gateway folds only the slice a command needs (one target, one reader); the
 projector folds a batch onto the slice of state it loaded from Postgres, and
@@ -93,13 +93,9 @@ class _Fold:
                        receipts=MappingProxyType(self.receipts))
 
 
-def evolve(state: ThreadState, event_id: str, event: Event) -> ThreadState:
-    """Apply one event; events at or below ``state.last_id`` change nothing."""
-    return fold_onto(state, ((event_id, event),))
-
-
 def fold_onto(state: ThreadState, entries: Iterable[tuple[str, Event]]) -> ThreadState:
-    """Apply events in order onto ``state`` (which may hold only a slice of a thread)."""
+    """Apply events in order onto ``state`` (which may hold only a slice of a thread);
+    events at or below ``state.last_id`` change nothing."""
     working = _Fold(state)
     for event_id, event in entries:
         working.apply(event_id, event)

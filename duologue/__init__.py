@@ -1,1 +1,2 @@
-"""The ``duologue`` command line and the small adapters shared by gateway and projector."""
+"""The `duologue` command line: the composition root, the only package that imports both
+gateway and projector (dev mode, the operator commands, embedded services)."""

@@ -1,1 +1,2 @@
-"""The WebSocket gateway: Starlette app, Redis event store adapter, live fan-out."""
+"""The WebSocket and HTTP gateway: Starlette app, the Redis event store, live fan-out,
+delivery to each connection, and the HTTP read model over Postgres."""

@@ -17,10 +17,11 @@ from collections.abc import Callable
 import structlog
 from redis.exceptions import RedisError
 
+from adapters.record import ALL_ARCHIVED
 from domain.ids import event_key
 from gateway.connection import Connection
 from gateway.errors import UnavailableError
-from gateway.store import ALL_ARCHIVED, EventStore
+from gateway.store import EventStore
 from schemas.server import event_frame
 
 log = structlog.get_logger("duologue.replay")

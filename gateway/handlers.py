@@ -17,7 +17,14 @@ from domain.commands import (
     validate,
 )
 from domain.errors import ForbiddenError, InvalidError
-from domain.ids import BEFORE_FIRST, check_event_id, check_participant, event_key, thread_id
+from domain.ids import (
+    BEFORE_FIRST,
+    check_event_id,
+    check_participant,
+    event_key,
+    ms_of,
+    thread_id,
+)
 from domain.state import ThreadState
 from gateway.backfill import replay_thread, schedule_catch_up
 from gateway.connection import Connection
@@ -30,7 +37,7 @@ ATTEMPTS = 3  # decisions retried when a concurrent command changed the state
 
 
 def ack(conn: Connection, ref: str, thread: str, event_id: str, duplicate: bool) -> None:
-    ts = int(event_id.partition("-")[0])
+    ts = ms_of(event_id)
     conn.push(encode_frame(Ack(ref=ref, thread=thread, id=event_id, ts=ts, duplicate=duplicate)))
 
 

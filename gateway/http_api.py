@@ -15,7 +15,7 @@ from starlette.responses import Response
 from adapters.tokens import AuthError, bearer, read_token
 from domain.commands import SendMessage
 from domain.errors import InvalidError
-from domain.ids import check_participant, sort_key
+from domain.ids import check_participant, ms_of, sort_key
 from gateway.errors import FrameError, TooLargeError, UnauthorizedError, UnavailableError
 from gateway.http_errors import api, json_response
 from gateway.node import Gateway
@@ -80,7 +80,7 @@ async def post_message(request: Request) -> Response:
     command = SendMessage(user, request.path_params["thread"], payload.body,
                           payload.client_msg_id)
     appended = await gateway.post(command)
-    ts = int(appended.id.partition("-")[0])
+    ts = ms_of(appended.id)
     return json_response(Posted(id=appended.id, ts=ts, duplicate=appended.duplicate), 201)
 
 

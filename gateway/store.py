@@ -15,10 +15,12 @@ from typing import Any
 from redis.asyncio import Redis
 
 from adapters.record import (
+    ALL_ARCHIVED,
     DELETED,
     DUPLICATE,
     FENCED,
     GUARD_FAILED,
+    NEW_ID,
     RECEIPT,
     RECEIPT_EVENT,
     Keys,
@@ -35,7 +37,6 @@ from schemas.events import Event, MessageDeleted, MessageSent, ReadUpTo, decode_
 APPEND_LUA = lua("gateway", "fence.lua", "append.lua")  # every gateway script is fenced
 PAGE_LUA = lua("gateway", "fence.lua", "page.lua")
 LOAD_LUA = lua("gateway", "fence.lua", "load.lua")
-ALL_ARCHIVED = "+"  # a page's ``lo`` when the thread has no stream: every event is archived
 
 
 class GuardFailedError(Exception):
@@ -193,9 +194,9 @@ def guard_for(command: object) -> Guard:
         case EditMessage(target=target):
             return Guard("absent", DELETED + target)
         case DeleteMessage(target=target):
-            return Guard("absent", DELETED + target, sets=((DELETED + target, "$id"),))
+            return Guard("absent", DELETED + target, sets=((DELETED + target, NEW_ID),))
         case MarkRead(reader=reader, up_to=up_to):
-            sets = ((RECEIPT + reader, up_to), (RECEIPT_EVENT + reader, "$id"))
+            sets = ((RECEIPT + reader, up_to), (RECEIPT_EVENT + reader, NEW_ID))
             return Guard("after", RECEIPT + reader, up_to, sets=sets)
     return Guard()
 

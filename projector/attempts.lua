@@ -6,7 +6,7 @@
 --                     the whole batch: find the entry that kills them);
 --   {'bury', end}     processes died on the first entry alone: bury it, go on singly.
 -- KEYS: 1 the partition's attempts hash (at, n, narrow). ARGV: 1 position, 2 batch end,
--- 3 how many deaths are tolerated at one position. (After duologue/ids.lua.)
+-- 3 how many deaths are tolerated at one position. (After adapters/ids.lua.)
 local key, position, last, tolerated = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
 local n
 if redis.call('HGET', key, 'at') == position then

@@ -24,10 +24,10 @@ from typing import Any
 import psycopg
 import redis
 
-from adapters.record import ARCHIVED_BELOW, Keys
+from adapters.record import ARCHIVED_BELOW, B_EVENT, Keys
 from domain.ids import event_key
 from domain.state import Message, ThreadState, fold
-from projector.entries import Entry, parse, stored
+from projector.entries import Entry, stored
 from projector.thread_log import stream_threads
 from schemas.events import encode_event
 
@@ -86,8 +86,7 @@ def _logs(client: redis.Redis, keys: Keys,
     los: dict[str, str | None] = {}
     for n, thread in enumerate(threads):
         entries, lo = replies[2 * n], replies[2 * n + 1]
-        parsed = (parse(i.decode(), {b"t": thread.encode(), b"i": i, b"e": f.get(b"e", b"")})
-                  for i, f in entries)
+        parsed = (stored(thread, i.decode(), f.get(B_EVENT, b"").decode()) for i, f in entries)
         out[thread] = [e for e in parsed if isinstance(e, Entry)]
         los[thread] = lo.decode() if lo else None
     return out, los

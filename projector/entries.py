@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from adapters.record import B_LOG_EVENT, B_LOG_ID, B_LOG_THREAD, LOG_EVENT, LOG_ID, LOG_THREAD
 from domain.errors import DomainError
 from domain.ids import check_participant, event_key, participants
 from schemas.events import Event, MessageDeleted, MessageEdited, ReadUpTo, decode_event
@@ -43,11 +44,23 @@ def _text(fields: Mapping[bytes, bytes], name: bytes) -> str | None:
 
 
 def parse(log_id: str, fields: Mapping[bytes, bytes] | None) -> Entry | Poison:
+    """Check a partition log entry (``adapters.record.log_fields``)."""
     if not fields:
         return Poison(log_id, "entry has no fields")
-    thread, event_id, payload = _text(fields, b"t"), _text(fields, b"i"), _text(fields, b"e")
+    thread, event_id = _text(fields, B_LOG_THREAD), _text(fields, B_LOG_ID)
+    payload = _text(fields, B_LOG_EVENT)
     if thread is None or event_id is None or payload is None:
-        return Poison(log_id, "entry lacks one of t, i, e", thread, event_id, payload)
+        return Poison(log_id, f"entry lacks one of {LOG_THREAD}, {LOG_ID}, {LOG_EVENT}",
+                      thread, event_id, payload)
+    return _checked(log_id, thread, event_id, payload)
+
+
+def stored(thread: str, event_id: str, payload: str) -> Entry | Poison:
+    """Check an event read back from a thread stream or the archive (its own log id)."""
+    return _checked(event_id, thread, event_id, payload)
+
+
+def _checked(log_id: str, thread: str, event_id: str, payload: str) -> Entry | Poison:
     try:
         participants(thread)
         if event_key(event_id) == (0, 0):
@@ -61,12 +74,6 @@ def parse(log_id: str, fields: Mapping[bytes, bytes] | None) -> Entry | Poison:
     except (DomainError, msgspec.DecodeError) as exc:
         return Poison(log_id, f"{type(exc).__name__}: {exc}", thread, event_id, payload)
     return Entry(log_id, thread, event_id, event, payload)
-
-
-def stored(thread: str, event_id: str, payload: str) -> Entry | Poison:
-    """Check an event read back from a thread stream or the archive (its own log id)."""
-    return parse(event_id, {b"t": thread.encode(), b"i": event_id.encode(),
-                            b"e": payload.encode()})
 
 
 def _author(event: Event) -> str:

@@ -46,10 +46,6 @@ class Ownership:
     target: int = 0
     _next: float = 0.0
 
-    @property
-    def by_stream(self) -> dict[str, Owned]:
-        return {o.stream: o for o in self.owned.values()}
-
     def complete(self) -> bool:
         """Every partition we should own is owned."""
         return len(self.owned) >= self.target

@@ -9,45 +9,25 @@ so applying the same entries twice has no second effect.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import psycopg
 
-from domain.ids import event_key, participants, sort_key
+from domain.ids import event_key, sort_key
 from domain.state import Message, ThreadState, fold_onto
 from projector.entries import Entry
+from projector.rows import Row, archive_row, as_json, message_row, receipt_row, thread_row
 from projector.tables import ARCHIVE, Tables
 from schemas.events import MessageDeleted, MessageEdited, ReadUpTo, decode_event
-
-_encoder = msgspec.json.Encoder()
-
-
-def ms(event_id: str) -> int:
-    return event_key(event_id)[0]
 
 
 @dataclass
 class _Rows:
-    messages: list[dict[str, object]] = field(default_factory=list)
-    receipts: list[dict[str, object]] = field(default_factory=list)
-    threads: list[dict[str, object]] = field(default_factory=list)
-
-
-def as_json(rows: object) -> str:
-    return _encoder.encode(rows).decode()
-
-
-def archive_row(e: Entry) -> dict[str, object]:
-    return {"t": e.thread, "i": e.id, "k": sort_key(e.id), "kd": type(e.event).__name__,
-            "p": msgspec.Raw(e.payload.encode()), "ms": ms(e.id)}
-
-
-def message_row(thread: str, mid: str, m: Message) -> dict[str, object]:
-    return {"t": thread, "i": mid, "k": sort_key(mid), "s": m.sender, "b": m.body,
-            "sa": m.sent_at, "ea": m.edited_at, "da": m.deleted_at}
+    messages: list[Row] = field(default_factory=list)
+    receipts: list[Row] = field(default_factory=list)
+    threads: list[Row] = field(default_factory=list)
 
 
 def archive(cur: psycopg.Cursor, entries: Sequence[Entry]) -> None:
@@ -187,22 +167,9 @@ def _diff(rows: _Rows, state: ThreadState, events: list[Entry], new_thread: bool
             rows.messages.append(message_row(thread, mid, message))
     for reader, up_to in after.receipts.items():
         if state.receipts.get(reader) != up_to:
-            setter = receipt_setter(events, reader, up_to)
-            rows.receipts.append({"t": thread, "r": reader, "u": up_to, "e": setter,
-                                  "ms": ms(setter)})
-    a, b = participants(thread)
-    first = ms(events[0].id) if new_thread else 0
-    rows.threads.append({"t": thread, "a": a, "b": b, "l": after.last_id, "f": first,
-                         "ms": ms(after.last_id), "n": len(events)})
-
-
-def receipt_setter(events: Iterable[Entry], reader: str, up_to: str) -> str:
-    """The id of the (last) ReadUpTo event that set ``reader``'s receipt to ``up_to``."""
-    for entry in reversed(list(events)):
-        event = entry.event
-        if isinstance(event, ReadUpTo) and event.reader == reader and event.up_to == up_to:
-            return entry.id
-    raise AssertionError("a receipt changed without a ReadUpTo setting it")  # pragma: no cover
+            rows.receipts.append(receipt_row(thread, reader, up_to, events))
+    first = events[0].id if new_thread else None
+    rows.threads.append(thread_row(thread, after.last_id, first, len(events)))
 
 
 def _write(cur: psycopg.Cursor, tables: Tables, rows: _Rows) -> None:

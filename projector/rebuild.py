@@ -17,15 +17,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import psycopg
 import structlog
 
-from domain.ids import participants, sort_key
 from domain.state import fold
 from projector.entries import Entry, stored
-from projector.project import ms, project, receipt_setter
+from projector.project import project
+from projector.rows import (
+    MESSAGE_COPY,
+    RECEIPT_COPY,
+    THREAD_COPY,
+    message_copy,
+    message_row,
+    receipt_copy,
+    receipt_row,
+    thread_copy,
+    thread_row,
+)
 from projector.tables import MAINTENANCE_LOCK, PROJECTION_LOCK, BusyError, Tables
 
 log = structlog.get_logger("duologue.rebuild")
@@ -41,7 +50,6 @@ INDEXES = (
     "CREATE INDEX threads_next_user_b ON threads_next (user_b, last_key DESC)",
     "CREATE INDEX threads_next_last_at ON threads_next (last_at)",
 )
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Tick = Callable[[str, int], None]  # (phase, amount done)
 
 
@@ -124,18 +132,13 @@ def load(url: str, mark: int, tick: Tick) -> int:
         source.itersize = 20_000
         source.execute("SELECT thread, id, payload::text FROM events WHERE archived <= %s "
                        "ORDER BY thread, key", (mark,))
-        with messages_conn.cursor().copy(
-                "COPY messages_next (thread, id, key, sender, body, sent_at, edited_at, "
-                "deleted_at) FROM STDIN") as messages, threads_conn.cursor().copy(
-                "COPY threads_next (thread, user_a, user_b, last_id, last_key, first_at, "
-                "last_at, events) FROM STDIN") as threads:
+        with messages_conn.cursor().copy(MESSAGE_COPY.format("messages_next")) as messages, \
+                threads_conn.cursor().copy(THREAD_COPY.format("threads_next")) as threads:
             for thread, entries in _by_thread(source):
                 _copy_thread(thread, entries, messages.write_row, threads.write_row, receipts)
                 total += len(entries)
                 tick("load", len(entries))
-        with threads_conn.cursor().copy(
-                "COPY read_receipts_next (thread, reader, up_to, up_to_key, event_id, "
-                "read_at) FROM STDIN") as copy:
+        with threads_conn.cursor().copy(RECEIPT_COPY.format("read_receipts_next")) as copy:
             for row in receipts:
                 copy.write_row(row)
         messages_conn.commit()
@@ -157,23 +160,14 @@ def _by_thread(rows: psycopg.Cursor) -> Iterator[tuple[str, list[Entry]]]:
         yield current, entries
 
 
-def _at(ms: int | None) -> datetime | None:
-    return None if ms is None else EPOCH + timedelta(milliseconds=ms)
-
-
 def _copy_thread(thread: str, entries: list[Entry], message: Callable[..., None],
                  head: Callable[..., None], receipts: list[tuple[object, ...]]) -> None:
     state = fold(thread, ((e.id, e.event) for e in entries))
     for mid, m in state.messages.items():
-        message((thread, mid, sort_key(mid), m.sender, m.body, _at(m.sent_at),
-                 _at(m.edited_at), _at(m.deleted_at)))
-    a, b = participants(thread)
-    last = state.last_id
-    head((thread, a, b, last, sort_key(last), _at(ms(entries[0].id)), _at(ms(last)),
-          len(entries)))
+        message(message_copy(message_row(thread, mid, m)))
+    head(thread_copy(thread_row(thread, state.last_id, entries[0].id, len(entries))))
     for reader, up_to in state.receipts.items():
-        setter = receipt_setter(entries, reader, up_to)
-        receipts.append((thread, reader, up_to, sort_key(up_to), setter, _at(ms(setter))))
+        receipts.append(receipt_copy(receipt_row(thread, reader, up_to, entries)))
 
 
 def catch_up(conn: psycopg.Connection, low: int, high: int) -> int:

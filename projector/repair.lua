@@ -11,8 +11,8 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
       redis.call('XSETID', KEYS[1], ARGV[2])
     end
   end
-  local lo = redis.call('HGET', KEYS[2], 'lo')
-  if not lo or newer(successor(ARGV[2]), lo) then redis.call('HSET', KEYS[2], 'lo', successor(ARGV[2])) end
+  local lo = redis.call('HGET', KEYS[2], ARCHIVED_BELOW)
+  if not lo or newer(successor(ARGV[2]), lo) then redis.call('HSET', KEYS[2], ARCHIVED_BELOW, successor(ARGV[2])) end
   for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 end
 for i = 3, 4 do

@@ -25,25 +25,11 @@ from adapters.record import Keys
 from domain.ids import event_key, participants, sort_key
 from domain.state import Message, fold
 from projector.entries import Entry, stored
-from projector.project import archive_row, as_json, message_row, ms, receipt_setter
+from projector.rows import archive_row, as_json, message_row, receipt_row, thread_row
 from projector.seal import REPAIR_LUA
-from projector.tables import LIVE, MAINTENANCE_LOCK, PROJECTION_LOCK, BusyError
+from projector.tables import LIVE, MAINTENANCE_LOCK, PROJECTION_LOCK, REPAIR_ARCHIVE, BusyError
 from projector.thread_log import log_entries, lost_from_stream
 from schemas.events import MessageDeleted, MessageEdited
-
-UPSERT_ARCHIVE = (
-    "INSERT INTO events (thread, id, key, kind, payload, ts) "
-    "SELECT t, i, k, kd, p::jsonb, duologue_ts(ms) FROM json_to_recordset(%s::json) "
-    "AS u(t text, i text, k numeric, kd text, p json, ms int8) "
-    "ON CONFLICT (thread, key) DO UPDATE SET id = EXCLUDED.id, kind = EXCLUDED.kind, "
-    "payload = EXCLUDED.payload, ts = EXCLUDED.ts "
-    "WHERE events.payload IS DISTINCT FROM EXCLUDED.payload OR events.id <> EXCLUDED.id")
-SET_THREAD = (
-    "INSERT INTO threads (thread, user_a, user_b, last_id, last_key, first_at, last_at, events) "
-    "VALUES (%s, %s, %s, %s, duologue_event_key(%s), duologue_ts(%s), duologue_ts(%s), %s) "
-    "ON CONFLICT (thread) DO UPDATE SET last_id = EXCLUDED.last_id, "
-    "last_key = EXCLUDED.last_key, first_at = EXCLUDED.first_at, "
-    "last_at = EXCLUDED.last_at, events = EXCLUDED.events")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +57,6 @@ def replay(conn: psycopg.Connection, client: redis.Redis, keys: Keys, thread: st
 
 def _replay(conn: psycopg.Connection, client: redis.Redis, keys: Keys, thread: str,
             start: str) -> Replayed:
-    a, b = participants(thread)
     floor = event_key(start)
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SET LOCAL lock_timeout = '30s'")
@@ -90,8 +75,8 @@ def _replay(conn: psycopg.Connection, client: redis.Redis, keys: Keys, thread: s
         _archive(cur, recent)
         _messages(cur, thread, state.messages, keep, sort_key(start))
         _receipts(cur, thread, state.receipts, entries)
-        cur.execute(SET_THREAD, (thread, a, b, state.last_id, state.last_id,
-                                 ms(entries[0].id), ms(state.last_id), len(entries)))
+        row = thread_row(thread, state.last_id, entries[0].id, len(entries))
+        cur.execute(LIVE.replace_threads, (as_json([row]),))
     return Replayed(thread, len(entries), len(keep), len(parsed) - len(entries))
 
 
@@ -102,7 +87,7 @@ def _forget(cur: psycopg.Cursor, thread: str) -> None:
 
 def _archive(cur: psycopg.Cursor, recent: list[Entry]) -> None:
     """Archive what the archive lacks, rewrite what differs from the stream; delete nothing."""
-    cur.execute(UPSERT_ARCHIVE, (as_json([archive_row(e) for e in recent]),))
+    cur.execute(REPAIR_ARCHIVE, (as_json([archive_row(e) for e in recent]),))
 
 
 def _serve_lost_from_archive(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
@@ -120,10 +105,7 @@ def _serve_lost_from_archive(conn: psycopg.Connection, client: redis.Redis, keys
 
 def _messages(cur: psycopg.Cursor, thread: str, messages: Mapping[str, Message],
               keep: set[str], floor: int) -> None:
-    rows: list[dict[str, object]] = []
-    for mid, m in messages.items():
-        if mid in keep:
-            rows.append(message_row(thread, mid, m))
+    rows = [message_row(thread, mid, m) for mid, m in messages.items() if mid in keep]
     if rows:
         cur.execute(LIVE.upsert_messages, (as_json(rows),))
     cur.execute("DELETE FROM messages WHERE thread = %s AND key >= %s AND NOT key = ANY(%s)",
@@ -132,10 +114,7 @@ def _messages(cur: psycopg.Cursor, thread: str, messages: Mapping[str, Message],
 
 def _receipts(cur: psycopg.Cursor, thread: str, receipts: Mapping[str, str],
               entries: list[Entry]) -> None:
-    rows: list[dict[str, object]] = []
-    for reader, up_to in receipts.items():
-        setter = receipt_setter(entries, reader, up_to)
-        rows.append({"t": thread, "r": reader, "u": up_to, "e": setter, "ms": ms(setter)})
+    rows = [receipt_row(thread, reader, up_to, entries) for reader, up_to in receipts.items()]
     cur.execute("DELETE FROM read_receipts WHERE thread = %s AND NOT reader = ANY(%s)",
                 (thread, [r["r"] for r in rows]))
     if rows:

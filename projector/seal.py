@@ -32,7 +32,7 @@ import redis
 import structlog
 
 from adapters.record import Keys, lua
-from domain.ids import event_key, participants, sort_key
+from domain.ids import event_key, ms_of, participants, sort_key
 from schemas.events import MessageDeleted, MessageEdited, MessageSent, decode_event
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def _repair(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
         else:
             client.xadd(o.stream, {"repaired": "1"}, id=o.checkpoint, maxlen=0)
     heads = [head for _, head in lost]
-    since = None if "0" in heads else min(event_key(h)[0] for h in heads) - MARGIN_MS
+    since = None if "0" in heads else min(ms_of(h) for h in heads) - MARGIN_MS
     parts = {o.partition for o, _ in lost}
     behind = _threads_behind(conn, client, keys, parts, since)
     done.threads = len(behind)
@@ -179,7 +179,7 @@ def _restore_dedupe(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
             event = decode_event(payload)
             if not isinstance(event, MessageSent | MessageEdited | MessageDeleted):
                 continue  # a read receipt is idempotent by its position, not by an id
-            left = dedupe_ttl - (now_ms - event_key(event_id)[0]) // 1000
+            left = dedupe_ttl - (now_ms - ms_of(event_id)) // 1000
             if left > 0:
                 pipe.set(keys.dedupe(thread, event.sender, event.client_msg_id), event_id,
                          ex=left, nx=True)

@@ -15,8 +15,8 @@ import psycopg
 import redis
 
 from adapters.record import Keys
-from domain.ids import event_key
-from projector.thread_log import stream_threads
+from domain.ids import ms_of
+from projector.thread_log import stream_pages, stream_threads
 
 
 @dataclass
@@ -83,17 +83,17 @@ def redis_usage(client: redis.Redis, keys: Keys) -> dict[int, tuple[int, int]]:
         with client.pipeline(transaction=False) as pipe:
             for key in batch:
                 pipe.memory_usage(key, samples=0)
-                if b":t:" in key:
+                if keys.is_stream(key):
                     pipe.xlen(key)
             replies: list[Any] = pipe.execute(raise_on_error=False)
         at = 0
         for key in batch:
-            part = int(key[key.index(b"{p") + 2:key.index(b"}")])
+            part = keys.partition_of(key)
             totals = found.setdefault(part, [0, 0])
             size = replies[at]
             totals[1] += size if isinstance(size, int) else 0
             at += 1
-            if b":t:" in key:
+            if keys.is_stream(key):
                 count = replies[at]
                 totals[0] += count if isinstance(count, int) else 0
                 at += 1
@@ -110,16 +110,11 @@ def redis_usage(client: redis.Redis, keys: Keys) -> dict[int, tuple[int, int]]:
 
 def _lag(client: redis.Redis, stream: str, checkpoint: str) -> tuple[int, int | None]:
     """Entries above the checkpoint and the time of the oldest of them."""
-    start = "-" if checkpoint == "0" else f"({checkpoint}"
     lag, oldest = 0, None
-    while True:
-        page: Any = client.xrange(stream, start, "+", count=10_000)
-        if page and oldest is None:
-            oldest = event_key(page[0][0].decode())[0]
+    for page in stream_pages(client, stream, checkpoint):
+        if oldest is None:
+            oldest = ms_of(page[0][0].decode())
         lag += len(page)
-        if len(page) < 10_000:
-            break
-        start = "(" + page[-1][0].decode()
     return lag, oldest
 
 

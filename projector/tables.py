@@ -85,13 +85,31 @@ class Tables:
             "last_key = EXCLUDED.last_key, last_at = EXCLUDED.last_at, "
             "events = th.events + EXCLUDED.events")
 
+    @cached_property
+    def replace_threads(self) -> sql.Composed:
+        """The thread rows as given (``duologue replay``): counts and first time too."""
+        return self._fill(
+            "INSERT INTO {threads} AS th "
+            "(thread, user_a, user_b, last_id, last_key, first_at, last_at, events) "
+            "SELECT t, a, b, l, duologue_event_key(l), duologue_ts(f), duologue_ts(ms), n "
+            "FROM json_to_recordset(%s::json) AS u(t text, a text, b text, l text, f int8, "
+            "ms int8, n int8) "
+            "ON CONFLICT (thread) DO UPDATE SET last_id = EXCLUDED.last_id, "
+            "last_key = EXCLUDED.last_key, first_at = EXCLUDED.first_at, "
+            "last_at = EXCLUDED.last_at, events = EXCLUDED.events")
+
 
 LIVE = Tables()
 
 # Bulk rows travel as one JSON array (encoded by msgspec in C, unpacked by Postgres in
 # C): several times faster than psycopg's per-element array dumping.
-ARCHIVE = sql.SQL(
+_INSERT_ARCHIVE = (
     "INSERT INTO events (thread, id, key, kind, payload, ts) "
     "SELECT t, i, k, kd, p::jsonb, duologue_ts(ms) "
-    "FROM json_to_recordset(%s::json) AS u(t text, i text, k numeric, kd text, p json, ms int8) "
-    "ON CONFLICT DO NOTHING")
+    "FROM json_to_recordset(%s::json) AS u(t text, i text, k numeric, kd text, p json, ms int8) ")
+ARCHIVE = sql.SQL(_INSERT_ARCHIVE + "ON CONFLICT DO NOTHING")
+# `duologue replay`: archive what is missing, rewrite a copy that differs from the stream's
+REPAIR_ARCHIVE = sql.SQL(
+    _INSERT_ARCHIVE + "ON CONFLICT (thread, key) DO UPDATE SET id = EXCLUDED.id, "
+    "kind = EXCLUDED.kind, payload = EXCLUDED.payload, ts = EXCLUDED.ts "
+    "WHERE events.payload IS DISTINCT FROM EXCLUDED.payload OR events.id <> EXCLUDED.id")

@@ -14,22 +14,29 @@ from typing import Any
 import psycopg
 import redis
 
-from adapters.record import ARCHIVED_BELOW, Keys
+from adapters.record import ARCHIVED_BELOW, B_EVENT, Keys
 from domain.ids import event_key
 
 PAGE = 10_000
 
 
+def stream_pages(client: redis.Redis, key: str, after: str = "0",
+                 size: int = PAGE) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:
+    """The entries of a stream above ``after``, a non-empty page at a time, in order."""
+    start = "-" if after == "0" else f"({after}"
+    while True:
+        page: Any = client.xrange(key, start, "+", count=size)
+        if page:
+            yield page
+        if len(page) < size:
+            return
+        start = "(" + page[-1][0].decode()
+
+
 def stream_entries(client: redis.Redis, keys: Keys, thread: str) -> list[tuple[str, str]]:
     """Every (id, payload) of the thread stream, in order."""
-    out: list[tuple[str, str]] = []
-    start = "-"
-    while True:
-        page: Any = client.xrange(keys.stream(thread), start, "+", count=PAGE)
-        out += [(i.decode(), f.get(b"e", b"").decode()) for i, f in page]
-        if len(page) < PAGE:
-            return out
-        start = "(" + page[-1][0].decode()
+    return [(i.decode(), f.get(B_EVENT, b"").decode())
+            for page in stream_pages(client, keys.stream(thread)) for i, f in page]
 
 
 def archived_entries(conn: psycopg.Connection, thread: str,
@@ -74,11 +81,5 @@ def lost_from_stream(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
 
 def stream_threads(client: redis.Redis, keys: Keys) -> Iterator[str]:
     """Every thread that has a stream under this prefix."""
-    marker = ":t:"
-    for key in client.scan_iter(match=f"{keys.prefix}:{{p*}}:t:*", count=1000):
-        text = key.decode()
-        yield text[text.index(marker) + len(marker):]
-
-
-def newest(ids: list[str]) -> str:
-    return max(ids, key=event_key) if ids else "0"
+    for key in client.scan_iter(match=keys.stream_pattern(), count=1000):
+        yield keys.thread_of_stream(key.decode())

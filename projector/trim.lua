@@ -1,7 +1,7 @@
 -- Retention by count (after ids.lua): a thread stream keeps its newest ARGV[1] events and
 -- every event above ARGV[2], the thread's newest archived id. At most ARGV[3] entries go
 -- per call. A MessageDeleted leaving Redis takes the target's deleted marker with it (the
--- target, older, has left too; the projection has it deleted). `lo` moves up with the cut.
+-- target, older, has left too; the projection has it deleted). ARCHIVED_BELOW moves up with the cut.
 -- KEYS: 1 thread stream, 2 thread state. Returns how many entries left.
 local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
 if excess <= 0 then return 0 end
@@ -13,11 +13,11 @@ for _, entry in ipairs(oldest) do
   local payload = entry[2][2]
   if string.find(payload, '{"kind":"MessageDeleted"', 1, true) == 1 then
     local target = string.match(payload, '"target":"(%d+%-%d+)"')
-    if target then redis.call('HDEL', KEYS[2], 'x:' .. target) end
+    if target then redis.call('HDEL', KEYS[2], DELETED .. target) end
   end
 end
 if not cut then return 0 end
 local lo = successor(cut)
 redis.call('XTRIM', KEYS[1], 'MINID', lo)
-redis.call('HSET', KEYS[2], 'lo', lo)
+redis.call('HSET', KEYS[2], ARCHIVED_BELOW, lo)
 return removed
