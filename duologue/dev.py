@@ -1,56 +1,89 @@
 """``duologue dev``: embedded Redis and Postgres unless configured, the schema
-migrated, then the projector (a child process) and the gateway."""
+migrated, then the projector (a child process) and the gateway.
+
+The console shows one line per thing a person needs and the banner last: the demo
+links, then the operator block (``export`` lines, the analyst ``psql`` line). While it
+runs, ``.duologue/env`` tells every other ``duologue`` command where Redis and Postgres
+are (``duologue.devenv``). Ctrl-C stops the gateway, then the projector, then Redis and
+Postgres, in that order: the children run in sessions of their own, so the terminal's
+SIGINT reaches only this process.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 from types import FrameType
 
 import structlog
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from adapters.postgres import migrate
-from adapters.settings import DEV_DIR, Settings
+from adapters.settings import Settings
+from duologue import devenv
 from duologue.embedded import EmbeddedRedis, die_with_parent, free_port, start_postgres
 
 log = structlog.get_logger("duologue.dev")
 DEMO_USERS = ("alice", "bob")
 DEV_REDIS_PORT = 6390
+ANALYST = "duologue_analyst"
 
 
-def run_dev(host: str, port: int) -> int:
+def run_dev(host: str, port: int, state: Path) -> int:
     from gateway.runner import serve
 
+    # the banner says it all: not pgserver's internals, not uvicorn's start-up lines
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")  # pgserver's platformdirs
     redis: EmbeddedRedis | None = None
     postgres: object | None = None
     if not os.environ.get("REDIS_URL"):
-        redis = EmbeddedRedis(DEV_DIR / "redis", port=_port_or_free(DEV_REDIS_PORT)).start()
+        redis = EmbeddedRedis(state / "redis", port=_port_or_free(DEV_REDIS_PORT),
+                              own_session=True).start()
         os.environ["REDIS_URL"] = redis.url
-        log.info("embedded_redis", url=redis.url, data=str(DEV_DIR / "redis"))
-    if not os.environ.get("DATABASE_URL"):
-        postgres, url = start_postgres(DEV_DIR / "postgres")
-        os.environ["DATABASE_URL"] = url
-        log.info("embedded_postgres", data=str(DEV_DIR / "postgres"))
-    settings = Settings.from_env().require("redis_url", "database_url", "secret")
-    migrate(settings.database_url)
-    projector = subprocess.Popen([sys.executable, "-m", "duologue.cli", "projector"],
-                                 env=os.environ.copy(), preexec_fn=die_with_parent)
-    # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exit that
-    # still runs the cleanup below instead of killing the process outright.
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+        log.info("embedded_redis", url=redis.url, data=str(state / "redis"))
+    projector: subprocess.Popen[bytes] | None = None
     try:
+        if not os.environ.get("DATABASE_URL"):
+            postgres, url = start_postgres(state / "postgres")
+            os.environ["DATABASE_URL"] = url
+            log.info("embedded_postgres", data=str(state / "postgres"))
+        settings = Settings.from_env().require("redis_url", "database_url", "secret")
+        migrate(settings.database_url)
+        projector = _start_projector()
+        devenv.write_env(state, {"REDIS_URL": settings.redis_url,
+                                 "DATABASE_URL": settings.database_url})
+        # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exit that
+        # still runs the cleanup below instead of killing the process outright.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
         serve(settings, host, port, on_ready=lambda: print(banner(settings, host, port),
                                                            flush=True))
     finally:
-        _stop(projector)
+        devenv.remove_env(state)
+        if projector is not None:
+            _stop(projector)
         if redis is not None:
             redis.stop()
         if postgres is not None:
             postgres.cleanup()  # type: ignore[attr-defined]
+        log.info("dev_stopped")
     return 0
+
+
+def _start_projector() -> subprocess.Popen[bytes]:
+    env = os.environ.copy()
+    env.setdefault("DUOLOGUE_LOG_LEVEL", "WARNING")  # not a line per partition taken
+    process = subprocess.Popen([sys.executable, "-m", "duologue.cli", "projector"], env=env,
+                               preexec_fn=die_with_parent, start_new_session=True)
+    log.info("projector_started", pid=process.pid)
+    return process
 
 
 def banner(settings: Settings, host: str, port: int) -> str:
@@ -61,8 +94,24 @@ def banner(settings: Settings, host: str, port: int) -> str:
     for user in DEMO_USERS:
         token = mint(user, settings.secret, 86400)
         lines += [f"  {user}: {base}/#token={token}", f"    token: {token}", ""]
-    lines.append("Open the two links in two browser tabs to chat. Ctrl-C stops everything.")
+    lines += [
+        "Operators: `duologue status`, `verify`, `replay`, `rebuild` find this system from",
+        "any directory of the project (.duologue/env); elsewhere, export:",
+        f"  export REDIS_URL='{settings.redis_url}'",
+        f"  export DATABASE_URL='{settings.database_url}'",
+        "Analysts (read-only SQL, docs/schema.md):",
+        f"  psql '{analyst_conninfo(settings.database_url)}'",
+        "",
+        "Open the two links in two browser tabs to chat. Ctrl-C stops everything.",
+    ]
     return "\n".join(lines)
+
+
+def analyst_conninfo(database_url: str) -> str:
+    """The same database as the read-only analyst role."""
+    params = {k: v for k, v in conninfo_to_dict(database_url).items() if k != "password"}
+    params["user"] = ANALYST
+    return make_conninfo(**params)  # type: ignore[arg-type]
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -80,7 +129,10 @@ def _exit_on_signal(signum: int, _: FrameType | None) -> None:
 
 
 def _port_or_free(preferred: int) -> int:
+    """``preferred`` unless something listens there. SO_REUSEADDR as redis-server binds,
+    so the sockets a quick restart leaves in TIME_WAIT do not move the port."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", preferred))
         except OSError:

@@ -47,6 +47,7 @@ class EmbeddedRedis:
     directory: Path
     port: int = field(default_factory=free_port)
     persist: bool = True
+    own_session: bool = False  # out of the terminal's process group (Ctrl-C)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,18 +61,13 @@ class EmbeddedRedis:
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.directory), "--save", "", "--maxmemory-policy", "noeviction",
              *aof], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent)
+            preexec_fn=die_with_parent, start_new_session=self.own_session)
         wait_for_port(self.port)
         return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=10)
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
             self.process.wait(timeout=10)
 
 

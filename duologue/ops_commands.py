@@ -11,7 +11,14 @@ from contextlib import contextmanager
 import psycopg
 import redis
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from adapters.record import Keys
@@ -19,8 +26,9 @@ from adapters.settings import Settings, SettingsError
 from domain.errors import DomainError
 from domain.ids import check_event_id, participants
 
-out = Console()
-err = Console(stderr=True)
+# Wide enough off a terminal (pipes, CI logs) that event ids are never cut
+out = Console(width=None if sys.stdout.isatty() else 240)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 
 
 @contextmanager
@@ -107,6 +115,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         except BusyError as exc:
             err.print(f"duologue replay: {exc}")
             return 1
+    if not done.events and not done.skipped:
+        err.print(f"duologue replay: no thread {args.thread}: neither the archive nor Redis "
+                  "holds an event of it")
+        return 1
     out.print(f"replayed {done.thread}: {done.events} events, {done.messages} messages "
               f"rewritten" + (f", {done.skipped} undecodable entries skipped"
                               if done.skipped else ""))
@@ -140,7 +152,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         _require_schema(conn)
     with _progress() as progress:
         load = progress.add_task("archive -> fresh tables", total=None)
-        phases: dict[str, object] = {}
+        phases: dict[str, TaskID] = {}
 
         def tick(phase: str, amount: int) -> None:
             if phase == "total":
@@ -148,18 +160,27 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
             elif phase == "load":
                 progress.advance(load, amount)
             elif phase not in phases:
+                _finish(progress, load, *phases.values())
                 phases[phase] = progress.add_task(phase, total=None)
             if phase == "catch-up":
-                progress.advance(phases[phase], amount)  # type: ignore[arg-type]
+                progress.advance(phases[phase], amount)
 
         try:
             done = rebuild(settings.database_url, tick)
         except (RebuildError, BusyError) as exc:
             err.print(f"duologue rebuild: {exc}")
             return 1
+        _finish(progress, load, *phases.values())
     out.print(f"rebuilt {done.threads} threads from {done.events} archived events "
               f"(+{done.caught_up} caught up while rebuilding); swapped in")
     return 0
+
+
+def _finish(progress: Progress, *tasks: TaskID) -> None:
+    """Phases that ended show what they did (``n/n``), not ``0/?``."""
+    for task in tasks:
+        done = max(int(progress.tasks[task].completed), 1)
+        progress.update(task, total=done, completed=done)
 
 
 def _progress() -> Progress:

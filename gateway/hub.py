@@ -41,6 +41,7 @@ class Hub:
         self.waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self.task: asyncio.Task[None] | None = None
         self.healthy = False
+        self.lost = False  # the connection dropped at least once
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="duologue-hub")
@@ -109,6 +110,7 @@ class Hub:
                 if self.healthy:
                     log.warning("pubsub_lost", error=str(exc))
                 self.healthy = False
+                self.lost = True
                 self.active.clear()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -126,8 +128,8 @@ class Hub:
 
     def _confirmed(self, channel: bytes) -> None:
         if channel == self.own:
-            if not self.healthy:
-                log.info("pubsub_ready")
+            if not self.healthy and self.lost:
+                log.info("pubsub_recovered")  # after ``pubsub_lost``
             self.healthy = True
             return
         self.active.add(channel)

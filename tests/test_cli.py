@@ -116,6 +116,13 @@ def test_dev_runs_everything_with_no_setup(tmp_path):
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
         assert (tmp_path / ".duologue" / "redis").is_dir()
         assert (tmp_path / ".duologue" / "postgres").is_dir()
+        # the operator block, and the file every other command reads meanwhile
+        text = "".join(lines)
+        assert "export REDIS_URL=" in text and "psql '" in text and "duologue_analyst" in text
+        written = (tmp_path / ".duologue" / "env").read_text()
+        assert "REDIS_URL=redis://127.0.0.1:" in written and "DATABASE_URL=" in written
+        status = duologue("status", "--json", cwd=tmp_path / ".duologue")  # from a subdirectory
+        assert status.returncode == 0, status.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -126,3 +133,6 @@ def test_dev_runs_everything_with_no_setup(tmp_path):
         __import__("socket").create_connection(("127.0.0.1", redis_port), timeout=0.5)
     events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
     assert "embedded_postgres" in events
+    # one line per thing a person needs: no line per partition, no alarming retries
+    assert not {"partition_taken", "partition_released", "projector_retry"} & set(events), err
+    assert not (tmp_path / ".duologue" / "env").exists()  # gone with the system

@@ -358,7 +358,7 @@ def test_replay_refuses_bad_arguments_with_exit_2(ops_env, db):
     a, b = thread.split(":")[1:]
     cases = (
         (("--thread", "nope"), "not a valid thread id"),
-        (("--thread", f"dm:{b}:{a}"), "not a valid thread id"),  # not canonical
+        (("--thread", f"dm:{b}:{a}"), f"sorted: '{thread}'"),  # not canonical: a hint
         (("--thread", ""), "not a valid thread id"),
         (("--thread", thread, "--from", "12-abc"), "not a valid event id"),
         (("--thread", thread, "--from", "-1"), "not a valid event id"),
@@ -373,10 +373,11 @@ def test_replay_refuses_bad_arguments_with_exit_2(ops_env, db):
     assert snapshot(db) == {"events": [], "messages": [], "threads": [], "read_receipts": []}
 
 
-def test_replay_of_a_thread_without_events_exits_0_and_writes_nothing(ops_env, db):
-    done = duologue(ops_env, "replay", "--thread", thread_id(uid("a"), uid("b")))
-    assert done.returncode == 0, done.stderr
-    assert "0 events" in done.stdout
+def test_replay_of_a_thread_without_events_exits_1_and_writes_nothing(ops_env, db):
+    thread = thread_id(uid("a"), uid("b"))
+    done = duologue(ops_env, "replay", "--thread", thread)
+    assert done.returncode == 1, done.stderr
+    assert f"no thread {thread}" in done.stderr and "Traceback" not in done.stderr
     assert snapshot(db) == {"events": [], "messages": [], "threads": [], "read_receipts": []}
 
 

@@ -1,0 +1,87 @@
+"""Where ``duologue dev`` keeps its state, and how every ``duologue`` command finds it.
+
+The state lives in ``.duologue/`` of the project root: the nearest directory at or above
+the current one that holds ``.duologue/`` or ``pyproject.toml`` (else the current one).
+While ``duologue dev`` runs, ``.duologue/env`` names its Redis and Postgres; every other
+command reads it (and the dev secret) for the variables that are not set, so
+``duologue status`` or ``duologue token alice`` work from any directory of the project.
+``.duologue/dev.lock`` keeps a second ``duologue dev`` from starting on the same data.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import IO
+
+STATE = ".duologue"
+ENV_FILE, SECRET_FILE, LOCK_FILE = "env", "secret", "dev.lock"
+
+
+def project_root(start: Path | None = None) -> Path:
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / STATE).is_dir() or (directory / "pyproject.toml").is_file():
+            return directory
+    return here
+
+
+def state_dir(start: Path | None = None) -> Path:
+    return project_root(start) / STATE
+
+
+def load_into(environ: MutableMapping[str, str], start: Path | None = None) -> None:
+    """Fill unset variables from ``.duologue/env`` and the dev secret."""
+    state = state_dir(start)
+    for name, value in read_env(state / ENV_FILE).items():
+        if not environ.get(name):
+            environ[name] = value
+    secret = state / SECRET_FILE
+    if not environ.get("DUOLOGUE_SECRET") and secret.is_file():
+        environ["DUOLOGUE_SECRET"] = secret.read_text().strip()
+
+
+def read_env(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip() and not name.startswith("#"):
+            found[name.strip()] = value.strip()
+    return found
+
+
+def write_env(state: Path, values: dict[str, str]) -> None:
+    text = "# written by `duologue dev` while it runs; read by every duologue command\n"
+    (state / ENV_FILE).write_text(text + "".join(f"{k}={v}\n" for k, v in values.items()))
+
+
+def remove_env(state: Path) -> None:
+    (state / ENV_FILE).unlink(missing_ok=True)
+
+
+class AlreadyRunningError(Exception):
+    """Another ``duologue dev`` holds this project's state."""
+
+
+def lock(state: Path) -> IO[str]:
+    """Hold ``.duologue/dev.lock`` for this process's life (released when it exits)."""
+    state.mkdir(parents=True, exist_ok=True)
+    handle = (state / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        handle.close()
+        raise AlreadyRunningError(
+            f"`duologue dev` is already running for {state.parent} (pid {pid}); "
+            "stop it first, or use its URLs (see .duologue/env)") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle

@@ -1,0 +1,138 @@
+"""The first fifteen minutes of a new user: the command line finds the dev system from
+any directory, refuses a second `duologue dev` before starting anything, keeps the dev
+Redis port across quick restarts, and says one readable line when a service is away."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from adapters.settings import Settings
+from duologue import devenv
+from duologue.dev import analyst_conninfo, banner
+from duologue.embedded import free_port
+from tests.support import SECRET, uid
+
+
+def duologue(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("REDIS_URL", "DATABASE_URL", "DUOLOGUE_SECRET", "COLUMNS")}
+    return subprocess.run([sys.executable, "-m", "duologue.cli", *args], cwd=cwd,
+                          env={**base, **env}, capture_output=True, text=True, timeout=60)
+
+
+def a_project(tmp_path: Path) -> tuple[Path, Path]:
+    """A project root (it has pyproject.toml) with a subdirectory to work from."""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'app'\n")
+    deep = tmp_path / "docs" / "notes"
+    deep.mkdir(parents=True)
+    return tmp_path, deep
+
+
+def test_token_finds_the_dev_secret_from_a_subdirectory(tmp_path):
+    root, deep = a_project(tmp_path)
+    (root / ".duologue").mkdir()
+    (root / ".duologue" / "secret").write_text(SECRET)
+    done = duologue("token", "alice", cwd=deep)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(".") == 2  # a JWT
+    elsewhere = duologue("token", "alice", cwd=tmp_path.parent)  # outside the project
+    assert elsewhere.returncode == 2 and "DUOLOGUE_SECRET" in elsewhere.stderr
+
+
+def test_operator_commands_read_the_running_dev_system_from_any_directory(
+        tmp_path, redis_url, fresh_database, prefix):
+    root, deep = a_project(tmp_path)
+    state = root / ".duologue"
+    state.mkdir()
+    devenv.write_env(state, {"REDIS_URL": redis_url, "DATABASE_URL": fresh_database})
+    done = duologue("migrate", cwd=deep)
+    assert done.returncode == 0, done.stderr
+    done = duologue("status", "--json", cwd=deep, DUOLOGUE_PREFIX=prefix)
+    assert done.returncode == 0, done.stderr
+    assert '"partitions"' in done.stdout
+    # set variables win over the file
+    done = duologue("status", cwd=deep, REDIS_URL="redis://127.0.0.1:1/0")
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("duologue: cannot reach Redis at redis://127.0.0.1:1/0: "
+                                   "Error 111 connecting to 127.0.0.1:1. Connection refused.")
+
+
+def test_an_unreachable_service_is_one_line_naming_the_url_without_its_password(
+        tmp_path, redis_url, fresh_database):
+    for command in ("status", "verify", "replay --thread dm:a:b"):
+        done = duologue(*command.split(), cwd=tmp_path, REDIS_URL=redis_url,
+                        DATABASE_URL="postgresql://postgres:hunter2@127.0.0.1:1/x")
+        assert done.returncode == 1, (command, done.stderr)
+        assert done.stderr.startswith(
+            "duologue: cannot reach Postgres at postgresql://postgres:***@127.0.0.1:1/x: ")
+        assert len(done.stderr.strip().splitlines()) == 1 and "hunter2" not in done.stderr
+        done = duologue(*command.split(), cwd=tmp_path, DATABASE_URL=fresh_database,
+                        REDIS_URL="redis://:hunter2@127.0.0.1:1/0")
+        if command == "status":
+            assert duologue("migrate", cwd=tmp_path, DATABASE_URL=fresh_database).returncode == 0
+            done = duologue(*command.split(), cwd=tmp_path, DATABASE_URL=fresh_database,
+                            REDIS_URL="redis://:hunter2@127.0.0.1:1/0")
+        assert done.returncode == 1, (command, done.stderr)
+        assert done.stderr.startswith("duologue: cannot reach Redis at redis://:***@127.0.0.1:1/0")
+        assert len(done.stderr.strip().splitlines()) == 1 and "hunter2" not in done.stderr
+
+
+def test_a_second_dev_refuses_before_starting_anything(tmp_path):
+    state = tmp_path / ".duologue"
+    with devenv.lock(state):
+        done = duologue("dev", "--port", str(free_port()), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "already running" in done.stderr and str(os.getpid()) in done.stderr
+    assert not (state / "redis").exists() and not (state / "postgres").exists()
+    with devenv.lock(state):  # released when its holder let go
+        pass
+
+
+def test_the_dev_redis_port_survives_sockets_in_time_wait():
+    from duologue.dev import _port_or_free
+
+    port = free_port()
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the side that closes first keeps the port in TIME_WAIT
+    time.sleep(0.05)
+    client.close()
+    server.close()
+    assert _port_or_free(port) == port
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        assert _port_or_free(busy.getsockname()[1]) != busy.getsockname()[1]
+    finally:
+        busy.close()
+
+
+def test_the_banner_ends_with_the_operator_and_analyst_lines():
+    url = "postgresql://postgres:pw@127.0.0.1:5432/duo"
+    settings = Settings(redis_url="redis://127.0.0.1:6390/0", database_url=url, secret=SECRET)
+    text = banner(settings, "127.0.0.1", 8000)
+    assert "  export REDIS_URL='redis://127.0.0.1:6390/0'" in text
+    assert f"  export DATABASE_URL='{url}'" in text
+    analyst = analyst_conninfo(url)
+    assert f"  psql '{analyst}'" in text
+    assert "user=duologue_analyst" in analyst and "pw" not in analyst
+    assert text.rstrip().endswith("Ctrl-C stops everything.")
+
+
+def test_a_reversed_thread_id_gets_the_sorted_one_as_a_hint(tmp_path, redis_url,
+                                                            fresh_database):
+    a, b = sorted((uid("a"), uid("b")))
+    done = duologue("replay", "--thread", f"dm:{b}:{a}", cwd=tmp_path, REDIS_URL=redis_url,
+                    DATABASE_URL=fresh_database)
+    assert done.returncode == 2
+    assert f"sorted: 'dm:{a}:{b}'" in done.stderr
