@@ -136,3 +136,12 @@ def test_a_reversed_thread_id_gets_the_sorted_one_as_a_hint(tmp_path, redis_url,
                     DATABASE_URL=fresh_database)
     assert done.returncode == 2
     assert f"sorted: 'dm:{a}:{b}'" in done.stderr
+
+
+def test_rebuild_ends_with_every_phase_complete(tmp_path, fresh_database):
+    assert duologue("migrate", cwd=tmp_path, DATABASE_URL=fresh_database).returncode == 0
+    done = duologue("rebuild", cwd=tmp_path, DATABASE_URL=fresh_database)
+    assert done.returncode == 0, done.stderr
+    assert "swapped in" in done.stdout
+    assert "/?" not in done.stderr, done.stderr  # no phase left at "0/?"
+    assert "swap" in done.stderr
