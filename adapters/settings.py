@@ -28,6 +28,13 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _secret(env: Mapping[str, str]) -> str:
     secret = env.get("DUOLOGUE_SECRET") or ""
     if not secret and DEV_SECRET.exists():
@@ -56,6 +63,7 @@ class Settings:
     retain_events: int = 1000
     retain_idle: float = 604800.0
     retention_every: float = 10.0  # seconds between retention passes; 0 turns retention off
+    ws_compression: str = "per-message"  # permessage-deflate: per-message | context | off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +87,8 @@ class Settings:
             retain_events=int(_number(env, "DUOLOGUE_RETAIN_EVENTS", 1000)),
             retain_idle=_number(env, "DUOLOGUE_RETAIN_IDLE", 604800),
             retention_every=_number(env, "DUOLOGUE_RETENTION_EVERY", 10),
+            ws_compression=_choice(env, "DUOLOGUE_WS_COMPRESSION", "per-message",
+                                   ("per-message", "context", "off")),
         )
 
     def require(self, *names: str) -> Settings:

@@ -1,8 +1,8 @@
 """``python -m bench``: run the gateway benchmarks and print a table of medians.
 
 Each figure is measured ``--runs`` times (default 3), each run on a fresh gateway
-process with its own Redis key prefix, deleted afterwards. ``--only`` picks
-figures: throughput, latency, sync, memory, ceilings (gateway); projector, freshness,
+process with its own Redis key prefix, deleted afterwards. ``--only`` picks figures:
+throughput, latency, sync, memory, deflate_memory, ceilings (gateway); projector, freshness,
 pg_ceilings, history_read, rebuild (projector and history: each run also has a Postgres
 database of its own, dropped afterwards); idle_memory, archive_sync, retention (the two
 tiers of protocol.md section 7).
@@ -33,7 +33,7 @@ from bench.ceilings import ceilings
 from bench.common import REDIS_URL, ROOT
 from bench.fig_chat import latency, throughput
 from bench.fig_history import history_read
-from bench.fig_memory import memory
+from bench.fig_memory import deflate_memory, memory
 from bench.fig_projector import freshness, projector
 from bench.fig_rebuild import rebuild
 from bench.fig_sync import sync
@@ -44,6 +44,7 @@ from bench.report import Result, table
 
 FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "throughput": throughput, "latency": latency, "sync": sync, "memory": memory,
+    "deflate_memory": deflate_memory,
     "ceilings": ceilings,
     # projector and history (Postgres)
     "projector": projector, "freshness": freshness, "pg_ceilings": pg_ceilings,

@@ -58,3 +58,77 @@ async def memory(opts: Options) -> Result:
                            [r["per_socket_kib"] for r in result.runs], 64,
                            higher_is_better=False, digits=1))
     return result
+
+
+# -- permessage-deflate: what a browser's offer costs an idle socket ------------------
+# Browsers always offer permessage-deflate. The `websockets` client offers it as they do
+# (`permessage-deflate; client_max_window_bits`); each case starts its own gateway with
+# DUOLOGUE_WS_COMPRESSION set, so the cases are measured side by side in one run.
+DEFLATE_CASES = (  # (label, server policy, client offers deflate)
+    ("not offered", "per-message", False),
+    ("offered, per-message (default)", "per-message", True),
+    ("offered, context kept", "context", True),
+    ("offered, server off", "off", True),
+)
+
+
+async def _deflate_case(opts: Options, policy: str, offer: bool) -> dict[str, Any]:
+    import websockets
+
+    from adapters.tokens import mint
+    from bench.common import SECRET
+
+    prefix = new_prefix("deflate")
+    server = procs.gateway(prefix, {"DUOLOGUE_WS_COMPRESSION": policy})
+    sockets: list[Any] = []
+
+    async def one(user: str) -> None:
+        ws = await websockets.connect(
+            f"ws://127.0.0.1:{server.port}/v1/ws", compression="deflate" if offer else None,
+            additional_headers={"Authorization": f"Bearer {mint(user, SECRET, 3600)}"},
+            max_queue=4, ping_interval=None)
+        await asyncio.wait_for(ws.recv(), 20)  # hello
+        sockets.append(ws)
+
+    try:
+        await asyncio.to_thread(server.start)
+        await one("warm0")
+        await asyncio.sleep(SETTLE)
+        before = rss_kib(server.pid)
+        gate = asyncio.Semaphore(64)
+
+        async def bounded(n: int) -> None:
+            async with gate:
+                await one(f"idle{n:05d}")
+
+        await asyncio.gather(*(bounded(n) for n in range(opts.deflate_idle)))
+        await asyncio.sleep(SETTLE)
+        after = rss_kib(server.pid)
+        negotiated = sum(1 for ws in sockets if ws.protocol.extensions)
+        return {"policy": policy, "offer": offer, "sockets": len(sockets) - 1,
+                "negotiated": negotiated, "rss_before_kib": before, "rss_after_kib": after,
+                "per_socket_kib": (after - before) / max(len(sockets) - 1, 1)}
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(delete_prefix, prefix)
+
+
+async def deflate_memory(opts: Options) -> Result:
+    result = Result()
+    per_case: dict[str, list[float]] = {label: [] for label, _, _ in DEFLATE_CASES}
+    for n in range(opts.runs):
+        await wait_quiet(opts.quiet_wait)
+        for label, policy, offer in DEFLATE_CASES:
+            run = await _deflate_case(opts, policy, offer)
+            run["case"] = label
+            result.runs.append(run)
+            per_case[label].append(run["per_socket_kib"])
+            print(f"  deflate run {n + 1}, {label}: {run['per_socket_kib']:.1f} KiB/socket "
+                  f"({run['negotiated']} negotiated deflate)", flush=True)
+    for label, _, offer in DEFLATE_CASES:
+        target = 40.0 if label.endswith("(default)") else None
+        result.rows.append(Row("deflate_memory", f"RSS per idle socket, deflate {label}", "KiB",
+                               per_case[label], target, higher_is_better=False, digits=1,
+                               ceiling=not offer))
+    return result

@@ -19,6 +19,7 @@ class Options:
     load_procs: int = 1  # load-generator processes for the chat figures
     events: int = 10000  # events to catch up on (sync figure)
     idle: int = 2000  # idle sockets (memory figure)
+    deflate_idle: int = 1000  # idle sockets per permessage-deflate case
     echo_clients: int = 100
     quiet_wait: float = 20.0  # before a run, wait up to this long for an idle machine
     redo_noisy: int = 2  # chat runs disturbed by other sessions redone, at most, per series
