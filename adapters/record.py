@@ -118,6 +118,14 @@ class Keys:
         """SCAN pattern of every thread stream."""
         return f"{self.prefix}:{{p*}}:t:*"
 
+    def thread_pattern(self) -> str:
+        """SCAN pattern of every thread stream and thread state."""
+        return f"{self.prefix}:{{p*}}:[ts]:*"
+
+    def dedupe_pattern(self) -> str:
+        """SCAN pattern of every dedupe key."""
+        return f"{self.prefix}:{{p*}}:d:*"
+
     @staticmethod
     def thread_of_stream(key: str) -> str:
         return key[key.index(":t:") + 3:]

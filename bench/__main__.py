@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from bench.fig_projector import freshness, projector
 from bench.fig_rebuild import rebuild
 from bench.fig_sync import sync
 from bench.fig_tiers import archive_sync, idle_memory, retention
-from bench.options import Options
+from bench.options import SMOKE, Options
 from bench.pg_ceilings import pg_ceilings
 from bench.report import Result, table
 
@@ -54,69 +54,50 @@ FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
 }
 
 
+HELP = {
+    "runs": "runs per figure (median of them)", "window": "sends in flight per sender",
+    "active_pairs": "second throughput series with only this many pairs sending (0: skip)",
+    "rate": "sends/s for latency", "events": "events for sync", "idle": "idle sockets",
+    "quiet_wait": "before each run wait up to this many seconds until the machine is idle "
+                  "(< 0.3 cores busy); 0 to skip",
+    "redo_noisy": "redo up to this many runs per series during which other sessions kept "
+                  "> 0.25 cores busy (they stay in the JSON details)",
+    "profile": "one extra throughput run under py-spy; prints the top functions",
+    "backlog": "events in the projector figure's backlog",
+    "fresh_rate": "sends/s for the freshness figure", "poll_ms": "freshness poller period",
+    "pg_rows": "rows per Postgres ceiling", "pg_batch": "rows per transaction",
+    "history_rate": "GET/s",
+}
+
+
 def parse(argv: list[str] | None = None) -> tuple[Options, list[str], Path | None]:
-    d = Options()
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=d.runs, help="runs per figure (median of them)")
     p.add_argument("--only", action="append", choices=sorted(FIGURES),
                    help="run only this figure (repeatable)")
-    p.add_argument("--pairs", type=int, default=d.pairs)
-    p.add_argument("--window", type=int, default=d.window, help="sends in flight per sender")
-    p.add_argument("--senders", choices=("both", "one"), default=d.senders)
-    p.add_argument("--active-pairs", type=int, default=d.active_pairs,
-                   help="second throughput series with only this many pairs sending (0: skip)")
-    p.add_argument("--warmup", type=float, default=d.warmup)
-    p.add_argument("--duration", type=float, default=d.duration)
-    p.add_argument("--rate", type=float, default=d.rate, help="sends/s for latency")
-    p.add_argument("--load-procs", type=int, default=d.load_procs)
-    p.add_argument("--events", type=int, default=d.events, help="events for sync")
-    p.add_argument("--idle", type=int, default=d.idle, help="idle sockets for memory")
-    p.add_argument("--echo-clients", type=int, default=d.echo_clients)
-    p.add_argument("--quiet-wait", type=float, default=d.quiet_wait,
-                   help="before each run wait up to this many seconds until the machine is "
-                        "idle (< 0.3 cores busy); 0 to skip")
-    p.add_argument("--redo-noisy", type=int, default=d.redo_noisy,
-                   help="redo up to this many chat runs per series during which other "
-                        "sessions kept > 0.25 cores busy (they stay in the JSON details)")
-    p.add_argument("--profile", action="store_true",
-                   help="one extra throughput run under py-spy; prints the top functions")
+    p.add_argument("--smoke", action="store_true",
+                   help="every figure at a tiny size, one run (scripts/test runs this)")
     p.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
                    help="EXPERIMENT: extra gateway setting for the chat figures, e.g. "
                         "DUOLOGUE_REDIS_POOL=128 (repeatable)")
-    p.add_argument("--backlog", type=int, default=d.backlog,
-                   help="events in the projector figure's backlog")
-    p.add_argument("--backlog-threads", type=int, default=d.backlog_threads)
-    p.add_argument("--fresh-rate", type=float, default=d.fresh_rate,
-                   help="sends/s for the freshness figure")
-    p.add_argument("--fresh-duration", type=float, default=d.fresh_duration)
-    p.add_argument("--poll-ms", type=float, default=d.poll_ms,
-                   help="freshness poller period (ms)")
-    p.add_argument("--pg-rows", type=int, default=d.pg_rows, help="rows per Postgres ceiling")
-    p.add_argument("--pg-batch", type=int, default=d.pg_batch, help="rows per transaction")
-    p.add_argument("--history-messages", type=int, default=d.history_messages,
-                   help="messages in the thread history_read pages through")
-    p.add_argument("--history-rate", type=float, default=d.history_rate, help="GET/s")
-    p.add_argument("--history-duration", type=float, default=d.history_duration)
     p.add_argument("--json", type=Path, default=None,
                    help="write results here (default bench/results/<time>.json)")
+    knobs = [f for f in fields(Options) if f.name != "gateway_env"]
+    for f in knobs:
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action="store_true", default=None, help=HELP.get(f.name))
+        else:
+            p.add_argument(flag, type=type(f.default), default=None, help=HELP.get(f.name),
+                           metavar=f.name.upper())
     a = p.parse_args(argv)
-    if a.runs < 1:
+    given = {f.name: getattr(a, f.name) for f in knobs if getattr(a, f.name) is not None}
+    opts = replace(SMOKE if a.smoke else Options(), **given,
+                   gateway_env=tuple(_pair(item, p) for item in a.gateway_env))
+    if opts.runs < 1:
         p.error("--runs must be >= 1")
-    opts = Options(runs=a.runs, pairs=a.pairs, window=a.window, senders=a.senders,
-                   active_pairs=a.active_pairs,
-                   warmup=a.warmup, duration=a.duration, rate=a.rate, load_procs=a.load_procs,
-                   events=a.events, idle=a.idle, echo_clients=a.echo_clients,
-                   quiet_wait=a.quiet_wait, redo_noisy=a.redo_noisy,
-                   profile=a.profile,
-                   gateway_env=tuple(_pair(item, p) for item in a.gateway_env),
-                   backlog=a.backlog, backlog_threads=a.backlog_threads,
-                   fresh_rate=a.fresh_rate, fresh_duration=a.fresh_duration,
-                   poll_ms=a.poll_ms, pg_rows=a.pg_rows, pg_batch=a.pg_batch,
-                   history_messages=a.history_messages, history_rate=a.history_rate,
-                   history_duration=a.history_duration)
     only = a.only or list(FIGURES)
-    if a.profile and "throughput" not in only:
+    if opts.profile and "throughput" not in only:
         only.append("throughput")
     return opts, [name for name in FIGURES if name in only], a.json
 

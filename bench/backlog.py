@@ -1,4 +1,9 @@
-"""A projector backlog: N events over T threads, appended exactly as the gateway appends.
+"""Data for the figures, written exactly as the gateway writes it, and the backlog run.
+
+- ``fill``: a projector backlog, N events over T threads;
+- ``prefill``: one thread of N messages (sync figures);
+- ``project_backlog``: fill, then time ``duologue projector`` applying it.
+
 
 Every event goes through ``gateway/append.lua`` (EVALSHA, pipelined), with the keys,
 arguments and guards ``gateway.store.EventStore.append`` would pass, so the thread
@@ -12,18 +17,25 @@ ids Redis gave earlier ones and the partition logs interleave many threads.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 import redis
+import redis.asyncio as aioredis
 
 from adapters.record import Keys
+from bench import procs
 from bench.common import REDIS_URL
+from bench.harness import Cpu, cores, scratch
+from bench.options import Options
 from domain.commands import DeleteMessage, EditMessage, MarkRead
-from gateway.store import APPEND_LUA, Guard, append_call, guard_for
+from gateway.store import APPEND_LUA, EventStore, Guard, append_call, guard_for
 from schemas.events import (
     Event,
     MessageDeleted,
@@ -201,3 +213,124 @@ def _record(expected: Expected, t: _Thread, kind: str, author: str, ref: str | N
     elif kind == "read":
         assert ref is not None
         t.receipt[author] = ref
+
+
+# -- one thread filled through the gateway's own append path (sync figures) ----------
+USER, OTHER = "catcher", "filler"
+THREAD = f"dm:{USER}:{OTHER}"
+
+
+async def prefill(prefix: str, events: int, tasks: int = 32, thread: str = THREAD,
+                  users: tuple[str, str] = (USER, OTHER)) -> float:
+    """Append ``events`` messages to ``thread``; returns seconds taken."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    keys = Keys(prefix, 64)
+    store = EventStore(client, keys, 86400)
+    start = time.perf_counter()
+
+    async def appender(offset: int) -> None:
+        for n in range(offset, events, tasks):
+            sender = users[n % 2]
+            event = MessageSent(sender=sender, body=f"missed message number {n}",
+                                client_msg_id=f"fill-{n}")
+            await store.append(thread, sender, f"fill-{n}", event)
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(appender(i) for i in range(tasks))), 300)
+        length = await client.xlen(keys.stream(thread))
+    finally:
+        await client.aclose()
+    if length != events:
+        raise RuntimeError(f"prefill wrote {length} events, wanted {events}")
+    return time.perf_counter() - start
+
+
+# -- the backlog projected and timed (projector figures) ------------------------------
+async def _applied(conn: psycopg.AsyncConnection[Any]) -> int:
+    cur = await conn.execute("SELECT coalesce(sum(events), 0)::bigint FROM projector_checkpoints")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _verify(url: str, expected: dict[str, Any]) -> dict[str, Any]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM messages), "
+            "(SELECT count(deleted_at) FROM messages), (SELECT count(edited_at) FROM messages), "
+            "(SELECT count(*) FROM read_receipts), (SELECT count(*) FROM threads), "
+            "(SELECT coalesce(sum(events), 0) FROM threads), (SELECT count(*) FROM dead_letters)")
+        row = await cur.fetchone()
+    assert row is not None
+    names = ("events", "messages", "deleted", "edited", "receipts", "threads",
+             "thread_events", "dead_letters")
+    found = dict(zip(names, (int(v) for v in row), strict=True))
+    want = {**{k: expected[k] for k in names if k in expected},
+            "thread_events": expected["events"], "dead_letters": 0}
+    return {"found": found, "ok": found == want,
+            "differs": {k: (found[k], want[k]) for k in want if found[k] != want[k]}}
+
+
+def _stream_events(prefix: str) -> int:
+    """Events the run's thread streams still hold in Redis (retention at work or not)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for key in client.scan_iter(match=Keys(prefix).stream_pattern(), count=1000):
+                pipe.xlen(key)
+            return sum(int(n) for n in pipe.execute())
+    finally:
+        client.close()
+
+
+async def project_backlog(opts: Options, workers_n: int,
+                          env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Fill a backlog of ``opts.backlog`` events, then time ``duologue projector`` (with
+    ``env``) applying it; the projection is checked against what the backlog holds."""
+    projector: procs.Projector | None = None
+    async with scratch(opts, "proj", database=True) as world:
+        prefix, url, busy_before = world.prefix, world.database_url, world.busy_before
+        expected = await asyncio.to_thread(fill, prefix, opts.backlog, opts.backlog_threads)
+        total = expected.events
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        try:
+            projector = procs.Projector(prefix, url, workers_n, env or {})
+            spawned = time.perf_counter()
+            await asyncio.to_thread(projector.start)
+            meter = Cpu(projector.pid)
+            cpu0, t_cpu0 = meter.sample(), time.perf_counter()
+            first: tuple[float, int] | None = None
+            timeline: list[tuple[float, int]] = []
+            deadline = spawned + opts.projector_timeout
+            done = 0
+            while done < total:
+                if time.perf_counter() > deadline or not projector.alive():
+                    raise RuntimeError(f"projector applied {done:,} of {total:,} events "
+                                       f"(alive={projector.alive()}):\n{projector.log_tail()}")
+                await asyncio.sleep(0.05)
+                done = await _applied(conn)
+                now = time.perf_counter()
+                timeline.append((round(now - spawned, 3), done))
+                if first is None and done > 0:
+                    first = (now, done)
+            finished = time.perf_counter()
+            cpu1 = meter.sample()
+            meter.close()
+        finally:
+            await conn.close()
+            if projector is not None:
+                await asyncio.to_thread(projector.stop)
+        assert first is not None
+        seconds = finished - first[0]
+        check = await _verify(url, expected.as_dict())
+        in_redis = await asyncio.to_thread(_stream_events, prefix)
+        return {
+            "workers": workers_n, "events": total,
+            "rate": (total - first[1]) / seconds if seconds > 0 else math.nan,
+            "seconds": round(seconds, 3), "wall_seconds": round(finished - spawned, 3),
+            "wall_rate": total / (finished - spawned),
+            "first_commit_after": round(first[0] - spawned, 3), "first_seen": first[1],
+            "cpu": cores(cpu0, cpu1, finished - t_cpu0), "check": check,
+            "backlog": expected.as_dict(), "busy_before": busy_before,
+            "redis_events": in_redis,
+            "timeline": timeline[:: max(1, len(timeline) // 40)],
+        }

@@ -7,6 +7,7 @@ import asyncio
 import re
 import shutil
 from typing import Any
+from urllib.parse import urlparse
 
 import redis
 
@@ -16,8 +17,8 @@ from bench.common import REDIS_URL, delete_prefix, new_prefix, wait_quiet
 from bench.driver import go_all, workers
 from bench.options import Options
 from bench.report import Result, Row
-from gateway.store import APPEND_LUA
-from schemas.events import MessageSent, encode_event
+from gateway.store import APPEND_LUA, append_call
+from schemas.events import MessageSent
 
 RPS = re.compile(r"([\d.]+) requests per second")
 
@@ -27,7 +28,7 @@ async def redis_benchmark(args: list[str], timeout: float = 120) -> float:
     if exe is None:
         raise RuntimeError("redis-benchmark is not on PATH")
     process = await asyncio.create_subprocess_exec(
-        exe, "-h", "127.0.0.1", "-p", "6379", "-q", *args,
+        exe, "-h", "127.0.0.1", "-p", str(urlparse(REDIS_URL).port or 6379), "-q", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(process.communicate(), timeout)
@@ -51,19 +52,25 @@ async def xadd_run(requests: int = 200_000) -> float:
 
 
 def _append_args(prefix: str) -> list[str]:
-    """EVALSHA of gateway/append.lua with the gateway's keys; a fresh dedupe key each call."""
+    """EVALSHA of gateway/append.lua with the gateway's own KEYS/ARGV
+    (``gateway.store.append_call``); a fresh dedupe key each call (``__rand_int__``)."""
     client = redis.Redis.from_url(REDIS_URL)
     try:
         sha = str(client.script_load(APPEND_LUA))
     finally:
         client.close()
-    k, thread, a, b = Keys(prefix, 64), "dm:alice:bob", "alice", "bob"
-    part = k.partition(thread)
-    payload = encode_event(MessageSent(sender=a, body="x" * 48, client_msg_id="c")).decode()
-    keys = [k.stream(thread), k.log(part), k.dedupe(thread, a, "c__rand_int__"),
-            k.state(thread), k.index(part, a), k.index(part, b)]
-    args = [payload, thread, "86400", k.channel(a), k.channel(b), "", "", ""]
-    return ["EVALSHA", sha, str(len(keys)), *keys, *args]
+    cmid = "c__rand_int__"
+    event = MessageSent(sender="alice", body="x" * 48, client_msg_id=cmid)
+    keys, args = append_call(Keys(prefix, 64), 86400, "dm:alice:bob", "alice", cmid, event)
+    command = ["EVALSHA", sha, str(len(keys)), *keys, *(str(a) for a in args)]
+    client = redis.Redis.from_url(REDIS_URL)
+    try:  # once by hand: redis-benchmark would time an error answer as gladly
+        status, _ = client.execute_command(*(c.replace("__rand_int__", "0") for c in command))
+    finally:
+        client.close()
+    if int(status) != 0:
+        raise RuntimeError(f"append.lua answered {status} to the ceiling's command")
+    return command
 
 
 async def append_run(requests: int = 100_000) -> float:

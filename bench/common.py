@@ -16,7 +16,7 @@ from pathlib import Path
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = os.environ.get("DLBENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 SECRET = "bench-secret-" + "k" * 40
 HOST = "127.0.0.1"
 

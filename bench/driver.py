@@ -15,16 +15,18 @@ from bench.common import ROOT
 _running: set[asyncio.subprocess.Process] = set()
 
 
-class WorkerError(RuntimeError):
+class LoadProcessError(RuntimeError):
     """The worker reported an error or went away."""
 
 
-class Worker:
+class LoadProcess:
+    """One load-generating process (`python -m bench.load`), driven line by line."""
+
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
 
     @classmethod
-    async def start(cls, spec: dict[str, Any]) -> Worker:
+    async def start(cls, spec: dict[str, Any]) -> LoadProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.load", cwd=ROOT, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, limit=2**26)
@@ -41,13 +43,13 @@ class Worker:
     async def expect(self, stage: str, timeout: float) -> dict[str, Any]:
         message = await self._next(timeout)
         if message.get("stage") != stage:
-            raise WorkerError(f"expected stage {stage!r}, got {message}")
+            raise LoadProcessError(f"expected stage {stage!r}, got {message}")
         return message
 
     async def result(self, timeout: float) -> dict[str, Any]:
         message = await self._next(timeout)
         if "result_file" not in message:
-            raise WorkerError(f"expected a result, got {message}")
+            raise LoadProcessError(f"expected a result, got {message}")
         path = Path(message["result_file"])
         try:
             result: dict[str, Any] = json.loads(path.read_text())
@@ -61,10 +63,10 @@ class Worker:
         assert self.process.stdout is not None
         line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
         if not line:
-            raise WorkerError(f"worker exited (code {await self.process.wait()})")
+            raise LoadProcessError(f"worker exited (code {await self.process.wait()})")
         message: dict[str, Any] = json.loads(line)
         if "error" in message:
-            raise WorkerError(message["error"])
+            raise LoadProcessError(message["error"])
         return message
 
     def kill(self) -> None:
@@ -75,12 +77,12 @@ class Worker:
 
 
 @contextlib.asynccontextmanager
-async def workers(specs: list[dict[str, Any]]) -> AsyncIterator[list[Worker]]:
+async def workers(specs: list[dict[str, Any]]) -> AsyncIterator[list[LoadProcess]]:
     """Start one worker per spec; kill any still running on the way out."""
-    started: list[Worker] = []
+    started: list[LoadProcess] = []
     try:
         for spec in specs:
-            started.append(await Worker.start(spec))
+            started.append(await LoadProcess.start(spec))
         yield started
     finally:
         for worker in started:
@@ -89,7 +91,7 @@ async def workers(specs: list[dict[str, Any]]) -> AsyncIterator[list[Worker]]:
                 await asyncio.wait_for(worker.process.wait(), 5)
 
 
-async def go_all(ws: list[Worker], stage: str, timeout: float) -> list[dict[str, Any]]:
+async def go_all(ws: list[LoadProcess], stage: str, timeout: float) -> list[dict[str, Any]]:
     """Wait until every worker reached ``stage``, then release them together."""
     reached = await asyncio.gather(*(w.expect(stage, timeout) for w in ws))
     for w in ws:

@@ -7,21 +7,17 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from bench import procs, profiling
+from bench import profiling
 from bench.common import (
     REDIS_URL,
-    delete_prefix,
-    new_prefix,
     percentile,
     rss_kib,
-    wait_quiet,
 )
 from bench.driver import go_all, workers
+from bench.harness import counted_runs, scratch
 from bench.options import Options
 from bench.report import Result, Row
 from bench.verify import Check
-
-NOISY = 0.25  # cores used by other sessions that disturb a run enough to redo it
 
 
 def _specs(
@@ -84,12 +80,9 @@ async def chat_run(
     opts: Options, rate: float, active: int | None = None, profile: bool = False
 ) -> dict[str, Any]:
     """One run on a fresh gateway and prefix; keys deleted and processes stopped after."""
-    busy_before = await wait_quiet(opts.quiet_wait)
-    prefix = new_prefix("chat")
-    server = procs.gateway(prefix, opts.experiment)
     profile_task = None
-    try:
-        await asyncio.to_thread(server.start)
+    async with scratch(opts, "chat", gateway=True, settings=opts.experiment) as world:
+        server = world.server
         specs = _specs(opts, server.port, server.pid, rate,
                        opts.pairs if active is None else active)
         async with workers(specs) as ws:
@@ -101,7 +94,7 @@ async def chat_run(
             parts = await asyncio.gather(*(w.result(timeout) for w in ws))
         result = _merge(list(parts))
         result["gateway_rss_kib"] = rss_kib(server.pid)
-        result["busy_before"] = busy_before
+        result["busy_before"] = world.busy_before
         if profile_task is not None:
             path = await profile_task
             result["profile"] = (profiling.summarize(path).text() if path else
@@ -110,11 +103,6 @@ async def chat_run(
                 kept = profiling.keep(path)
                 result["profile"] += f"\n\nraw collapsed stacks: {kept}"
         return result
-    finally:
-        if profile_task is not None and not profile_task.done():
-            profile_task.cancel()
-        await asyncio.to_thread(server.stop)
-        await asyncio.to_thread(delete_prefix, prefix)
 
 
 def _tag(opts: Options) -> str:
@@ -136,24 +124,10 @@ def _describe(run: dict[str, Any]) -> dict[str, Any]:
 async def _runs(
     opts: Options, rate: float, active: int, result: Result, say: Callable[[dict[str, Any]], str]
 ) -> list[dict[str, Any]]:
-    """``opts.runs`` counted runs. A run during which other sessions kept more than NOISY
-    cores busy is kept in the details but redone, at most ``opts.redo_noisy`` times."""
-    counted: list[dict[str, Any]] = []
-    redos = opts.redo_noisy
-    while len(counted) < opts.runs:
-        run = _describe(await chat_run(opts, rate, active)) | {"active_pairs": active}
-        other = run["cpu"].get("other", 0.0)
-        run["counted"] = other <= NOISY or redos <= 0
-        result.runs.append(run)
-        tag = f"run {len(counted) + 1}" if run["counted"] else "disturbed run, redone"
-        print(f"  {tag}: {say(run)}", flush=True)
-        if run["counted"]:
-            counted.append(run)
-        else:
-            redos -= 1
-            result.notes.append(f"redone: other sessions used {other} cores during a run "
-                                f"({say(run)})")
-    return counted
+    async def one() -> dict[str, Any]:
+        return _describe(await chat_run(opts, rate, active)) | {"active_pairs": active}
+
+    return await counted_runs(opts, result, "chat", one, say)
 
 
 def _say_throughput(run: dict[str, Any]) -> str:

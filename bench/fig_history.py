@@ -1,4 +1,4 @@
-"""ReadModel figures: ``GET /v1/threads/{thread}/messages`` latency (and, later, rebuild).
+"""History figure: ``GET /v1/threads/{thread}/messages`` latency under a steady request rate.
 
 ``history_read``: one thread of ``--history-messages`` messages is written straight
 into ``messages`` and ``threads`` with COPY (as the projector would leave them), the
@@ -20,12 +20,12 @@ from typing import Any
 import psycopg
 
 from bench import pg, procs
-from bench.common import delete_prefix, new_prefix, percentile, wait_quiet
+from bench.common import percentile
 from bench.driver import go_all, workers
-from bench.fig_projector import counted_runs, value
+from bench.harness import counted_runs, scratch, value
 from bench.options import Options
 from bench.report import Result, Row
-from domain.ids import sort_key
+from domain.ids import ms_of, sort_key
 
 TARGET_P99 = 10.0  # ms
 LIMIT = 50
@@ -57,19 +57,18 @@ def seed(url: str, messages: int) -> list[str]:
                 "INSERT INTO threads (thread, user_a, user_b, last_id, last_key, first_at, "
                 "last_at, events) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (THREAD, A, B, last, sort_key(last), datetime.fromtimestamp(base / 1000, UTC),
-                 datetime.fromtimestamp(int(last.split("-")[0]) / 1000, UTC), messages))
+                 datetime.fromtimestamp(ms_of(last) / 1000, UTC), messages))
         conn.execute("ANALYZE messages")
         conn.execute("ANALYZE threads")
     return ids
 
 
 async def history_run(opts: Options) -> dict[str, Any]:
-    busy_before = await wait_quiet(opts.quiet_wait)
-    prefix = new_prefix("hist")
-    name, url = await asyncio.to_thread(pg.create, "history")
-    server = procs.gateway(prefix, database_url=url)
-    try:
+    async with scratch(opts, "hist", database=True) as world:
+        url, busy_before = world.database_url, world.busy_before
         ids = await asyncio.to_thread(seed, url, opts.history_messages)
+        server = procs.gateway(world.prefix, database_url=url)
+        world.gateway = server  # stopped with the rest
         await asyncio.to_thread(server.start)
         rng = random.Random(5)
         paths = [f"/v1/threads/{THREAD}/messages?limit={LIMIT}&before={rng.choice(ids[LIMIT:])}"
@@ -97,10 +96,6 @@ async def history_run(opts: Options) -> dict[str, Any]:
                     "p99.9": percentile(values, 99.9), "max": values[-1] if values else math.nan,
                     "requests": len(values), "busy_before": busy_before})
         return run
-    finally:
-        await asyncio.to_thread(server.stop)
-        await asyncio.to_thread(pg.drop, name)
-        await asyncio.to_thread(delete_prefix, prefix)
 
 
 def _say(run: dict[str, Any]) -> str:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bench import procs
-from bench.common import delete_prefix, new_prefix, rss_kib, wait_quiet
+from bench.common import rss_kib
 from bench.driver import workers
+from bench.harness import scratch
 from bench.options import Options
 from bench.report import Result, Row
 
@@ -20,11 +20,8 @@ SETTLE = 1.0  # seconds before each VmRSS reading
 
 
 async def memory_run(opts: Options) -> dict[str, Any]:
-    busy_before = await wait_quiet(opts.quiet_wait)
-    prefix = new_prefix("mem")
-    server = procs.gateway(prefix)
-    try:
-        await asyncio.to_thread(server.start)
+    async with scratch(opts, "mem", gateway=True) as world:
+        server = world.server
         spec = {"mode": "idle", "port": server.port, "count": opts.idle, "concurrency": 64}
         async with workers([spec]) as ws:
             worker = ws[0]
@@ -38,12 +35,10 @@ async def memory_run(opts: Options) -> dict[str, Any]:
             await worker.say("go")
             result = await worker.result(60)
         connected = int(ready["connections"])
-        result.update(rss_before_kib=before, rss_after_kib=after, busy_before=busy_before,
+        result.update(rss_before_kib=before, rss_after_kib=after,
+                      busy_before=world.busy_before,
                       per_socket_kib=(after - before) / max(connected, 1))
         return result
-    finally:
-        await asyncio.to_thread(server.stop)
-        await asyncio.to_thread(delete_prefix, prefix)
 
 
 async def memory(opts: Options) -> Result:
@@ -78,23 +73,21 @@ async def _deflate_case(opts: Options, policy: str, offer: bool) -> dict[str, An
     from adapters.tokens import mint
     from bench.common import SECRET
 
-    prefix = new_prefix("deflate")
-    server = procs.gateway(prefix, {"DUOLOGUE_WS_COMPRESSION": policy})
     sockets: list[Any] = []
 
     async def one(user: str) -> None:
         ws = await websockets.connect(
-            f"ws://127.0.0.1:{server.port}/v1/ws", compression="deflate" if offer else None,
+            f"ws://127.0.0.1:{world.server.port}/v1/ws", compression="deflate" if offer else None,
             additional_headers={"Authorization": f"Bearer {mint(user, SECRET, 3600)}"},
             max_queue=4, ping_interval=None)
         await asyncio.wait_for(ws.recv(), 20)  # hello
         sockets.append(ws)
 
-    try:
-        await asyncio.to_thread(server.start)
+    async with scratch(opts, "deflate", gateway=True,
+                       settings={"DUOLOGUE_WS_COMPRESSION": policy}) as world:
         await one("warm0")
         await asyncio.sleep(SETTLE)
-        before = rss_kib(server.pid)
+        before = rss_kib(world.server.pid)
         gate = asyncio.Semaphore(64)
 
         async def bounded(n: int) -> None:
@@ -103,22 +96,19 @@ async def _deflate_case(opts: Options, policy: str, offer: bool) -> dict[str, An
 
         await asyncio.gather(*(bounded(n) for n in range(opts.deflate_idle)))
         await asyncio.sleep(SETTLE)
-        after = rss_kib(server.pid)
+        after = rss_kib(world.server.pid)
         negotiated = sum(1 for ws in sockets if ws.protocol.extensions)
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
         return {"policy": policy, "offer": offer, "sockets": len(sockets) - 1,
                 "negotiated": negotiated, "rss_before_kib": before, "rss_after_kib": after,
-                "per_socket_kib": (after - before) / max(len(sockets) - 1, 1)}
-    finally:
-        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-        await asyncio.to_thread(server.stop)
-        await asyncio.to_thread(delete_prefix, prefix)
+                "per_socket_kib": (after - before) / max(len(sockets) - 1, 1),
+                "busy_before": world.busy_before}
 
 
 async def deflate_memory(opts: Options) -> Result:
     result = Result()
     per_case: dict[str, list[float]] = {label: [] for label, _, _ in DEFLATE_CASES}
     for n in range(opts.runs):
-        await wait_quiet(opts.quiet_wait)
         for label, policy, offer in DEFLATE_CASES:
             run = await _deflate_case(opts, policy, offer)
             run["case"] = label

@@ -26,26 +26,19 @@ import functools
 import json
 import math
 import os
-import resource
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
-import redis
 
 from bench import pg, procs
-from bench.backlog import fill
+from bench.backlog import project_backlog
 from bench.common import (
-    REDIS_URL,
-    delete_prefix,
-    machine_cpu,
-    new_prefix,
     percentile,
-    wait_quiet,
 )
 from bench.driver import go_all, workers
+from bench.harness import Cpu, Scratch, cores, counted_runs, scratch, value
 from bench.options import Options
 from bench.profiling import RESULTS
 from bench.report import Result, Row
@@ -56,179 +49,7 @@ TARGET_FRESH_P99 = 250.0  # ms
 NOISY = 0.25  # cores used by other sessions that disturb a run enough to redo it
 
 
-class Cpu:
-    """CPU seconds of the projector (its process tree), Postgres (every ``postgres``
-    process), Redis, this driver and the whole machine."""
-
-    def __init__(self, projector_pid: int, gateway_pid: int | None = None) -> None:
-        self.projector_pid = projector_pid
-        self.gateway_pid = gateway_pid
-        self.redis = redis.Redis.from_url(REDIS_URL)
-
-    def sample(self) -> dict[str, float]:
-        info = self.redis.info("cpu")
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        busy, steal = machine_cpu()
-        out = {"projector": pg.tree_cpu(self.projector_pid), "postgres": pg.server_cpu(),
-               "redis": float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
-               "driver": usage.ru_utime + usage.ru_stime, "machine": busy, "steal": steal}
-        if self.gateway_pid:
-            out["gateway"] = pg.tree_cpu(self.gateway_pid)
-        return out
-
-    def close(self) -> None:
-        self.redis.close()
-
-
-def cores(a: dict[str, float], b: dict[str, float], seconds: float,
-          extra: float = 0.0) -> dict[str, float]:
-    """Cores used per process between two samples; ``other``: the rest of the machine
-    (``extra``: cores of our own processes measured elsewhere, e.g. the load worker)."""
-    used = {k: round((b[k] - a[k]) / seconds, 3) for k in a if k in b}
-    ours = sum(v for k, v in used.items() if k not in ("machine", "steal")) + extra
-    used["other"] = round(max(0.0, used["machine"] - ours), 3)
-    return used
-
-
-async def counted_runs(
-    opts: Options, result: Result, what: str, one: Callable[[], Awaitable[dict[str, Any]]],
-    say: Callable[[dict[str, Any]], str],
-) -> list[dict[str, Any]]:
-    """``opts.runs`` counted runs. A run during which other sessions kept more than NOISY
-    cores busy is kept in the details but redone (at most ``opts.redo_noisy`` times); a
-    run that fails counts as n/a, with its error in the notes."""
-    counted: list[dict[str, Any]] = []
-    redos = opts.redo_noisy
-    while len(counted) < opts.runs:
-        try:
-            run = await one()
-        except Exception as exc:  # reported in the notes; the figure goes on
-            run = {"error": f"{type(exc).__name__}: {exc}"[:2000], "counted": True}
-            result.runs.append(run)
-            counted.append(run)
-            result.notes.append(f"{what} run {len(counted)} failed: {run['error']}")
-            print(f"  {what} run {len(counted)} FAILED: {run['error']}", flush=True)
-            continue
-        other = run["cpu"].get("other", 0.0)
-        run["counted"] = other <= NOISY or redos <= 0
-        result.runs.append(run)
-        tag = f"run {len(counted) + 1}" if run["counted"] else "disturbed run, redone"
-        print(f"  {what}, {tag}: {say(run)}", flush=True)
-        if run["counted"]:
-            counted.append(run)
-        else:
-            redos -= 1
-            result.notes.append(f"{what}: redone, other sessions used {other} cores "
-                                f"during a run ({say(run)})")
-    return counted
-
-
-def value(run: dict[str, Any], *path: str) -> float:
-    """A number from a run's details; NaN for a failed run."""
-    found: Any = run
-    for name in path:
-        if not isinstance(found, dict) or name not in found:
-            return math.nan
-        found = found[name]
-    return float(found)
-
-
 # ---------------------------------------------------------------- 1. throughput
-
-
-async def _applied(conn: psycopg.AsyncConnection[Any]) -> int:
-    cur = await conn.execute("SELECT coalesce(sum(events), 0)::bigint FROM projector_checkpoints")
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
-
-
-async def _verify(url: str, expected: dict[str, Any]) -> dict[str, Any]:
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        cur = await conn.execute(
-            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM messages), "
-            "(SELECT count(deleted_at) FROM messages), (SELECT count(edited_at) FROM messages), "
-            "(SELECT count(*) FROM read_receipts), (SELECT count(*) FROM threads), "
-            "(SELECT coalesce(sum(events), 0) FROM threads), (SELECT count(*) FROM dead_letters)")
-        row = await cur.fetchone()
-    assert row is not None
-    names = ("events", "messages", "deleted", "edited", "receipts", "threads",
-             "thread_events", "dead_letters")
-    found = dict(zip(names, (int(v) for v in row), strict=True))
-    want = {**{k: expected[k] for k in names if k in expected},
-            "thread_events": expected["events"], "dead_letters": 0}
-    return {"found": found, "ok": found == want,
-            "differs": {k: (found[k], want[k]) for k in want if found[k] != want[k]}}
-
-
-def _stream_events(prefix: str) -> int:
-    """Events the run's thread streams still hold in Redis (retention at work or not)."""
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        with client.pipeline(transaction=False) as pipe:
-            for key in client.scan_iter(match=f"{prefix}:{{p*}}:t:*", count=1000):
-                pipe.xlen(key)
-            return sum(int(n) for n in pipe.execute())
-    finally:
-        client.close()
-
-
-async def projector_run(opts: Options, workers_n: int,
-                        env: dict[str, str] | None = None) -> dict[str, Any]:
-    busy_before = await wait_quiet(opts.quiet_wait)
-    prefix = new_prefix("proj")
-    name, url = await asyncio.to_thread(pg.create, "projector")
-    projector: procs.Projector | None = None
-    try:
-        expected = await asyncio.to_thread(fill, prefix, opts.backlog, opts.backlog_threads)
-        total = expected.events
-        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-        try:
-            projector = procs.Projector(prefix, url, workers_n, env or {})
-            meter = None
-            spawned = time.perf_counter()
-            await asyncio.to_thread(projector.start)
-            meter = Cpu(projector.pid)
-            cpu0, t_cpu0 = meter.sample(), time.perf_counter()
-            first: tuple[float, int] | None = None
-            timeline: list[tuple[float, int]] = []
-            deadline = spawned + opts.projector_timeout
-            done = 0
-            while done < total:
-                if time.perf_counter() > deadline or not projector.alive():
-                    raise RuntimeError(f"projector applied {done:,} of {total:,} events "
-                                       f"(alive={projector.alive()}):\n{projector.log_tail()}")
-                await asyncio.sleep(0.05)
-                done = await _applied(conn)
-                now = time.perf_counter()
-                timeline.append((round(now - spawned, 3), done))
-                if first is None and done > 0:
-                    first = (now, done)
-            finished = time.perf_counter()
-            cpu1 = meter.sample()
-            meter.close()
-        finally:
-            await conn.close()
-        await asyncio.to_thread(projector.stop)
-        assert first is not None
-        seconds = finished - first[0]
-        check = await _verify(url, expected.as_dict())
-        in_redis = await asyncio.to_thread(_stream_events, prefix)
-        return {
-            "workers": workers_n, "events": total,
-            "rate": (total - first[1]) / seconds if seconds > 0 else math.nan,
-            "seconds": round(seconds, 3), "wall_seconds": round(finished - spawned, 3),
-            "wall_rate": total / (finished - spawned),
-            "first_commit_after": round(first[0] - spawned, 3), "first_seen": first[1],
-            "cpu": cores(cpu0, cpu1, finished - t_cpu0), "check": check,
-            "backlog": expected.as_dict(), "busy_before": busy_before,
-            "redis_events": in_redis,
-            "timeline": timeline[:: max(1, len(timeline) // 40)],
-        }
-    finally:
-        if projector is not None:
-            await asyncio.to_thread(projector.stop)
-        await asyncio.to_thread(pg.drop, name)
-        await asyncio.to_thread(delete_prefix, prefix)
 
 
 def _say_projector(run: dict[str, Any]) -> str:
@@ -243,7 +64,7 @@ async def projector(opts: Options) -> Result:
     for workers_n in (1, 2):
         who = "1 worker" if workers_n == 1 else f"--workers {workers_n}"
         runs = await counted_runs(opts, result, f"projector, {who}",
-                                  functools.partial(projector_run, opts, workers_n),
+                                  functools.partial(project_backlog, opts, workers_n),
                                   _say_projector)
         for n, run in enumerate(runs):
             if "check" in run and not run["check"]["ok"]:
@@ -369,15 +190,16 @@ async def _table_stats(url: str, table: str) -> dict[str, Any]:
 
 
 async def freshness_run(opts: Options) -> dict[str, Any]:
-    busy_before = await wait_quiet(opts.quiet_wait)
-    prefix = new_prefix("fresh")
-    name, url = await asyncio.to_thread(pg.create, "freshness")
-    server = procs.gateway(prefix, database_url=url)
-    projector = procs.Projector(prefix, url, 1)
+    async with scratch(opts, "fresh", database=True, gateway=True) as world:
+        return await _freshness(opts, world)
+
+
+async def _freshness(opts: Options, world: Scratch) -> dict[str, Any]:
+    url, server, busy_before = world.database_url, world.server, world.busy_before
+    projector = procs.Projector(world.prefix, url, 1)
     poller = Poller(url, opts.poll_ms / 1000)
     poll_task: asyncio.Task[None] | None = None
     try:
-        await asyncio.to_thread(server.start)
         await asyncio.to_thread(projector.start)
         await _wait_partitions(url, 64, 30)
         commits0 = await _commits(url)
@@ -444,9 +266,6 @@ async def freshness_run(opts: Options) -> dict[str, Any]:
         if poll_task is not None and not poll_task.done():
             poll_task.cancel()
         await asyncio.to_thread(projector.stop)
-        await asyncio.to_thread(server.stop)
-        await asyncio.to_thread(pg.drop, name)
-        await asyncio.to_thread(delete_prefix, prefix)
 
 
 def _say_freshness(run: dict[str, Any]) -> str:

@@ -26,12 +26,10 @@ from bench.report import Result, Row
 from domain.ids import sort_key
 from schemas.events import MessageDeleted, MessageEdited, MessageSent, ReadUpTo, encode_event
 
-EVENTS = 1_000_000
-THREADS = 10_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def seed(url: str, events: int = EVENTS, threads: int = THREADS) -> dict[str, int]:
+def seed(url: str, events: int, threads: int) -> dict[str, int]:
     """COPY a consistent archive; return what the projection must hold."""
     rng = random.Random(7)
     sent: list[list[tuple[str, str]]] = [[] for _ in range(threads)]  # (id, sender) alive
@@ -96,8 +94,8 @@ async def rebuild(opts: Options) -> Result:
     runs: list[float] = []
     with pg.database("rebuild") as url:
         started = time.perf_counter()
-        expected = await asyncio.to_thread(seed, url)
-        print(f"  seeded {EVENTS:,} events / {THREADS:,} threads in "
+        expected = await asyncio.to_thread(seed, url, opts.rebuild_events, opts.rebuild_threads)
+        print(f"  seeded {opts.rebuild_events:,} events / {opts.rebuild_threads:,} threads in "
               f"{time.perf_counter() - started:.1f} s", flush=True)
         for n in range(opts.runs):
             await wait_quiet(opts.quiet_wait)
@@ -106,7 +104,8 @@ async def rebuild(opts: Options) -> Result:
             runs.append(seconds)
             result.runs.append({"seconds": seconds, **expected})
             print(f"  rebuild run {n + 1}: {seconds:.1f} s", flush=True)
-    result.rows.append(Row("rebuild", f"duologue rebuild, {EVENTS:,} events / {THREADS:,} "
+    result.rows.append(Row("rebuild", f"duologue rebuild, {opts.rebuild_events:,} events / "
+                           f"{opts.rebuild_threads:,} "
                            "threads (wall, process start included)", "s", runs, 60.0,
                            higher_is_better=False, digits=1))
     return result

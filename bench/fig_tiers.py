@@ -23,18 +23,17 @@ from typing import Any
 import redis
 
 from adapters.record import Keys
-from bench import pg, procs
-from bench.common import REDIS_URL, ROOT, delete_prefix, new_prefix, wait_quiet
+from bench import pg
+from bench.backlog import prefill, project_backlog
+from bench.common import REDIS_URL, ROOT, wait_quiet
 from bench.driver import go_all, workers
-from bench.fig_projector import counted_runs, projector_run, value
-from bench.fig_sync import prefill
+from bench.harness import counted_runs, scratch, value
 from bench.options import Options
 from bench.report import Result, Row
 from duologue.embedded import EmbeddedRedis
 from gateway.store import APPEND_LUA, append_call
 from schemas.events import MessageSent
 
-IDLE_THREADS = 10_000
 PEERS = 5  # each user starts threads with the next five: ~10 threads per user
 
 
@@ -84,7 +83,7 @@ def _delete(client: redis.Redis, pattern: str) -> None:
 
 
 async def idle_memory_run(opts: Options) -> dict[str, Any]:
-    busy_before = await wait_quiet(opts.quiet_wait)
+    busy_before = await wait_quiet(opts.quiet_wait)  # no scratch: a private server
     prefix = "dl"  # a private server: the key names of a real deployment
     keys = Keys(prefix, 64)
     with tempfile.TemporaryDirectory(prefix="dlbench-redis-") as directory, \
@@ -92,24 +91,25 @@ async def idle_memory_run(opts: Options) -> dict[str, Any]:
         server = EmbeddedRedis(Path(directory), persist=False).start()
         client = redis.Redis.from_url(server.url)
         try:
-            pairs = _threads(IDLE_THREADS)
+            pairs = _threads(opts.idle_threads)
             base = _used(client)
             _fill(client, keys, pairs)
             filled = _used(client)
             dedupe = sum(client.memory_usage(k, samples=0) or 0
-                         for k in client.scan_iter(match=f"{prefix}:*:d:*", count=1000))
+                         for k in client.scan_iter(match=keys.dedupe_pattern(), count=1000))
             await asyncio.to_thread(_burst, server.url, url, prefix, DUOLOGUE_RETAIN_IDLE="0")
-            _delete(client, f"{prefix}:*:d:*")  # the 24 h idempotency records: not counted
+            _delete(client, keys.dedupe_pattern())  # the 24 h idempotency records: not counted
             after = _used(client)
-            left = sum(1 for k in client.scan_iter(match=f"{prefix}:*:[ts]:*", count=1000))
+            left = sum(1 for k in client.scan_iter(match=keys.thread_pattern(), count=1000))
             floor_base = _used(client)
+            floor_keys = Keys("floor", 64)
             with client.pipeline(transaction=False) as pipe:  # the bare index entries
                 for sender, peer in pairs:
                     low, high = sorted((sender, peer))
                     thread = f"dm:{low}:{high}"
                     part = keys.partition(thread)
                     for user in (low, high):
-                        pipe.hset(f"floor:{{p{part}}}:u:{user}", thread, "1796464541657-0")
+                        pipe.hset(floor_keys.index(part, user), thread, "1796464541657-0")
                 pipe.execute()
             floor = _used(client) - floor_base
         finally:
@@ -132,7 +132,7 @@ async def idle_memory(opts: Options) -> Result:
               flush=True)
     runs = result.runs
     result.rows += [
-        Row("tiers", f"Redis per idle archived thread, {IDLE_THREADS:,} threads", "B",
+        Row("tiers", f"Redis per idle archived thread, {opts.idle_threads:,} threads", "B",
             [r["per_thread_after"] for r in runs], 400, higher_is_better=False, digits=0),
         Row("tiers", "  same threads before retention (same run)", "B",
             [r["per_thread_before"] for r in runs], higher_is_better=False, digits=0,
@@ -151,24 +151,18 @@ async def _timed_sync(port: int, user: str, thread: str) -> dict[str, Any]:
 
 
 async def archive_sync_run(opts: Options) -> dict[str, Any]:
-    busy_before = await wait_quiet(opts.quiet_wait)
-    prefix = new_prefix("tiers")
     events, retained = opts.events, opts.events // 10
-    with pg.database("tiers") as url:
-        server = procs.gateway(prefix, database_url=url)
-        try:
-            await asyncio.to_thread(server.start)
-            cold = ("cold", "filler", "dm:cold:filler")
-            hot = ("hot", "filler", "dm:filler:hot")
-            await prefill(prefix, events, thread=cold[2], users=cold[:2])
-            await asyncio.to_thread(_burst, REDIS_URL, url, prefix,
-                                    DUOLOGUE_RETAIN_EVENTS=str(retained))
-            await prefill(prefix, events, thread=hot[2], users=hot[:2])  # stream only
-            archived = await _timed_sync(server.port, cold[0], cold[2])
-            streamed = await _timed_sync(server.port, hot[0], hot[2])
-        finally:
-            await asyncio.to_thread(server.stop)
-            await asyncio.to_thread(delete_prefix, prefix)
+    async with scratch(opts, "tiers", database=True, gateway=True) as world:
+        prefix, url, port = world.prefix, world.database_url, world.server.port
+        cold = ("cold", "filler", "dm:cold:filler")
+        hot = ("hot", "filler", "dm:filler:hot")
+        await prefill(prefix, events, thread=cold[2], users=cold[:2])
+        await asyncio.to_thread(_burst, REDIS_URL, url, prefix,
+                                DUOLOGUE_RETAIN_EVENTS=str(retained))
+        await prefill(prefix, events, thread=hot[2], users=hot[:2])  # stream only
+        archived = await _timed_sync(port, cold[0], cold[2])
+        streamed = await _timed_sync(port, hot[0], hot[2])
+        busy_before = world.busy_before
     ok = all(r["events"] == events == r["distinct"] and r["in_order"] and r["recovered"]
              and r["last_id_matches"] for r in (archived, streamed))
     return {"archive_ms": archived["ms"], "stream_ms": streamed["ms"],
@@ -205,8 +199,8 @@ NOT_RETAINING = {"DUOLOGUE_RETENTION_EVERY": "0"}
 
 
 async def _pair(opts: Options) -> dict[str, Any]:
-    off = await projector_run(opts, 1, NOT_RETAINING)
-    on = await projector_run(opts, 1, RETAINING)
+    off = await project_backlog(opts, 1, NOT_RETAINING)
+    on = await project_backlog(opts, 1, RETAINING)
     ratio = on["rate"] / off["rate"] if off.get("rate") else math.nan
     other = max(on["cpu"].get("other", 0.0), off["cpu"].get("other", 0.0))
     return {"on": on, "off": off, "ratio": ratio, "cpu": {"other": other}}

@@ -1,4 +1,5 @@
-"""Benchmark knobs (command-line options of ``python -m bench``)."""
+"""Benchmark knobs: every field is a command-line option of ``python -m bench``
+(``--backlog-threads`` sets ``backlog_threads``); ``--smoke`` starts from ``SMOKE``."""
 
 from __future__ import annotations
 
@@ -38,8 +39,21 @@ class Options:
     history_messages: int = 100_000  # messages in the thread GET reads pages of
     history_rate: float = 200.0  # GET requests/s
     history_duration: float = 15.0  # seconds of its measurement window
+    idle_threads: int = 10_000  # idle archived threads (idle_memory figure)
+    rebuild_events: int = 1_000_000  # archived events the rebuild figure rebuilds from
+    rebuild_threads: int = 10_000
 
     @property
     def experiment(self) -> dict[str, str]:
         """What differs from the gateway as shipped (empty: as shipped)."""
         return dict(self.gateway_env)
+
+
+# Every figure at a tiny size, one run, no waiting for a quiet machine: what the smoke
+# test in scripts/test runs so that no figure can rot unnoticed (its numbers mean nothing).
+SMOKE = Options(
+    runs=1, pairs=4, active_pairs=0, warmup=0.2, duration=0.5, rate=100.0, events=200,
+    idle=20, deflate_idle=10, echo_clients=4, quiet_wait=0.0, redo_noisy=0, backlog=400,
+    backlog_threads=20, projector_timeout=60.0, fresh_rate=50.0, fresh_duration=1.0,
+    pg_rows=2000, pg_batch=500, history_messages=300, history_rate=20.0,
+    history_duration=1.0, idle_threads=100, rebuild_events=2000, rebuild_threads=40)

@@ -16,7 +16,8 @@ import psycopg
 
 from adapters.postgres import migrate
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+ADMIN_URL = os.environ.get(
+    "DLBENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 _created: list[str] = []
 
 

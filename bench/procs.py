@@ -1,7 +1,8 @@
-"""Server subprocesses (gateway, echo server, projector): start, wait until up, stop.
+"""Subprocesses of a figure (gateway, echo server, projector): start, wait until up, stop.
 
 Every process started here is registered, so ``stop_all`` (run from ``__main__``'s
-``finally``) can kill whatever is left after an error or Ctrl-C.
+``finally``) can kill whatever is left after an error or Ctrl-C. Each logs to a
+temporary file, deleted when it stops (kept with ``DLBENCH_KEEP_LOGS=1``).
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import HOST, REDIS_URL, ROOT, SECRET, free_port
 
 NOFILE = 16384
-_started: list[subprocess.Popen[bytes]] = []
+_started: list[Child] = []
 
 
 def _raise_nofile() -> None:  # runs in the child between fork and exec
@@ -34,10 +34,13 @@ def _raise_nofile() -> None:  # runs in the child between fork and exec
 
 
 @dataclass
-class Server:
+class Child:
+    """One subprocess with its log. ``group``: in a process group of its own, which
+    ``stop`` kills whole (a projector's ``--workers`` children)."""
+
     argv: list[str]
     env: dict[str, str]
-    port: int = field(default_factory=free_port)
+    group: bool = False
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -46,21 +49,59 @@ class Server:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, timeout: float = 20.0) -> Server:
+    def spawn(self) -> None:
         fd, name = tempfile.mkstemp(prefix="dlbench-", suffix=".log")
         self.log_path = Path(name)
-        argv = [*self.argv, "--port", str(self.port)]
         with os.fdopen(fd, "wb") as out:
             self.process = subprocess.Popen(
-                argv, env={**os.environ, **self.env}, cwd=ROOT, stdout=out,
-                stderr=subprocess.STDOUT, preexec_fn=_raise_nofile)
-        _started.append(self.process)
+                self.argv, env={**os.environ, **self.env}, cwd=ROOT, stdout=out,
+                stderr=subprocess.STDOUT, preexec_fn=_raise_nofile,
+                start_new_session=self.group)
+        _started.append(self)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (a projector finishes its batch), then SIGKILL; the group too."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        if process is not None and self.group:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)  # a worker left behind
+        if self in _started:
+            _started.remove(self)
+        if self.log_path is not None and not os.environ.get("DLBENCH_KEEP_LOGS"):
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
+
+
+@dataclass
+class Server(Child):
+    """A child serving HTTP on ``port``: ``start`` returns once ``/healthz`` answers."""
+
+    port: int = field(default_factory=free_port)
+
+    def start(self, timeout: float = 20.0) -> Server:
+        self.argv = [*self.argv, "--port", str(self.port)]
+        self.spawn()
         deadline = time.monotonic() + timeout
         while not self._healthy():
-            if self.process.poll() is not None or time.monotonic() > deadline:
+            if not self.alive() or time.monotonic() > deadline:
                 tail = self.log_tail()
                 self.stop()
-                raise RuntimeError(f"{argv} did not come up:\n{tail}")
+                raise RuntimeError(f"{self.argv} did not come up:\n{tail}")
             time.sleep(0.05)
         return self
 
@@ -70,26 +111,6 @@ class Server:
                 return bool(r.status == 200)
         except (urllib.error.URLError, OSError):
             return False
-
-    def log_tail(self, lines: int = 30) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout: float = 15.0) -> None:
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        if process in _started:
-            _started.remove(process)
-        if self.log_path is not None and not os.environ.get("DLBENCH_KEEP_LOGS"):
-            with contextlib.suppress(OSError):
-                self.log_path.unlink()
 
 
 def gateway(prefix: str, experiment: dict[str, str] | None = None,
@@ -102,90 +123,30 @@ def gateway(prefix: str, experiment: dict[str, str] | None = None,
     return Server([sys.executable, "-m", "duologue.cli", "gateway"], env)
 
 
-@dataclass
-class Projector:
-    """``duologue projector`` in a process group of its own (``--workers N`` forks N
-    workers under a supervisor), so stopping it stops every worker it started."""
-
-    prefix: str
-    database_url: str
-    workers: int = 1
-    env: dict[str, str] = field(default_factory=dict)  # extra DUOLOGUE_* settings
-    process: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self) -> Projector:
-        fd, name = tempfile.mkstemp(prefix="dlbench-projector-", suffix=".log")
-        self.log_path = Path(name)
-        env = {**os.environ, "REDIS_URL": REDIS_URL, "DATABASE_URL": self.database_url,
-               "DUOLOGUE_PREFIX": self.prefix, **self.env}
-        argv = [sys.executable, "-m", "duologue.cli", "projector"]
-        if self.workers > 1:
-            argv += ["--workers", str(self.workers)]
-        with os.fdopen(fd, "wb") as out:
-            self.process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-        _started.append(self.process)
-        return self
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, lines: int = 30) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM (each worker finishes its batch), then SIGKILL to the whole group."""
-        process = self.process
-        if process is not None:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=5)
-            _kill_group(process.pid)  # a worker left behind by its supervisor
-            if process in _started:
-                _started.remove(process)
-        if self.log_path is not None and not os.environ.get("DLBENCH_KEEP_LOGS"):
-            with contextlib.suppress(OSError):
-                self.log_path.unlink()
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGKILL the process group ``pgid`` (a group this module created), if any is left."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
 def echo_server() -> Server:
     return Server([sys.executable, "-m", "bench.echo_server"], {})
 
 
-@contextlib.contextmanager
-def running(server: Server) -> Iterator[Server]:
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+class Projector(Child):
+    """``duologue projector [--workers N]`` in a process group of its own."""
+
+    def __init__(self, prefix: str, database_url: str, workers: int = 1,
+                 env: dict[str, str] | None = None) -> None:
+        argv = [sys.executable, "-m", "duologue.cli", "projector"]
+        super().__init__(argv + (["--workers", str(workers)] if workers > 1 else []),
+                         {"REDIS_URL": REDIS_URL, "DATABASE_URL": database_url,
+                          "DUOLOGUE_PREFIX": prefix, **(env or {})}, group=True)
+
+    def start(self) -> Projector:
+        self.spawn()
+        return self
 
 
 def stop_all() -> None:
-    """Kill every server this process started and has not stopped yet (by pid)."""
-    for process in list(_started):
-        if process.poll() is None:
-            process.kill()
+    """Kill every child this process started and has not stopped yet."""
+    for child in list(_started):
+        if child.process is not None and child.process.poll() is None:
+            child.process.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
-        if process.args[3:4] == ["projector"]:  # type: ignore[index]
-            _kill_group(process.pid)  # its workers
-        _started.remove(process)
+                child.process.wait(timeout=5)
+        child.stop(timeout=1)

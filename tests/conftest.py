@@ -183,3 +183,9 @@ def fleet(redis_url: str, fresh_database: str, prefix: str, log_dir: Path) -> It
 def gateway(start_gateway: Callable[..., GatewayProcess]) -> GatewayProcess:
     """A gateway with the projector tests' partition count."""
     return start_gateway(DUOLOGUE_PARTITIONS=str(PARTITIONS))
+
+
+@pytest.fixture(scope="session")
+def admin_url(database_url: str) -> str:
+    """The server's maintenance database (CREATE DATABASE rights), embedded or not."""
+    return _ADMIN_URL
