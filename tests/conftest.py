@@ -189,3 +189,15 @@ def gateway(start_gateway: Callable[..., GatewayProcess]) -> GatewayProcess:
 def admin_url(database_url: str) -> str:
     """The server's maintenance database (CREATE DATABASE rights), embedded or not."""
     return _ADMIN_URL
+
+
+# -- the operators' commands (tests/ops_support.py) ----------------------------------
+@pytest.fixture
+def ops_env(redis_url: str, fresh_database: str, prefix: str) -> dict[str, str]:
+    return {"REDIS_URL": redis_url, "DATABASE_URL": fresh_database, "DUOLOGUE_PREFIX": prefix,
+            "DUOLOGUE_PARTITIONS": str(PARTITIONS)}
+
+
+@pytest.fixture
+def ops_keys(prefix: str) -> Keys:
+    return Keys(prefix, PARTITIONS)

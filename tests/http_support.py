@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from domain.ids import sort_key
+from domain.ids import ms_of, sort_key
 from tests.support import GatewayProcess, token
 
 BASE_MS = 1_700_000_000_000
@@ -29,7 +29,7 @@ def eid(n: int, seq: int = 0) -> str:
 
 
 def ms(event_id: str) -> int:
-    return int(event_id.partition("-")[0])
+    return ms_of(event_id)
 
 
 def at(event_id: str) -> datetime:

@@ -29,7 +29,7 @@ import psycopg
 import redis
 import websockets
 
-from adapters.record import Keys
+from adapters.record import B_EVENT, B_LOG_EVENT, B_LOG_ID, B_LOG_THREAD, Keys
 from domain.ids import event_key, participants, sort_key, thread_id
 from domain.state import fold
 from schemas.events import ReadUpTo, decode_event
@@ -274,12 +274,12 @@ Stream = list[tuple[str, str]]  # (event id, payload JSON) in stream order
 def thread_streams(client: redis.Redis, keys: Keys) -> dict[str, Stream]:
     """Every thread stream of the prefix, read whole."""
     streams: dict[str, Stream] = {}
-    for key in client.scan_iter(match=f"{keys.prefix}:{{p*}}:t:*", count=20000):
+    for key in client.scan_iter(match=keys.stream_pattern(), count=20000):
         name = key.decode()
         thread = name.split(":t:", 1)[1]
         assert keys.stream(thread) == name, name
         entries: Any = client.xrange(name)
-        streams[thread] = [(i.decode(), f[b"e"].decode()) for i, f in entries]
+        streams[thread] = [(i.decode(), f[B_EVENT].decode()) for i, f in entries]
     return streams
 
 
@@ -485,7 +485,8 @@ def streams_up_to(entries: Mapping[str, Iterable[tuple[str, dict[bytes, bytes]]]
         mark = event_key(marks.get(stream, "0"))
         for log_id, fields in items:
             if event_key(log_id) <= mark:
-                out[fields[b"t"].decode()].append((fields[b"i"].decode(), fields[b"e"].decode()))
+                out[fields[B_LOG_THREAD].decode()].append(
+                    (fields[B_LOG_ID].decode(), fields[B_LOG_EVENT].decode()))
     return dict(out)
 
 
@@ -498,3 +499,14 @@ def log_lines(process: ProjectorProcess, *events: str) -> list[dict[str, Any]]:
             if isinstance(record, dict) and record.get("event") in events:
                 found.append(record)
     return found
+
+
+def owned_now(process) -> set[int]:
+    """The partitions a worker holds, from its own log (taken minus released)."""
+    owned: set[int] = set()
+    for record in log_lines(process, "partition_taken", "partition_released"):
+        if record["event"] == "partition_taken":
+            owned.add(record["partition"])
+        else:
+            owned.discard(record["partition"])
+    return owned

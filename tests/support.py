@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -213,3 +214,18 @@ class ProjectorProcess(Child):
                 env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         return self
 
+
+async def blast_acked(client: Client, to: str, count: int, tag: str = "m") -> list[dict]:
+    """Pipeline ``count`` sends, then return their acks in send order."""
+    cmids = [f"{tag}-{client.cmid()}" for _ in range(count)]
+    for cmid in cmids:
+        await client.send({"type": "send", "to": to, "body": cmid, "client_msg_id": cmid})
+    acks = {}
+    for cmid in cmids:
+        acks[cmid] = await client.wait_for(lambda f, c=cmid: f.get("ref") == c, timeout=60)
+    assert all(a["type"] == "ack" for a in acks.values()), [a for a in acks.values()][:3]
+    return [acks[c] for c in cmids]
+
+
+def strictly_increasing(ids: list[str]) -> bool:
+    return all(id_key(a) < id_key(b) for a, b in itertools.pairwise(ids))

@@ -7,8 +7,7 @@ import asyncio
 import redis.asyncio as aioredis
 
 from adapters.record import Keys
-from tests.support import Client, thread_of, uid
-from tests.test_guarantees import blast, strictly_increasing
+from tests.support import Client, blast_acked, strictly_increasing, thread_of, uid
 
 
 async def test_pubsub_connection_killed_mid_traffic_leaves_no_gap(private_redis, start_gateway):
@@ -18,7 +17,7 @@ async def test_pubsub_connection_killed_mid_traffic_leaves_no_gap(private_redis,
     a = await Client.connect(gateway.ws_url, alice)
     b = await Client.connect(gateway.ws_url, bob)
     admin = aioredis.Redis.from_url(private_redis.url)
-    sending = asyncio.create_task(blast(b, alice, 3000, "k"))
+    sending = asyncio.create_task(blast_acked(b, alice, 3000, "k"))
     kills = 0
     while not sending.done() and kills < 5:
         await asyncio.sleep(0.1)

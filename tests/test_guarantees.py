@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 
-from tests.support import Client, id_key, thread_of, uid
+from adapters.record import B_EVENT, B_LOG_ID
+from tests.support import Client, blast_acked, id_key, strictly_increasing, thread_of, uid
 
 
 async def stream_ids(aredis, keys, thread: str) -> list[str]:
     return [i.decode() for i, _ in await aredis.xrange(keys.stream(thread), "-", "+")]
-
-
-async def blast(client: Client, to: str, count: int, tag: str = "m") -> list[dict]:
-    """Pipeline ``count`` sends, then return their acks in send order."""
-    cmids = [f"{tag}-{client.cmid()}" for _ in range(count)]
-    for cmid in cmids:
-        await client.send({"type": "send", "to": to, "body": cmid, "client_msg_id": cmid})
-    acks = {}
-    for cmid in cmids:
-        acks[cmid] = await client.wait_for(lambda f, c=cmid: f.get("ref") == c, timeout=60)
-    assert all(a["type"] == "ack" for a in acks.values()), [a for a in acks.values()][:3]
-    return [acks[c] for c in cmids]
-
-
-def strictly_increasing(ids: list[str]) -> bool:
-    return all(id_key(a) < id_key(b) for a, b in itertools.pairwise(ids))
 
 
 async def test_ack_means_the_event_is_in_the_thread_stream(shared_gateway, aredis, keys):
@@ -35,10 +19,10 @@ async def test_ack_means_the_event_is_in_the_thread_stream(shared_gateway, aredi
     ack = await a.say(bob, "durable")
     entries = await aredis.xrange(keys.stream(ack["thread"]), ack["id"], ack["id"])
     assert len(entries) == 1
-    assert json.loads(entries[0][1][b"e"]) == {
+    assert json.loads(entries[0][1][B_EVENT]) == {
         "kind": "MessageSent", "sender": alice, "body": "durable", "client_msg_id": ack["ref"]}
     log = await aredis.xrange(keys.log(keys.partition(ack["thread"])), "-", "+")
-    assert any(f[b"i"].decode() == ack["id"] for _, f in log)
+    assert any(f[B_LOG_ID].decode() == ack["id"] for _, f in log)
     await a.close()
 
 
@@ -48,7 +32,7 @@ async def test_each_connection_sees_a_thread_in_strictly_increasing_order(
     thread = thread_of(alice, bob)
     a1, a2 = [await Client.connect(shared_gateway.ws_url, alice) for _ in range(2)]
     b1, b2 = [await Client.connect(shared_gateway.ws_url, bob) for _ in range(2)]
-    await asyncio.gather(blast(a1, bob, 300, "a"), blast(b1, alice, 300, "b"))
+    await asyncio.gather(blast_acked(a1, bob, 300, "a"), blast_acked(b1, alice, 300, "b"))
     expected = await stream_ids(aredis, keys, thread)
     assert len(expected) == 600
     for client in (a1, a2, b1, b2):
@@ -63,9 +47,9 @@ async def test_sync_replays_5000_events_exactly_once_while_the_other_keeps_sendi
     alice, bob = uid("a"), uid("b")
     thread = thread_of(alice, bob)
     b = await Client.connect(shared_gateway.ws_url, bob)
-    await blast(b, alice, 5000, "pre")
+    await blast_acked(b, alice, 5000, "pre")
     a = await Client.connect(shared_gateway.ws_url, alice)
-    sender = asyncio.create_task(blast(b, alice, 800, "during"))
+    sender = asyncio.create_task(blast_acked(b, alice, 800, "during"))
     await asyncio.sleep(0.05)
     mark = len(a.frames)
     await a.send({"type": "sync", "thread": thread, "after": "0"})
@@ -170,7 +154,7 @@ async def test_two_gateway_processes_share_one_redis(start_gateway):
     a1 = await Client.connect(one.ws_url, alice)
     a2 = await Client.connect(two.ws_url, alice)
     b2 = await Client.connect(two.ws_url, bob)
-    acks = [*await blast(a1, bob, 50, "a"), *await blast(b2, alice, 50, "b")]
+    acks = [*await blast_acked(a1, bob, 50, "a"), *await blast_acked(b2, alice, 50, "b")]
     ids = sorted((a["id"] for a in acks), key=id_key)
     for client in (a1, a2, b2):
         await client.wait_for(lambda f: f.get("type") == "event" and f["id"] == ids[-1])

@@ -19,7 +19,7 @@ from duologue.embedded import free_port
 from tests.conftest import RUN_PREFIX
 from tests.http_support import auth, http, start_api_gateway
 from tests.support import Client, thread_of, token, uid
-from tests.test_errors import BAD_TOKENS
+from tests.ws_errors_support import BAD_TOKENS
 
 PREFIX = f"{RUN_PREFIX}-http-errors"
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from adapters.record import Keys
+from adapters.record import B_EVENT, Keys
 from tests.conftest import RUN_PREFIX
 from tests.http_support import http, ms, start_api_gateway
 from tests.support import Client, thread_of, uid
@@ -28,7 +28,7 @@ async def post(api, user, thread, body, client_msg_id):
 
 
 async def stored(aredis, thread):
-    return [(i.decode(), f[b"e"].decode())
+    return [(i.decode(), f[B_EVENT].decode())
             for i, f in await aredis.xrange(Keys(PREFIX).stream(thread))]
 
 

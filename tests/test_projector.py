@@ -13,7 +13,7 @@ import time
 import psycopg
 import redis
 
-from adapters.record import Keys
+from adapters.record import B_LOG_ID, B_LOG_THREAD, Keys
 from projector.attempts import TOLERATED
 from projector.entries import Entry, parse
 from projector.project import project
@@ -266,7 +266,7 @@ async def test_a_crash_loop_steps_through_the_batch_then_buries_the_entry_it_die
     for first in firsts.values():
         if first:
             fields = first[0][1]
-            thread, event_id = fields[b"t"].decode(), fields[b"i"].decode()
+            thread, event_id = fields[B_LOG_THREAD].decode(), fields[B_LOG_ID].decode()
             streams[thread] = [(i, p) for i, p in streams[thread] if i != event_id]
     assert_projection(db, streams)
     assert drain_problems(rclient, db, pkeys) == []

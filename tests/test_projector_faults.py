@@ -36,6 +36,7 @@ from tests.projection_support import (
     drain_problems,
     log_entries,
     log_lines,
+    owned_now,
     projector_env,
     streams_up_to,
     tail,
@@ -106,17 +107,6 @@ async def test_burst_right_after_a_worker_was_killed_drains_every_partition(
 
 
 # --- 3. two workers, one SIGKILLed while events flow -------------------------------------
-
-
-def owned_now(process) -> set[int]:
-    """The partitions a worker holds, from its own log (taken minus released)."""
-    owned: set[int] = set()
-    for record in log_lines(process, "partition_taken", "partition_released"):
-        if record["event"] == "partition_taken":
-            owned.add(record["partition"])
-        else:
-            owned.discard(record["partition"])
-    return owned
 
 
 async def test_two_workers_one_killed_the_survivor_takes_over_in_order(

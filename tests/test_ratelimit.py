@@ -1,4 +1,4 @@
-"""The token bucket on its own (the wire behaviour is in test_errors)."""
+"""The token bucket on its own (the wire behaviour is in test_ws_errors_refusals.py)."""
 
 from __future__ import annotations
 

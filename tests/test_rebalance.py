@@ -2,7 +2,7 @@
 
 In v1 the entry a read returned to a worker that had just given its partition up was
 dropped, and the new owner moved the checkpoint past it. The randomised form, workers
-joining and leaving under bursty load, is in ``test_system_of_record.py``.
+joining and leaving under bursty load, is in ``test_worker_churn.py``.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from projector.ledger import lock_id
 from tests.projection_support import (
     assert_done,
     drain_problems,
+    owned_now,
     tail,
     wait_drained,
 )
 from tests.support import Client, thread_of, uid
-from tests.test_projector_faults import owned_now
 
 
 async def test_an_entry_a_stale_read_took_is_still_projected(

@@ -20,9 +20,7 @@ import pytest
 
 from domain.ids import event_key, thread_id
 from projector import rebuild as rebuilding
-from tests import test_ops_cli as ops
-from tests.support import ROOT, Client, ProjectorProcess, token
-from tests.test_ops_cli import (
+from tests.ops_support import (
     PARTITIONS,
     assert_projection_is_fold,
     duologue,
@@ -34,9 +32,7 @@ from tests.test_ops_cli import (
     status_json,
     wait_projected,
 )
-
-# the fixtures of test_ops_cli, shared
-ops_env, ops_keys = ops.ops_env, ops.ops_keys
+from tests.support import ROOT, Client, ProjectorProcess, token
 
 PROJECTION = ("messages", "threads", "read_receipts")
 

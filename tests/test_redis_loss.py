@@ -18,6 +18,7 @@ import redis
 
 from adapters.record import Keys
 from domain.ids import event_key
+from tests.ops_support import duologue
 from tests.projection_support import (
     PARTITIONS,
     Fleet,
@@ -28,9 +29,8 @@ from tests.projection_support import (
     tail,
     wait_drained,
 )
+from tests.record_support import merged_history, sync_all
 from tests.support import Client, thread_of, uid
-from tests.test_ops_cli import duologue
-from tests.test_retention import merged_history, sync_all
 
 
 class TcpProxy:

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
 
 import pytest
 
 from adapters.record import ARCHIVED_BELOW
 from domain.ids import event_key
+from tests.ops_support import duologue
 from tests.projection_support import PARTITIONS, assert_projection, dead_letters
+from tests.record_support import merged_history, sync_all
 from tests.support import Client, thread_of, uid
-from tests.test_ops_cli import duologue
 
 RETAIN = "5"
 
@@ -29,15 +29,6 @@ RETAIN = "5"
 def tiers(start_gateway, fresh_database):
     """A gateway that reads the archive of this test's database."""
     return start_gateway(DUOLOGUE_PARTITIONS=str(PARTITIONS), DATABASE_URL=fresh_database)
-
-
-async def sync_all(client: Client, thread: str, after: str = "0",
-                   timeout: float = 20) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """``sync`` and collect its replay: (event frames in order, the synced frame)."""
-    client.frames.clear()
-    await client.send({"type": "sync", "thread": thread, "after": after})
-    synced = await client.next("synced", timeout=timeout, thread=thread)
-    return [f for f in client.events(thread)], synced
 
 
 async def converse(a: Client, b: Client, rounds: int) -> list[str]:
@@ -64,14 +55,6 @@ async def converse(a: Client, b: Client, rounds: int) -> list[str]:
 
 def stream_ids(rclient, pkeys, thread: str) -> list[str]:
     return [i.decode() for i, _ in rclient.xrange(pkeys.stream(thread))]
-
-
-def merged_history(db, rclient, pkeys, thread: str) -> list[tuple[str, str]]:
-    """The thread's events as the archive and the stream hold them together."""
-    events = {i: json.dumps(p) for i, p in db.execute(
-        "SELECT id, payload FROM events WHERE thread = %s", (thread,))}
-    events.update((i.decode(), f[b"e"].decode()) for i, f in rclient.xrange(pkeys.stream(thread)))
-    return sorted(events.items(), key=lambda e: event_key(e[0]))
 
 
 async def test_streams_keep_the_newest_events_and_sync_stays_gapless_across_tiers(

@@ -30,7 +30,7 @@ import pytest
 import redis
 from psycopg import sql
 
-from adapters.record import Keys
+from adapters.record import B_EVENT, Keys
 from schemas.events import decode_event
 from tests.support import ROOT, Client, ProjectorProcess, id_key, thread_of, token, uid
 
@@ -231,7 +231,7 @@ def check_against_the_streams(world: World, redis_url: str, prefix: str) -> None
     client = redis.Redis.from_url(redis_url)
     try:
         for thread, events in world.events.items():
-            stored = [(i.decode(), decode_event(f[b"e"])) for i, f in
+            stored = [(i.decode(), decode_event(f[B_EVENT])) for i, f in
                       client.xrange(keys.stream(thread))]
             assert [(i, type(e).__name__) for i, e in stored] == \
                 [(i, k) for i, k, _ in events], thread

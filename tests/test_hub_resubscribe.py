@@ -1,0 +1,119 @@
+"""protocol.md section 2, guarantees 2 and 3 across pub/sub reconnects: resubscription
+races in the hub, driven step by step on a real Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from adapters.record import Keys
+from gateway.backfill import schedule_catch_up
+from gateway.connection import Connection
+from gateway.hub import Hub
+from gateway.store import EventStore
+from tests.faults_support import key, numsub, sent
+from tests.support import thread_of, uid
+
+# -- the hub: resubscription races, driven step by step on a real Redis ---------------------
+
+
+async def pump(hub: Hub, seconds: float = 0.3) -> None:
+    """Read pub/sub messages for ``seconds`` and hand them to the hub, as ``Hub._run`` does."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        message = await hub.pubsub.get_message(timeout=0.02)
+        if message is not None:
+            hub._dispatch(message)
+
+
+async def hub_on_real_redis(aredis, prefix: str) -> tuple[Hub, EventStore]:
+    keys = Keys(prefix)
+    store = EventStore(aredis, keys, 86400)
+    hub = Hub(aredis, keys.channel, lambda conn: schedule_catch_up(store, conn))
+    await hub.pubsub.subscribe(hub.own)  # what Hub._run does first; we pump by hand
+    await pump(hub)
+    assert hub.healthy
+    return hub, store
+
+
+async def attach_and_start(hub: Hub, store: EventStore, conn: Connection) -> None:
+    """What ``session._serve`` does: attach, read the hello state, start."""
+    attaching = asyncio.create_task(hub.attach(conn))
+    while not attaching.done():
+        await pump(hub, 0.05)
+    await attaching
+    conn.start(await store.threads(conn.user))
+
+
+def event_ids(conn: Connection, thread: str) -> list[str]:
+    frames = [json.loads(f) for f in conn.frames]
+    return [f["id"] for f in frames if f.get("type") == "event" and f["thread"] == thread]
+
+
+async def test_device_connecting_during_a_pubsub_reconnect_misses_the_gap(aredis, prefix):
+    """A device that attaches while pub/sub reconnects silently catches up on the gap after
+    its hello, like the devices already started (guarantee 3)."""
+    hub, store = await hub_on_real_redis(aredis, prefix)
+    try:
+        alice, bob = uid("a"), uid("b")
+        thread = thread_of(alice, bob)
+        e0 = (await store.append(thread, bob, "c0", sent(bob, "c0"))).id
+        first = Connection(alice, 64)
+        await attach_and_start(hub, store, first)
+        assert first.last[thread] == key(e0)
+
+        await hub.pubsub.connection.disconnect()  # the pub/sub connection drops
+        second = Connection(alice, 64)
+        await asyncio.wait_for(hub.attach(second), 1)  # "active": no subscribe, no wait
+        threads = await store.threads(alice)  # the hello state of the second device
+        e1 = (await store.append(thread, bob, "c1", sent(bob, "c1"))).id  # lost: no subscriber
+        await hub.pubsub.connection.connect()  # redis-py reconnects and resubscribes ...
+        await pump(hub)  # ... the confirmation is dispatched: the first device catches up
+        if second.start(threads):  # its `threads` answer arrives only now; as _serve does:
+            schedule_catch_up(store, second)
+        e2 = (await store.append(thread, bob, "c2", sent(bob, "c2"))).id
+        await pump(hub)
+        assert first.catching_up is not None
+        await asyncio.wait_for(first.catching_up, 5)
+        if second.catching_up is not None:
+            await asyncio.wait_for(second.catching_up, 5)
+    finally:
+        await hub.stop()
+
+    assert event_ids(first, thread) == [e1, e2]  # the started device recovered
+    assert event_ids(second, thread) == [e1, e2]
+
+
+async def test_channel_left_after_a_late_resubscribe_confirmation_is_resubscribed(
+        aredis, prefix):
+    """A user's channel that is left while a late resubscribe confirmation is in flight is
+    subscribed again for the user's next connection."""
+    hub, store = await hub_on_real_redis(aredis, prefix)
+    try:
+        alice, bob = uid("a"), uid("b")
+        thread = thread_of(alice, bob)
+        channel = Keys(prefix).channel(alice)
+        first = Connection(alice, 64)
+        await attach_and_start(hub, store, first)
+
+        await hub.pubsub.connection.disconnect()
+        await hub.pubsub.connection.connect()  # reconnected: SUBSCRIBE sent, unconfirmed
+        await hub.detach(first)  # the user's last socket closes: UNSUBSCRIBE
+        await pump(hub)  # subscribe confirmation (late), then unsubscribe confirmation
+        assert await numsub(aredis, channel) == 0
+
+        second = Connection(alice, 64)
+        attaching = asyncio.create_task(hub.attach(second))
+        await pump(hub)
+        await asyncio.wait_for(attaching, 1)
+        second.start(await store.threads(alice))
+        e1 = (await store.append(thread, bob, "c1", sent(bob, "c1"))).id
+        await pump(hub)
+        subscribed = await numsub(aredis, channel)
+    finally:
+        await hub.stop()
+    assert subscribed == 1, "the hub believes the channel is subscribed; Redis does not"
+    assert event_ids(second, thread) == [e1]
+
+

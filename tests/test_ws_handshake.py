@@ -1,0 +1,51 @@
+"""protocol.md section 2, authentication: a bad or missing token refuses the handshake with
+HTTP 403; a good one in the header or the query works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import websockets
+
+from tests.support import token, uid
+from tests.ws_errors_support import BAD_TOKENS, assert_refused
+
+
+async def test_handshake_without_token_is_refused_with_403(shared_gateway):
+    await assert_refused(shared_gateway.ws_url)
+    await assert_refused(f"{shared_gateway.ws_url}?token=")
+    await assert_refused(shared_gateway.ws_url, {"Authorization": "Bearer "})
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_TOKENS))
+async def test_handshake_with_bad_token_is_refused_with_403(shared_gateway, kind):
+    bad = BAD_TOKENS[kind](uid("a"))
+    await assert_refused(shared_gateway.ws_url, {"Authorization": f"Bearer {bad}"})
+    await assert_refused(f"{shared_gateway.ws_url}?token={bad}")
+
+
+async def test_handshake_token_in_other_scheme_is_refused(shared_gateway):
+    good = token(uid("a"))
+    await assert_refused(shared_gateway.ws_url, {"Authorization": f"Basic {good}"})
+    await assert_refused(shared_gateway.ws_url, {"Authorization": good})
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+async def test_handshake_with_good_token_works(shared_gateway, how):
+    user = uid("a") + "X" * 53  # 64 characters: the longest valid user id
+    assert len(user) == 64
+    if how == "header":
+        ws = await websockets.connect(
+            shared_gateway.ws_url, additional_headers={"Authorization": f"Bearer {token(user)}"})
+    else:
+        ws = await websockets.connect(f"{shared_gateway.ws_url}?token={token(user)}")
+    try:
+        hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert hello["type"] == "hello" and hello["user"] == user
+    finally:
+        await ws.close()
+
+
