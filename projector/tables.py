@@ -21,6 +21,16 @@ class BusyError(Exception):
     """Another maintenance command holds the lock this one needs."""
 
 
+_THREAD_ROWS = (
+    "INSERT INTO {threads} AS th "
+    "(thread, user_a, user_b, last_id, last_key, first_at, last_at, events) "
+    "SELECT t, a, b, l, duologue_event_key(l), duologue_ts(f), duologue_ts(ms), n "
+    "FROM json_to_recordset(%s::json) AS u(t text, a text, b text, l text, f int8, "
+    "ms int8, n int8) "
+    "ON CONFLICT (thread) DO UPDATE SET last_id = EXCLUDED.last_id, "
+    "last_key = EXCLUDED.last_key, ")
+
+
 @dataclass(frozen=True)
 class Tables:
     messages: str = "messages"
@@ -75,29 +85,15 @@ class Tables:
 
     @cached_property
     def upsert_threads(self) -> sql.Composed:
-        return self._fill(
-            "INSERT INTO {threads} AS th "
-            "(thread, user_a, user_b, last_id, last_key, first_at, last_at, events) "
-            "SELECT t, a, b, l, duologue_event_key(l), duologue_ts(f), duologue_ts(ms), n "
-            "FROM json_to_recordset(%s::json) AS u(t text, a text, b text, l text, f int8, "
-            "ms int8, n int8) "
-            "ON CONFLICT (thread) DO UPDATE SET last_id = EXCLUDED.last_id, "
-            "last_key = EXCLUDED.last_key, last_at = EXCLUDED.last_at, "
-            "events = th.events + EXCLUDED.events")
+        """Thread heads of a batch: ``events`` adds up, ``first_at`` stays."""
+        return self._fill(_THREAD_ROWS + "last_at = EXCLUDED.last_at, "
+                          "events = th.events + EXCLUDED.events")
 
     @cached_property
     def replace_threads(self) -> sql.Composed:
         """The thread rows as given (``duologue replay``): counts and first time too."""
-        return self._fill(
-            "INSERT INTO {threads} AS th "
-            "(thread, user_a, user_b, last_id, last_key, first_at, last_at, events) "
-            "SELECT t, a, b, l, duologue_event_key(l), duologue_ts(f), duologue_ts(ms), n "
-            "FROM json_to_recordset(%s::json) AS u(t text, a text, b text, l text, f int8, "
-            "ms int8, n int8) "
-            "ON CONFLICT (thread) DO UPDATE SET last_id = EXCLUDED.last_id, "
-            "last_key = EXCLUDED.last_key, first_at = EXCLUDED.first_at, "
-            "last_at = EXCLUDED.last_at, events = EXCLUDED.events")
-
+        return self._fill(_THREAD_ROWS + "first_at = EXCLUDED.first_at, "
+                          "last_at = EXCLUDED.last_at, events = EXCLUDED.events")
 
 LIVE = Tables()
 
