@@ -70,6 +70,12 @@ class EmbeddedRedis:
             self.process.terminate()
             self.process.wait(timeout=10)
 
+    def kill(self) -> None:
+        """SIGKILL: Redis dies without a word, as on a crash (the Redis-loss tests)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
