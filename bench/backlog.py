@@ -31,8 +31,8 @@ import redis.asyncio as aioredis
 
 from adapters.record import Keys
 from bench import procs
-from bench.common import REDIS_URL
-from bench.harness import Cpu, cores, scratch
+from bench.common import REDIS_URL, utilisation
+from bench.harness import projector_meter, scratch
 from bench.options import Options
 from domain.commands import DeleteMessage, EditMessage, MarkRead
 from gateway.store import APPEND_LUA, EventStore, Guard, append_call, guard_for
@@ -296,7 +296,7 @@ async def project_backlog(opts: Options, workers_n: int,
             projector = procs.Projector(prefix, url, workers_n, env or {})
             spawned = time.perf_counter()
             await asyncio.to_thread(projector.start)
-            meter = Cpu(projector.pid)
+            meter = projector_meter(projector.pid)
             cpu0, t_cpu0 = meter.sample(), time.perf_counter()
             first: tuple[float, int] | None = None
             timeline: list[tuple[float, int]] = []
@@ -329,7 +329,7 @@ async def project_backlog(opts: Options, workers_n: int,
             "seconds": round(seconds, 3), "wall_seconds": round(finished - spawned, 3),
             "wall_rate": total / (finished - spawned),
             "first_commit_after": round(first[0] - spawned, 3), "first_seen": first[1],
-            "cpu": cores(cpu0, cpu1, finished - t_cpu0), "check": check,
+            "cpu": utilisation(cpu0, cpu1, finished - t_cpu0), "check": check,
             "backlog": expected.as_dict(), "busy_before": busy_before,
             "redis_events": in_redis,
             "timeline": timeline[:: max(1, len(timeline) // 40)],

@@ -16,6 +16,8 @@ from functools import partial
 from typing import Any
 
 from bench import frames
+from bench.common import utilisation
+from bench.frames import server_meter
 from bench.verify import Check, Received, check_pair
 from bench.wire import WsClient
 
@@ -167,7 +169,7 @@ async def chat(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
     active = pairs[:max(0, spec["active_below"] - spec["first"])]
     senders = [p for a, b in active for p in ((a, b) if spec["senders"] == "both" else (a,))]
     await frames.bounded([partial(p.connect, spec["port"]) for p in peers], 50, 120)
-    meter = frames.CpuMeter(spec.get("server_pid"), spec.get("redis_url"))
+    meter = server_meter(spec.get("server_pid"), spec.get("redis_url"))
     await stage("ready", connections=len(peers))
 
     t0 = time.perf_counter()
@@ -206,7 +208,7 @@ async def chat(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
         "drain_seconds": drained, "retried_unavailable": run.retried, "senders": len(senders),
         "starved_senders": sum(1 for p in senders if not p.got.acks),
         "check": check.as_dict(), "error_samples": errors, "retry_samples": run.retry_samples,
-        "cpu": frames.utilisation(cpu1, cpu2, t2 - t1),
+        "cpu": utilisation(cpu1, cpu2, t2 - t1),
         "ack_ms": _window(run.ack_samples, t1, t2),
         "delivery_ms": _window(run.delivery_samples, t1, t2),
         "ack_unanswered": _unanswered(run, run.ack_samples, t1, t2),

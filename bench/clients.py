@@ -10,6 +10,8 @@ from typing import Any
 
 from bench import frames
 from bench.chatload import Stage, chat
+from bench.common import utilisation
+from bench.frames import server_meter
 from bench.verify import id_key
 from bench.wire import WsClient
 
@@ -44,7 +46,7 @@ async def echo(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
     echoers = [Echoer(counter, payload, running) for _ in range(spec["clients"])]
     await frames.bounded([partial(e.connect, spec["port"], f"e{i}")
                           for i, e in enumerate(echoers)], 50, 60)
-    meter = frames.CpuMeter(spec.get("server_pid"), None)
+    meter = server_meter(spec.get("server_pid"), None)
     await stage("ready", connections=len(echoers))
     for e in echoers:
         assert e.ws is not None
@@ -60,7 +62,7 @@ async def echo(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
             e.ws.close()
     await asyncio.sleep(0.2)
     return {"rate": (c2 - c1) / (t2 - t1), "echoed_in_window": c2 - c1, "seconds": t2 - t1,
-            "cpu": frames.utilisation(cpu1, cpu2, t2 - t1)}
+            "cpu": utilisation(cpu1, cpu2, t2 - t1)}
 
 
 async def sync(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import socket
 import statistics
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
@@ -106,3 +106,37 @@ async def wait_quiet(max_wait: float, threshold: float = 0.3, probe: float = 1.0
         busy = (machine_cpu()[0] - before) / probe
         if busy < threshold or time.monotonic() >= deadline:
             return round(busy, 3)
+
+
+class CpuMeter:
+    """CPU seconds of named processes, Redis (with ``redis_url``), this process (as
+    ``me``) and the whole machine (busy, steal): two samples make ``utilisation``."""
+
+    def __init__(self, processes: dict[str, Callable[[], float]], redis_url: str | None,
+                 me: str = "load") -> None:
+        self.processes, self.me = processes, me
+        self.redis = redis.Redis.from_url(redis_url) if redis_url else None
+
+    def sample(self) -> dict[str, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        busy, steal = machine_cpu()
+        out = {self.me: usage.ru_utime + usage.ru_stime, "machine": busy, "steal": steal}
+        out |= {name: read() for name, read in self.processes.items()}
+        if self.redis is not None:
+            info = self.redis.info("cpu")
+            out["redis"] = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        return out
+
+    def close(self) -> None:
+        if self.redis is not None:
+            self.redis.close()
+
+
+def utilisation(a: dict[str, float], b: dict[str, float], seconds: float,
+                extra: float = 0.0) -> dict[str, float]:
+    """Cores each process used between two samples; ``other``: the rest of the machine
+    (``extra``: cores of our own processes measured elsewhere, e.g. a load worker)."""
+    used = {name: round((b[name] - a[name]) / seconds, 3) for name in a if name in b}
+    ours = sum(v for k, v in used.items() if k not in ("machine", "steal")) + extra
+    used["other"] = round(max(0.0, used["machine"] - ours), 3)
+    return used

@@ -36,9 +36,10 @@ from bench import pg, procs
 from bench.backlog import project_backlog
 from bench.common import (
     percentile,
+    utilisation,
 )
 from bench.driver import go_all, workers
-from bench.harness import Cpu, Scratch, cores, counted_runs, scratch, value
+from bench.harness import Scratch, counted_runs, projector_meter, scratch, value
 from bench.options import Options
 from bench.profiling import RESULTS
 from bench.report import Result, Row
@@ -209,7 +210,7 @@ async def _freshness(opts: Options, world: Scratch) -> dict[str, Any]:
                 "rate": opts.fresh_rate, "cap": 200_000, "warmup": opts.warmup,
                 "duration": opts.fresh_duration, "drain": 20.0, "server_pid": server.pid,
                 "redis_url": None, "record_acks": True}
-        meter = Cpu(projector.pid, server.pid)
+        meter = projector_meter(projector.pid, server.pid)
 
         async def sample_window() -> tuple[dict[str, float], dict[str, float], float]:
             await asyncio.sleep(opts.warmup)
@@ -253,7 +254,7 @@ async def _freshness(opts: Options, world: Scratch) -> dict[str, Any]:
             "min": latencies[0] if latencies else math.nan,
             "never_visible": sum(1 for v in latencies if math.isinf(v)),
             "ack_p99_ms": percentile(run["ack_ms"], 99) if run["ack_ms"] else math.nan,
-            "cpu": cores(cpu0, cpu1, seconds, extra=run["cpu"]["load"]) | {
+            "cpu": utilisation(cpu0, cpu1, seconds, extra=run["cpu"]["load"]) | {
                 "load": run["cpu"]["load"]},
             "poll": poller.stats(backend0),
             "projector_commits": commits,  # about: heartbeats and checks are counted too

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import resource
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
-import redis
 
 from adapters.tokens import mint
 from bench import wire
-from bench.common import HOST, SECRET, cpu_seconds, machine_cpu
+from bench.common import HOST, SECRET, CpuMeter, cpu_seconds
 
 
 class EventBody(msgspec.Struct):
@@ -56,32 +55,7 @@ async def bounded(jobs: Sequence[Callable[[], Awaitable[Any]]], limit: int,
     return await asyncio.wait_for(asyncio.gather(*(one(j) for j in jobs)), timeout)
 
 
-class CpuMeter:
-    """CPU seconds of the server, Redis, this process and the whole machine (busy, steal)."""
-
-    def __init__(self, server_pid: int | None, redis_url: str | None) -> None:
-        self.pid = server_pid
-        self.redis = redis.Redis.from_url(redis_url) if redis_url else None
-
-    def sample(self) -> dict[str, float]:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        busy, steal = machine_cpu()
-        out = {"load": usage.ru_utime + usage.ru_stime, "machine": busy, "steal": steal}
-        if self.pid:
-            out["server"] = cpu_seconds(self.pid)
-        if self.redis is not None:
-            info = self.redis.info("cpu")
-            out["redis"] = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-        return out
-
-    def close(self) -> None:
-        if self.redis is not None:
-            self.redis.close()
-
-
-def utilisation(a: dict[str, float], b: dict[str, float], seconds: float) -> dict[str, float]:
-    """Cores each process used between two samples; ``other``: the rest of the machine."""
-    used = {name: round((b[name] - a[name]) / seconds, 3) for name in a}
-    ours = sum(v for k, v in used.items() if k not in ("machine", "steal"))
-    used["other"] = round(max(0.0, used["machine"] - ours), 3)
-    return used
+def server_meter(server_pid: int | None, redis_url: str | None) -> CpuMeter:
+    """The load worker's meter: the gateway (``server``), Redis, this worker (``load``)."""
+    processes = {"server": functools.partial(cpu_seconds, server_pid)} if server_pid else {}
+    return CpuMeter(processes, redis_url)

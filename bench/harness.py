@@ -11,17 +11,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
-import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from bench import pg, procs
-from bench.common import REDIS_URL, delete_prefix, machine_cpu, new_prefix, wait_quiet
+from bench.common import REDIS_URL, CpuMeter, delete_prefix, new_prefix, wait_quiet
 from bench.options import Options
 from bench.report import Result
 
@@ -93,38 +91,14 @@ async def counted_runs(opts: Options, result: Result, what: str,
     return counted
 
 
-class Cpu:
-    """CPU seconds of the projector (its process tree), Postgres (every ``postgres``
-    process), Redis, this driver and the whole machine."""
-
-    def __init__(self, projector_pid: int, gateway_pid: int | None = None) -> None:
-        self.projector_pid = projector_pid
-        self.gateway_pid = gateway_pid
-        self.redis = redis.Redis.from_url(REDIS_URL)
-
-    def sample(self) -> dict[str, float]:
-        info = self.redis.info("cpu")
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        busy, steal = machine_cpu()
-        out = {"projector": pg.tree_cpu(self.projector_pid), "postgres": pg.server_cpu(),
-               "redis": float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
-               "driver": usage.ru_utime + usage.ru_stime, "machine": busy, "steal": steal}
-        if self.gateway_pid:
-            out["gateway"] = pg.tree_cpu(self.gateway_pid)
-        return out
-
-    def close(self) -> None:
-        self.redis.close()
-
-
-def cores(a: dict[str, float], b: dict[str, float], seconds: float,
-          extra: float = 0.0) -> dict[str, float]:
-    """Cores used per process between two samples; ``other``: the rest of the machine
-    (``extra``: cores of our own processes measured elsewhere, e.g. the load worker)."""
-    used = {k: round((b[k] - a[k]) / seconds, 3) for k in a if k in b}
-    ours = sum(v for k, v in used.items() if k not in ("machine", "steal")) + extra
-    used["other"] = round(max(0.0, used["machine"] - ours), 3)
-    return used
+def projector_meter(projector_pid: int, gateway_pid: int | None = None) -> CpuMeter:
+    """CPU of the projector (its process tree), Postgres (every ``postgres`` process),
+    Redis, the gateway, this driver and the whole machine."""
+    processes: dict[str, Callable[[], float]] = {
+        "projector": functools.partial(pg.tree_cpu, projector_pid), "postgres": pg.server_cpu}
+    if gateway_pid:
+        processes["gateway"] = functools.partial(pg.tree_cpu, gateway_pid)
+    return CpuMeter(processes, REDIS_URL, me="driver")
 
 
 def value(run: Run, *path: str) -> float:

@@ -19,8 +19,8 @@ import msgspec
 
 from adapters.tokens import mint
 from bench.chatload import Stage
-from bench.common import HOST, SECRET
-from bench.frames import CpuMeter, utilisation
+from bench.common import HOST, SECRET, utilisation
+from bench.frames import server_meter
 
 TICK = 0.001
 
@@ -116,7 +116,7 @@ async def http_get(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
     run, rate = Run(spec), spec["rate"]
     for _ in range(spec["connections"]):
         run.free.append(await run.connect())
-    meter = CpuMeter(spec.get("server_pid"), None)
+    meter = server_meter(spec.get("server_pid"), None)
     await stage("ready", connections=len(run.free))
     start = time.perf_counter()
     measure_from = start + spec["warmup"]
