@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import psycopg
 import redis
@@ -25,6 +26,9 @@ from adapters.record import Keys
 from adapters.settings import Settings, SettingsError
 from domain.errors import DomainError
 from domain.ids import check_event_id, participants
+
+if TYPE_CHECKING:
+    from projector.status import Status
 
 # Wide enough off a terminal (pipes, CI logs) that event ids are never cut
 out = Console(width=None if sys.stdout.isatty() else 240)
@@ -69,25 +73,52 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found.as_dict(), indent=2))
         return 0
-    table = Table("partition", "checkpoint", "projected", "lag", "lag s", "pending", "dead",
-                  "owner", "in Redis", "Redis bytes", title="Partition logs")
+    for table in status_tables(found, every=args.all):
+        out.print(table)
+    return 0
+
+
+def status_tables(found: Status, every: bool = False) -> list[Table]:
+    """The three tables of ``duologue status``, laid out to fit 80 columns without cutting
+    an id: a partition's owner is the worker's number in the Workers table, the lag's age
+    shares its cell, and no column repeats another (pending is always the lag, since reads
+    start at the checkpoint; a worker's pid is in its name; ``--json`` keeps both). Past
+    80 columns' worth, a cell wraps (at a space, else mid-word); none is ever cut short."""
+    number = {w["name"]: f"#{i}" for i, w in enumerate(found.workers, 1)}
+    table = _table("Partition logs", "part", "checkpoint", "projected", "lag", "dead",
+                   "owner", "in\nRedis", "Redis\nbytes")
     for p in found.partitions:
-        if p.projected or p.lag_events or p.pending or p.dead_letters or p.redis_events \
-                or args.all:
-            table.add_row(str(p.partition), p.checkpoint, str(p.projected), str(p.lag_events),
-                          f"{p.lag_seconds:.1f}", str(p.pending), str(p.dead_letters),
-                          p.owner or "-", str(p.redis_events), _size(p.redis_bytes))
-    out.print(table)
-    workers = Table("worker", "pid", "alive", "heartbeat age s", "partitions", title="Workers")
+        if p.projected or p.lag_events or p.dead_letters or p.redis_events or every:
+            lag = f"{p.lag_events} ({p.lag_seconds:.1f} s)" if p.lag_events else "0"
+            table.add_row(str(p.partition), p.checkpoint, str(p.projected), lag,
+                          str(p.dead_letters), number.get(p.owner or "", "-"),
+                          str(p.redis_events), _size(p.redis_bytes))
+    if not table.rows:
+        table.caption = "no partition has had an event yet (--all lists every partition)"
+    _wrap_only(table, "lag", "Redis\nbytes")
+    workers = _table("Workers", "#", "alive", "heartbeat\nage s", "parts",
+                     "worker (host:pid:tag)")
     for w in found.workers:
-        workers.add_row(w["name"], str(w["pid"]), "yes" if w["alive"] else "no",
-                        str(w["heartbeat_age_s"]), str(w["partitions"]))
-    out.print(workers)
-    totals = Table("", "count", title="Log and projection")
+        workers.add_row(number[w["name"]], "yes" if w["alive"] else "no",
+                        str(w["heartbeat_age_s"]), str(w["partitions"]), w["name"])
+    _wrap_only(workers, "worker (host:pid:tag)")  # a long host name folds
+    totals = _table("Log and projection", "", "count")
     for name, value in found.totals.items():
         totals.add_row(name.replace("_", " "), str(value))
-    out.print(totals)
-    return 0
+    return [table, workers, totals]
+
+
+def _wrap_only(table: Table, *headers: str) -> None:
+    """On a narrow terminal only these columns wrap (the ids and numbers keep whole)."""
+    for column in table.columns:
+        column.no_wrap = column.header not in headers
+
+
+def _table(title: str, *headers: str) -> Table:
+    table = Table(title=title, show_edge=False)
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
 
 
 def _size(n: int) -> str:

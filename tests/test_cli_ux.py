@@ -4,6 +4,7 @@ Redis port across quick restarts, and says one readable line when a service is a
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -145,3 +146,30 @@ def test_rebuild_ends_with_every_phase_complete(tmp_path, fresh_database):
     assert "swapped in" in done.stdout
     assert "/?" not in done.stderr, done.stderr  # no phase left at "0/?"
     assert "swap" in done.stderr
+
+
+def test_status_fits_80_columns_without_cutting_an_id():
+    from rich.console import Console
+
+    from duologue.ops_commands import status_tables
+    from projector.status import PartitionStatus, Status
+
+    names = ["duologue-projector-7d9f8b-x2k4q:17442:7043f3", "vm:17443:a1b2c3"]
+    found = Status(
+        [PartitionStatus(6, "s", "1796478925744-0", 1, 0, 0.0, 0, 0, names[1], 1, 5734),
+         PartitionStatus(28, "s", "1796478925744-13", 123456, 12345, 10.4, 12345, 3, names[0],
+                         1000, 1048000),
+         PartitionStatus(63, "s", "0", 0, 0, 0.0, 0, 0, None, 0, 0)],
+        [{"name": name, "pid": 1, "host": "h", "alive": True, "heartbeat_age_s": 0.4,
+          "partitions": 32} for name in names],
+        {"stream_threads": 2, "pending": 12345})
+    console = Console(width=80, record=True, file=io.StringIO())
+    for table in status_tables(found):
+        console.print(table)
+    text = console.export_text()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for whole in ("1796478925744-0", "1796478925744-13", *names):
+        assert whole in text, text
+    rows = [line.split("│") for line in text.split("Workers")[0].splitlines() if "│" in line]
+    assert [r[5].strip() for r in rows if r[0].strip().isdigit()] == ["#2", "#1"]  # owners
