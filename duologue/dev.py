@@ -11,8 +11,10 @@ SIGINT reaches only this process.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +40,10 @@ ANALYST = "duologue_analyst"
 def run_dev(host: str, port: int, state: Path) -> int:
     from gateway.runner import serve
 
+    if not _can_listen(host, port):  # before anything starts, not after Redis and Postgres
+        print(f"duologue dev: {host}:{port} is in use by another program: stop it, or pass "
+              "--port", file=sys.stderr)
+        return 1
     # the banner says it all: not pgserver's internals, not uvicorn's start-up lines
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
@@ -45,8 +51,9 @@ def run_dev(host: str, port: int, state: Path) -> int:
     redis: EmbeddedRedis | None = None
     postgres: object | None = None
     if not os.environ.get("REDIS_URL"):
-        redis = EmbeddedRedis(state / "redis", port=_port_or_free(DEV_REDIS_PORT),
-                              own_session=True).start()
+        redis_port = _port_or_free(devenv.remembered_port(state, DEV_REDIS_PORT))
+        redis = EmbeddedRedis(state / "redis", port=redis_port, own_session=True).start()
+        devenv.remember_port(state, redis_port)  # the next start takes it again
         os.environ["REDIS_URL"] = redis.url
         log.info("embedded_redis", url=redis.url, data=str(state / "redis"))
     projector: subprocess.Popen[bytes] | None = None
@@ -96,7 +103,9 @@ def banner(settings: Settings, host: str, port: int) -> str:
         lines += [f"  {user}: {base}/#token={token}", f"    token: {token}", ""]
     lines += [
         "Operators: `duologue status`, `verify`, `replay`, `rebuild` find this system from",
-        "any directory of the project (.duologue/env); elsewhere, export:",
+        "any directory of the project (they read .duologue/env).",
+        *_not_on_path(),
+        "Elsewhere, export:",
         f"  export REDIS_URL='{settings.redis_url}'",
         f"  export DATABASE_URL='{settings.database_url}'",
         "Analysts (read-only SQL, docs/schema.md):",
@@ -105,6 +114,18 @@ def banner(settings: Settings, host: str, port: int) -> str:
         "Open the two links in two browser tabs to chat. Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
+
+
+def _not_on_path() -> list[str]:
+    """A line saying where ``duologue`` is when the shell would not find it."""
+    bin_dir = Path(sys.executable).parent
+    found = shutil.which("duologue")
+    if not (bin_dir / "duologue").exists() or (
+            found and Path(found).resolve() == (bin_dir / "duologue").resolve()):
+        return []
+    here = Path.cwd()
+    shown = bin_dir.relative_to(here) if bin_dir.is_relative_to(here) else bin_dir
+    return [f"`duologue` is {shown}/duologue; `source {shown}/activate` puts it on your PATH."]
 
 
 def analyst_conninfo(database_url: str) -> str:
@@ -129,12 +150,17 @@ def _exit_on_signal(signum: int, _: FrameType | None) -> None:
 
 
 def _port_or_free(preferred: int) -> int:
-    """``preferred`` unless something listens there. SO_REUSEADDR as redis-server binds,
-    so the sockets a quick restart leaves in TIME_WAIT do not move the port."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", preferred))
-        except OSError:
-            return free_port()
-    return preferred
+    """``preferred`` unless something listens there."""
+    return preferred if _can_listen("127.0.0.1", preferred) else free_port()
+
+
+def _can_listen(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now. SO_REUSEADDR, as redis-server
+    and uvicorn bind: the sockets a quick restart leaves in TIME_WAIT do not count. Any
+    other failure (a host that does not resolve) is left for the server to report."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.create_server((host, port), family=family):
+            return True
+    except OSError as exc:
+        return exc.errno != errno.EADDRINUSE

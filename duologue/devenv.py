@@ -5,7 +5,9 @@ the current one that holds ``.duologue/`` or ``pyproject.toml`` (else the curren
 While ``duologue dev`` runs, ``.duologue/env`` names its Redis and Postgres; every other
 command reads it (and the dev secret) for the variables that are not set, so
 ``duologue status`` or ``duologue token alice`` work from any directory of the project.
-``.duologue/dev.lock`` keeps a second ``duologue dev`` from starting on the same data.
+``.duologue/dev.lock`` keeps a second ``duologue dev`` from starting on the same data, and
+tells the other commands whether ``env`` is current: one left by a ``duologue dev`` that
+was killed is not read. ``.duologue/redis.port`` keeps the embedded Redis on one port.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 STATE = ".duologue"
-ENV_FILE, SECRET_FILE, LOCK_FILE = "env", "secret", "dev.lock"
+ENV_FILE, SECRET_FILE, LOCK_FILE, PORT_FILE = "env", "secret", "dev.lock", "redis.port"
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -33,9 +35,11 @@ def state_dir(start: Path | None = None) -> Path:
 
 
 def load_into(environ: MutableMapping[str, str], start: Path | None = None) -> None:
-    """Fill unset variables from ``.duologue/env`` and the dev secret."""
+    """Fill unset variables from ``.duologue/env`` (while its ``duologue dev`` runs) and
+    the dev secret."""
     state = state_dir(start)
-    for name, value in read_env(state / ENV_FILE).items():
+    found = read_env(state / ENV_FILE) if running(state) else {}
+    for name, value in found.items():
         if not environ.get(name):
             environ[name] = value
     secret = state / SECRET_FILE
@@ -63,6 +67,19 @@ def remove_env(state: Path) -> None:
     (state / ENV_FILE).unlink(missing_ok=True)
 
 
+def remembered_port(state: Path, default: int) -> int:
+    """The port the last ``duologue dev`` of this project gave its Redis."""
+    try:
+        port = int((state / PORT_FILE).read_text())
+    except (OSError, ValueError):
+        return default
+    return port if 0 < port < 65536 else default
+
+
+def remember_port(state: Path, port: int) -> None:
+    (state / PORT_FILE).write_text(f"{port}\n")
+
+
 class AlreadyRunningError(Exception):
     """Another ``duologue dev`` holds this project's state."""
 
@@ -85,3 +102,29 @@ def lock(state: Path) -> IO[str]:
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+def running(state: Path) -> bool:
+    """Whether a ``duologue dev`` holds this project's lock (without taking it)."""
+    try:
+        handle = (state / LOCK_FILE).open()
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False  # closing the file let the shared lock go
+
+
+def missing_hint(name: str, start: Path | None = None) -> str:
+    """What to do about a variable that is not set, said after the error."""
+    state = state_dir(start)
+    if name == "DUOLOGUE_SECRET":
+        return (f", and there is no {state / SECRET_FILE}: `duologue dev` makes one, "
+                "or export DUOLOGUE_SECRET")
+    if name in ("REDIS_URL", "DATABASE_URL") and not running(state):
+        return (f", and no `duologue dev` is running for {state.parent}: start one "
+                f"(scripts/dev), or export {name}")
+    return ""

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from adapters.settings import Settings
 from duologue import devenv
@@ -43,13 +46,14 @@ def test_token_finds_the_dev_secret_from_a_subdirectory(tmp_path):
     assert done.stdout.count(".") == 2  # a JWT
     elsewhere = duologue("token", "alice", cwd=tmp_path.parent)  # outside the project
     assert elsewhere.returncode == 2 and "DUOLOGUE_SECRET" in elsewhere.stderr
+    assert "`duologue dev` makes one, or export DUOLOGUE_SECRET" in elsewhere.stderr
 
 
 def test_operator_commands_read_the_running_dev_system_from_any_directory(
         tmp_path, redis_url, fresh_database, prefix):
     root, deep = a_project(tmp_path)
     state = root / ".duologue"
-    state.mkdir()
+    held = devenv.lock(state)  # as the running `duologue dev` holds it
     devenv.write_env(state, {"REDIS_URL": redis_url, "DATABASE_URL": fresh_database})
     done = duologue("migrate", cwd=deep)
     assert done.returncode == 0, done.stderr
@@ -61,6 +65,31 @@ def test_operator_commands_read_the_running_dev_system_from_any_directory(
     assert done.returncode == 1
     assert done.stderr.strip() == ("duologue: cannot reach Redis at redis://127.0.0.1:1/0: "
                                    "Error 111 connecting to 127.0.0.1:1. Connection refused.")
+    held.close()
+    # the `duologue dev` that wrote the file is gone (killed: it could not remove it)
+    done = duologue("status", cwd=deep)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"duologue: REDIS_URL is not set, and no `duologue dev` is running for {root}: "
+        "start one (scripts/dev), or export REDIS_URL")
+
+
+def test_only_a_running_dev_makes_its_env_file_current(tmp_path):
+    state = tmp_path / ".duologue"
+    state.mkdir()
+    devenv.write_env(state, {"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert not devenv.running(state)
+    environ: dict[str, str] = {}
+    devenv.load_into(environ, tmp_path)
+    assert environ == {}
+    with devenv.lock(state):
+        assert devenv.running(state)
+        devenv.load_into(environ, tmp_path)
+        assert environ == {"REDIS_URL": "redis://127.0.0.1:1/0"}
+        environ["REDIS_URL"] = "redis://elsewhere:6379/0"  # a set variable wins
+        devenv.load_into(environ, tmp_path)
+        assert environ == {"REDIS_URL": "redis://elsewhere:6379/0"}
+    assert not devenv.running(state)
 
 
 def test_an_unreachable_service_is_one_line_naming_the_url_without_its_password(
@@ -148,6 +177,53 @@ def test_rebuild_ends_with_every_phase_complete(tmp_path, fresh_database):
     assert "swap" in done.stderr
 
 
+def test_dev_refuses_a_port_in_use_before_starting_anything(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = duologue("dev", "--port", str(port), cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"duologue dev: 127.0.0.1:{port} is in use by another "
+                                   "program: stop it, or pass --port")
+    assert not (tmp_path / ".duologue" / "redis").exists()
+    assert not (tmp_path / ".duologue" / "postgres").exists()
+
+
+def run_dev(root: Path) -> tuple[str, str]:
+    """``duologue dev`` until its banner, then Ctrl-C: (stdout, stderr)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "duologue.cli", "dev", "--port", str(free_port())], cwd=root,
+        env={k: v for k, v in os.environ.items()
+             if k not in ("REDIS_URL", "DATABASE_URL", "DUOLOGUE_SECRET")},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while not lines or "Ctrl-C stops everything" not in lines[-1]:
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                "".join(lines) + proc.stderr.read())  # type: ignore[union-attr]
+            lines.append(proc.stdout.readline())  # type: ignore[union-attr]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and '"dev_stopped"' in err, err  # as Ctrl-C ends a program
+    return "".join(lines), err
+
+
+def test_a_quick_restart_keeps_the_redis_port_it_remembered(tmp_path):
+    remembered = free_port()  # not 6390: the port comes from .duologue/redis.port
+    (tmp_path / ".duologue").mkdir()
+    (tmp_path / ".duologue" / "redis.port").write_text(f"{remembered}\n")
+    url = f"export REDIS_URL='redis://127.0.0.1:{remembered}/0'"
+    first, _ = run_dev(tmp_path)
+    assert url in first
+    # Redis closed its clients' connections as it stopped: its port has sockets in
+    # TIME_WAIT now, and the next start takes the same port all the same
+    second, _ = run_dev(tmp_path)
+    assert url in second
+    assert (tmp_path / ".duologue" / "redis.port").read_text().strip() == str(remembered)
+    assert not (tmp_path / ".duologue" / "env").exists()
+
+
 def test_status_fits_80_columns_without_cutting_an_id():
     from rich.console import Console
 
@@ -173,3 +249,30 @@ def test_status_fits_80_columns_without_cutting_an_id():
         assert whole in text, text
     rows = [line.split("│") for line in text.split("Workers")[0].splitlines() if "│" in line]
     assert [r[5].strip() for r in rows if r[0].strip().isdigit()] == ["#2", "#1"]  # owners
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    read, write = os.pipe()
+    os.close(read)  # `duologue token alice | head -c0`
+    try:
+        done = subprocess.run([sys.executable, "-m", "duologue.cli", "token", "alice"],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=60,
+                              env={**os.environ, "DUOLOGUE_SECRET": SECRET})
+    finally:
+        os.close(write)
+    assert done.returncode == 1 and done.stderr == ""
+
+
+def test_the_banner_says_where_duologue_is_when_the_shell_would_not_find_it(monkeypatch):
+    settings = Settings(redis_url="redis://127.0.0.1:6390/0",
+                        database_url="postgresql://postgres@127.0.0.1:5432/duo", secret=SECRET)
+    bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "duologue").exists():
+        pytest.skip(f"no duologue script beside {sys.executable}")
+    monkeypatch.chdir(bin_dir.parent.parent)  # the project root, for .venv
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    text = banner(settings, "127.0.0.1", 8000)
+    assert f"`duologue` is {bin_dir.parent.name}/bin/duologue" in text
+    assert "/activate` puts it on your PATH" in text
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    assert "puts it on your PATH" not in banner(settings, "127.0.0.1", 8000)
