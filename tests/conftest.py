@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from adapters.postgres import migrate
 from adapters.record import Keys
 from duologue.embedded import EmbeddedRedis, start_postgres
+from tests.faults_support import PrivatePostgres, private_postgres_server
 from tests.projection_support import PARTITIONS, Fleet, projector_env
 from tests.support import GatewayProcess
 
@@ -148,6 +149,13 @@ def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(tmp_path / "redis", persist=True).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A Postgres server of this test's own (migrated), to stop and start again."""
+    with private_postgres_server() as server:
+        yield server
 
 
 @pytest.fixture

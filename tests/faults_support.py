@@ -1,15 +1,32 @@
-"""Fault injectors and waiting helpers shared by the fault and race tests: a Redis proxy
-that cuts the gateway's command connections, pub/sub subscriber counts, stream reads.
+"""Fault injectors shared by the fault and race tests. The faults are real, nothing is
+mocked:
+
+- ``RedisProxy``/``proxied_gateway``: a TCP proxy in front of Redis that, on a chosen
+  command, cuts a gateway's command connections (never its pub/sub one);
+- ``TcpProxy``: a loopback TCP proxy that drops every connection and refuses new ones
+  (Postgres away for the gateway);
+- ``copy_aof``/``restore_aof``: Redis restarted from an append-only file that misses its
+  last events;
+- ``PrivatePostgres``/``private_postgres_server``: a Postgres server of one test's own, to
+  stop and start again (the ``private_postgres`` fixture in conftest.py);
+- ``numsub``/``wait_numsub``: pub/sub subscriber counts, to see what a fault left behind;
+- ``say_until_acked``: resend one command until it is acked while a fault heals.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from adapters.record import B_EVENT
-from schemas.events import MessageSent
+from adapters.postgres import migrate
+from duologue.embedded import start_postgres
 from tests.support import Client
 
 # -- a Redis proxy that cuts the gateway's command connections, never its pub/sub one ------
@@ -141,7 +158,7 @@ async def say_until_acked(client: Client, to: str, body: str) -> dict:
     raise AssertionError(answer)
 
 
-# -- a client that vanishes during a paced replay ------------------------------------------
+# -- pub/sub subscriber counts -------------------------------------------------------------
 
 
 async def numsub(aredis, channel: str) -> int:
@@ -157,37 +174,114 @@ async def wait_numsub(aredis, channel: str, want: int, timeout: float) -> int:
     return got
 
 
-# -- races that hold today (no test covered them) ------------------------------------------
+# -- a loopback proxy that drops every connection (Postgres away) --------------------------
 
 
-async def stream_events(aredis, keys, thread: str) -> list[tuple[str, dict]]:
-    return [(i.decode(), json.loads(f[B_EVENT]))
-            for i, f in await aredis.xrange(keys.stream(thread), "-", "+")]
+class TcpProxy:
+    """A loopback TCP proxy that can drop every connection and refuse new ones."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.links: set[asyncio.StreamWriter] = set()
+        self.refusing = False
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> TcpProxy:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    def cut(self) -> None:
+        self.refusing = True
+        for writer in list(self.links):
+            writer.transport.abort()
+
+    def resume(self) -> None:
+        self.refusing = False
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
+        with contextlib.suppress(OSError):
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+            self.links.update((writer, up_writer))
+
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                while data := await src.read(1 << 16):
+                    dst.write(data)
+                    await dst.drain()
+
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer),
+                                 return_exceptions=True)
+            for w in (writer, up_writer):
+                self.links.discard(w)
+                w.transport.abort()
+
+    async def close(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
 
 
-async def answer(client: Client, ref: str) -> dict:
-    return await client.wait_for(
-        lambda f: f.get("type") in ("ack", "error") and f.get("ref") == ref)
+# -- Redis restarted from an append-only file that misses its last events ------------------
 
 
-def key(event_id: str) -> tuple[int, int]:
-    ms, _, seq = event_id.partition("-")
-    return int(ms), int(seq or 0)
-
-async def seen(client: Client, predicate, timeout: float = 10.0) -> None:
-    """Wait until a frame matching ``predicate`` has arrived (without consuming it)."""
-    async with asyncio.timeout(timeout):
-        while not any(predicate(f) for f in client.frames):
-            assert not client.reader.done(), client.ws.close_code
-            await asyncio.sleep(0.01)
+def copy_aof(src: Path, dst: Path) -> None:
+    """Copy the append-only file(s) of the Redis data directory ``src`` into ``dst``."""
+    for entry in src.iterdir():
+        if entry.name.startswith("appendonly"):
+            if entry.is_dir():
+                shutil.copytree(entry, dst / entry.name)
+            else:
+                shutil.copy2(entry, dst / entry.name)
 
 
-async def blast(client: Client, to: str, count: int) -> list[dict]:
-    cmids = [f"x-{client.cmid()}" for _ in range(count)]
-    for cmid in cmids:
-        await client.send({"type": "send", "to": to, "body": cmid, "client_msg_id": cmid})
-    return [await client.wait_for(lambda f, c=cmid: f.get("ref") == c, 60) for cmid in cmids]
+def restore_aof(snapshot: Path, directory: Path) -> None:
+    """Replace the append-only file(s) in ``directory`` with the copy in ``snapshot`` (Redis
+    stopped): restarted, Redis misses whatever was appended after the copy."""
+    for entry in directory.iterdir():
+        if entry.name.startswith("appendonly"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    copy_aof(snapshot, directory)
 
 
-def sent(user: str, cmid: str) -> MessageSent:
-    return MessageSent(sender=user, body=cmid, client_msg_id=cmid)
+# -- a Postgres server of the test's own, to stop and start --------------------------------
+
+
+@dataclass
+class PrivatePostgres:
+    """A Postgres server of the test's own (pgserver), to stop and start again."""
+
+    server: Any
+    url: str
+
+    def stop(self) -> None:
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata,
+               user=self.server.system_user)
+
+    def start(self) -> None:
+        with self.server._lock:
+            self.server.ensure_postgres_running()
+
+
+@contextlib.contextmanager
+def private_postgres_server() -> Iterator[PrivatePostgres]:
+    """Start a migrated Postgres server of its own; removed with its data on exit."""
+    # Not under pytest's tmp_path: the server runs as another user (we are root), and
+    # every pytest start chmods /tmp/pytest-of-<user> back to 0700.
+    directory = Path(tempfile.mkdtemp(prefix="duologue-pg-"))
+    try:
+        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR
+            warnings.simplefilter("ignore")
+            server, url = start_postgres(directory)
+        try:
+            migrate(url)
+            yield PrivatePostgres(server, url)
+        finally:
+            server.cleanup()  # type: ignore[attr-defined]
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -19,8 +19,10 @@ from typing import Any
 import httpx
 import websockets
 
+from adapters.record import B_EVENT
 from adapters.tokens import mint
 from duologue.embedded import free_port
+from schemas.events import MessageSent
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-" + "x" * 40
@@ -229,3 +231,35 @@ async def blast_acked(client: Client, to: str, count: int, tag: str = "m") -> li
 
 def strictly_increasing(ids: list[str]) -> bool:
     return all(id_key(a) < id_key(b) for a, b in itertools.pairwise(ids))
+
+
+async def blast(client: Client, to: str, count: int) -> list[dict]:
+    """Pipeline ``count`` sends, then return their answers (ack or error) in send order."""
+    cmids = [f"x-{client.cmid()}" for _ in range(count)]
+    for cmid in cmids:
+        await client.send({"type": "send", "to": to, "body": cmid, "client_msg_id": cmid})
+    return [await client.wait_for(lambda f, c=cmid: f.get("ref") == c, 60) for cmid in cmids]
+
+
+async def answer(client: Client, ref: str) -> dict:
+    """The ack or error of the command ``ref``, consumed."""
+    return await client.wait_for(
+        lambda f: f.get("type") in ("ack", "error") and f.get("ref") == ref)
+
+
+async def seen(client: Client, predicate, timeout: float = 10.0) -> None:
+    """Wait until a frame matching ``predicate`` has arrived (without consuming it)."""
+    async with asyncio.timeout(timeout):
+        while not any(predicate(f) for f in client.frames):
+            assert not client.reader.done(), client.ws.close_code
+            await asyncio.sleep(0.01)
+
+
+async def stream_events(aredis, keys, thread: str) -> list[tuple[str, dict]]:
+    """The thread's stream as Redis holds it: (id, event payload) in order."""
+    return [(i.decode(), json.loads(f[B_EVENT]))
+            for i, f in await aredis.xrange(keys.stream(thread), "-", "+")]
+
+
+def sent(user: str, cmid: str) -> MessageSent:
+    return MessageSent(sender=user, body=cmid, client_msg_id=cmid)

@@ -7,8 +7,16 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.faults_support import answer, blast, key, seen, stream_events
-from tests.support import Client, thread_of, uid
+from tests.support import (
+    Client,
+    answer,
+    blast,
+    id_key,
+    seen,
+    stream_events,
+    thread_of,
+    uid,
+)
 
 
 async def test_two_devices_delete_one_message_at_once(shared_gateway, aredis, keys):
@@ -46,7 +54,7 @@ async def test_edit_racing_delete_never_edits_a_deleted_message(shared_gateway, 
         edited, deleted = await answer(a1, f"e{n}"), await answer(a2, f"d{n}")
         assert deleted["type"] == "ack", deleted
         if edited["type"] == "ack":
-            assert key(edited["id"]) < key(deleted["id"])
+            assert id_key(edited["id"]) < id_key(deleted["id"])
         else:
             assert edited["code"] == "not_found", edited
     deleted_yet: dict[str, bool] = {}  # MessageSent id -> deleted, over the stream
@@ -82,17 +90,17 @@ async def test_read_receipts_from_two_devices_at_once_only_move_forward(
                     (low, await answer(second, f"r{n}-lo"))]
     events = dict(await stream_events(aredis, keys, thread))
     receipts = [(i, e["up_to"]) for i, e in events.items() if e["kind"] == "ReadUpTo"]
-    ups = [key(up) for _, up in receipts]
+    ups = [id_key(up) for _, up in receipts]
     assert ups == sorted(ups) and len(set(ups)) == len(ups), receipts  # strictly forward
     for up_to, ack in answers:
         assert ack["type"] == "ack", ack
         stored = events[ack["id"]]
         assert stored["kind"] == "ReadUpTo" and stored["reader"] == alice
         if ack["duplicate"]:
-            assert key(stored["up_to"]) >= key(up_to)  # the receipt that already covers it
+            assert id_key(stored["up_to"]) >= id_key(up_to)  # the receipt that already covers it
         else:
             assert stored["up_to"] == up_to
-    assert key(receipts[-1][1]) == key(ids[-1])
+    assert id_key(receipts[-1][1]) == id_key(ids[-1])
     for client in (a1, a2, b):
         await client.close()
 
@@ -165,7 +173,7 @@ async def test_devices_connecting_during_traffic_get_exactly_what_follows_hello(
     assert len(devices) >= 3
     for device in devices:
         start = next(t["last_id"] for t in device.hello["threads"] if t["thread"] == thread)
-        expected = [i for i in stored if key(i) > key(start)]
+        expected = [i for i in stored if id_key(i) > id_key(start)]
         if expected:  # the last devices may have connected after the last send
             await seen(device, lambda f: f.get("type") == "event" and f["id"] == last, 20)
         await asyncio.sleep(0.05)  # nothing more may come

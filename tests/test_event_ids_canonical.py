@@ -8,8 +8,7 @@ import json
 
 from domain.state import fold
 from schemas.events import decode_event
-from tests.faults_support import stream_events
-from tests.support import Client, thread_of, uid
+from tests.support import Client, stream_events, thread_of, uid
 
 
 def padded_id(event_id: str) -> str:

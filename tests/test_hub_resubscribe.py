@@ -12,8 +12,8 @@ from gateway.backfill import schedule_catch_up
 from gateway.connection import Connection
 from gateway.hub import Hub
 from gateway.store import EventStore
-from tests.faults_support import key, numsub, sent
-from tests.support import thread_of, uid
+from tests.faults_support import numsub
+from tests.support import id_key, sent, thread_of, uid
 
 # -- the hub: resubscription races, driven step by step on a real Redis ---------------------
 
@@ -61,7 +61,7 @@ async def test_device_connecting_during_a_pubsub_reconnect_misses_the_gap(aredis
         e0 = (await store.append(thread, bob, "c0", sent(bob, "c0"))).id
         first = Connection(alice, 64)
         await attach_and_start(hub, store, first)
-        assert first.last[thread] == key(e0)
+        assert first.last[thread] == id_key(e0)
 
         await hub.pubsub.connection.disconnect()  # the pub/sub connection drops
         second = Connection(alice, 64)

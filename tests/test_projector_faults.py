@@ -7,23 +7,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
 import signal
-import tempfile
 import time
-import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 import redis
 
-from adapters.postgres import migrate
 from adapters.record import Keys
-from duologue.embedded import start_postgres
 from projector.tables import PROJECTION_LOCK
 from tests.projection_support import (
     PARTITIONS,
@@ -165,42 +156,6 @@ async def test_sigterm_finishes_the_batch_and_exits_0_nothing_half_applied(
 
 
 # --- 5. Postgres unavailable mid-run ------------------------------------------------------
-
-
-@dataclass
-class PrivatePostgres:
-    """A Postgres server of the test's own (pgserver), to stop and start again."""
-
-    server: Any
-    url: str
-
-    def stop(self) -> None:
-        from pgserver._commands import pg_ctl
-
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata,
-               user=self.server.system_user)
-
-    def start(self) -> None:
-        with self.server._lock:
-            self.server.ensure_postgres_running()
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
-    # Not under pytest's tmp_path: the server runs as another user (we are root), and
-    # every pytest start chmods /tmp/pytest-of-<user> back to 0700.
-    directory = Path(tempfile.mkdtemp(prefix="duologue-pg-"))
-    try:
-        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR
-            warnings.simplefilter("ignore")
-            server, url = start_postgres(directory)
-        try:
-            migrate(url)
-            yield PrivatePostgres(server, url)
-        finally:
-            server.cleanup()  # type: ignore[attr-defined]
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 async def test_postgres_down_mid_run_retries_with_backoff_and_catches_up(

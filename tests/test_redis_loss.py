@@ -9,15 +9,13 @@ before the last events were appended (and archived).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-from pathlib import Path
 
 import psycopg
 import redis
 
 from adapters.record import Keys
 from domain.ids import event_key
+from tests.faults_support import TcpProxy, copy_aof, restore_aof
 from tests.ops_support import duologue
 from tests.projection_support import (
     PARTITIONS,
@@ -31,54 +29,6 @@ from tests.projection_support import (
 )
 from tests.record_support import merged_history, sync_all
 from tests.support import Client, thread_of, uid
-
-
-class TcpProxy:
-    """A loopback TCP proxy that can drop every connection and refuse new ones."""
-
-    def __init__(self, port: int) -> None:
-        self.upstream = port
-        self.links: set[asyncio.StreamWriter] = set()
-        self.refusing = False
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> TcpProxy:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    def cut(self) -> None:
-        self.refusing = True
-        for writer in list(self.links):
-            writer.transport.abort()
-
-    def resume(self) -> None:
-        self.refusing = False
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.refusing:
-            writer.transport.abort()
-            return
-        with contextlib.suppress(OSError):
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-            self.links.update((writer, up_writer))
-
-            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-                while data := await src.read(1 << 16):
-                    dst.write(data)
-                    await dst.drain()
-
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer),
-                                 return_exceptions=True)
-            for w in (writer, up_writer):
-                self.links.discard(w)
-                w.transport.abort()
-
-    async def close(self) -> None:
-        self.cut()
-        if self.server is not None:
-            self.server.close()
 
 
 async def test_postgres_away_when_a_replay_needs_the_archive_is_unavailable_then_heals(
@@ -127,22 +77,6 @@ async def test_postgres_away_when_a_replay_needs_the_archive_is_unavailable_then
         await proxy.close()
 
 
-def _copy_aof(src: Path, dst: Path) -> None:
-    for entry in src.iterdir():
-        if entry.name.startswith("appendonly"):
-            if entry.is_dir():
-                shutil.copytree(entry, dst / entry.name)
-            else:
-                shutil.copy2(entry, dst / entry.name)
-
-
-def _restore_aof(snapshot: Path, directory: Path) -> None:
-    for entry in directory.iterdir():
-        if entry.name.startswith("appendonly"):
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    _copy_aof(snapshot, directory)
-
-
 async def test_redis_restarted_without_its_last_events_loses_nothing_acked(
         private_redis, start_gateway, fresh_database, prefix, log_dir, tmp_path):
     """Events archived after the AOF copy are lost by Redis. Afterwards: appends wait until
@@ -167,7 +101,7 @@ async def test_redis_restarted_without_its_last_events_loses_nothing_acked(
         kept = [await a.say(peer, f"kept {n}") for n in range(6) for peer in (bob, carol)]
         wait_drained(client, db, keys, 20, tail(projector))
         await asyncio.sleep(1.2)  # everysec: the AOF has it all
-        _copy_aof(private_redis.directory, snapshot)
+        copy_aof(private_redis.directory, snapshot)
         lost = [await a.say(peer, f"lost {n}", client_msg_id=f"lost-{peer}-{n}")
                 for n in range(6) for peer in (bob, carol)]
         read = await a.request({"type": "read", "thread": thread_of(alice, bob),
@@ -177,7 +111,7 @@ async def test_redis_restarted_without_its_last_events_loses_nothing_acked(
         assert {x["id"] for x in kept + lost + [read]} <= archived
 
         private_redis.kill()  # as a crash would: the AOF holds what it held a moment ago
-        _restore_aof(snapshot, private_redis.directory)
+        restore_aof(snapshot, private_redis.directory)
         private_redis.start()
 
         # a resend of a command the archive holds: its first ack, once Redis is checked

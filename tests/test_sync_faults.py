@@ -15,17 +15,8 @@ import websockets
 from adapters.record import Keys
 from gateway.store import PAGE_LUA
 from schemas.events import MessageSent, encode_event
-from tests.faults_support import (
-    blast,
-    key,
-    numsub,
-    proxied_gateway,
-    say_until_acked,
-    seen,
-    sent,
-    wait_numsub,
-)
-from tests.support import Client, thread_of, token, uid
+from tests.faults_support import numsub, proxied_gateway, say_until_acked, wait_numsub
+from tests.support import Client, blast, id_key, seen, sent, thread_of, token, uid
 
 # -- a sync that fails must not stop live delivery of its thread --------------------------
 
@@ -168,7 +159,7 @@ async def test_sync_while_the_pubsub_connection_keeps_dying(private_redis, start
     synced_at = next(i for i, f in enumerate(tail) if f["type"] == "synced")
     before = [f["id"] for f in tail[:synced_at] if f["type"] == "event"]
     restart = next((i for i in range(1, len(before))
-                    if key(before[i]) < key(before[i - 1])), 0)
+                    if id_key(before[i]) < id_key(before[i - 1])), 0)
     in_flight, replay = before[:restart], before[restart:]
     after = [f["id"] for f in tail[synced_at + 1:] if f["type"] == "event"]
     every = [i.decode() for i, _ in await admin.xrange(keys.stream(thread))]
