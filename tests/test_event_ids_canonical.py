@@ -25,8 +25,7 @@ def padded_id(event_id: str) -> str:
 
 
 async def test_zero_padded_target_reaches_a_deleted_message(shared_gateway, aredis, keys):
-    """A target id written with a leading zero names the same message: a deleted one stays
-    deleted (no edit, no second delete is appended)."""
+    """A target with a leading zero is the same message: deleted, it takes no edit or delete."""
     alice, bob = uid("a"), uid("b")
     thread = thread_of(alice, bob)
     a = await Client.connect(shared_gateway.ws_url, alice)
@@ -45,8 +44,7 @@ async def test_zero_padded_target_reaches_a_deleted_message(shared_gateway, ared
 
 
 async def test_zero_padded_edit_names_the_message_it_edits(shared_gateway, aredis, keys):
-    """An edit whose target has a leading zero edits that very message (the stored target is
-    the canonical id, so every fold applies it)."""
+    """An edit whose target has a leading zero edits that very message, in every fold."""
     alice, bob = uid("a"), uid("b")
     thread = thread_of(alice, bob)
     a = await Client.connect(shared_gateway.ws_url, alice)
@@ -64,8 +62,7 @@ async def test_zero_padded_edit_names_the_message_it_edits(shared_gateway, aredi
 
 
 async def test_zero_padded_read_receipt_does_not_break_later_receipts(shared_gateway):
-    """A read receipt with a leading zero is the same receipt: later receipts still move it
-    forward."""
+    """A read receipt with a leading zero is the same receipt: later receipts still move it on."""
     alice, bob = uid("a"), uid("b")
     thread = thread_of(alice, bob)
     a = await Client.connect(shared_gateway.ws_url, alice)

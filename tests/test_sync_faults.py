@@ -23,10 +23,9 @@ from tests.support import Client, blast, id_key, seen, sent, thread_of, token, u
 PAGE_SHA = hashlib.sha1(PAGE_LUA.encode()).hexdigest().encode()  # replays read pages by SHA
 
 
-async def test_sync_refused_unavailable_must_not_swallow_later_live_events(
+async def test_sync_refused_unavailable_still_delivers_later_live_events(
         start_gateway, redis_url):
-    """A `sync` refused `unavailable` keeps its thread held and caught up in the background:
-    live events that arrive later are still delivered, once each."""
+    """After a `sync` refused `unavailable`, later live events of its thread arrive, once each."""
     async with proxied_gateway(start_gateway, redis_url) as (gateway, proxy):
         alice, bob = uid("a"), uid("b")
         thread = thread_of(alice, bob)
@@ -48,10 +47,9 @@ async def test_sync_refused_unavailable_must_not_swallow_later_live_events(
         await b.close()
 
 
-async def test_sync_failing_mid_replay_must_not_swallow_later_live_events(
+async def test_sync_failing_mid_replay_still_delivers_the_rest_and_later_live_events(
         start_gateway, redis_url):
-    """Redis failing between two replay chunks leaves no gap: the catch-up replays the rest
-    and later live events still arrive."""
+    """Redis failing between two replay chunks leaves no gap; later live events still arrive."""
     async with proxied_gateway(start_gateway, redis_url) as (gateway, proxy):
         alice, bob = uid("a"), uid("b")
         thread = thread_of(alice, bob)
@@ -79,8 +77,7 @@ async def test_sync_failing_mid_replay_must_not_swallow_later_live_events(
 
 async def test_client_vanishing_during_a_paced_replay_is_released(
         start_gateway, aredis, prefix):
-    """A client that vanishes while its replay waits for room is closed and released: its
-    channel is unsubscribed, nothing waits forever."""
+    """A client gone while its replay waits for room is closed and its channel released."""
     gateway = start_gateway(DUOLOGUE_OUTBOX="16", DUOLOGUE_DRAIN_TIMEOUT="1")
     keys = Keys(prefix)
     alice, bob = uid("a"), uid("b")
@@ -113,8 +110,7 @@ async def test_client_vanishing_during_a_paced_replay_is_released(
 
 
 async def test_store_full_is_unavailable_not_a_1011_close(private_redis, start_gateway):
-    """A full Redis (`noeviction`) refuses a command with `unavailable`, not a 1011 close:
-    nothing was appended and the socket stays open for a retry."""
+    """A full Redis (`noeviction`) answers a command `unavailable`; the socket stays open."""
     gateway = start_gateway(REDIS_URL=private_redis.url)
     admin = aioredis.Redis.from_url(private_redis.url)
     alice, bob = uid("a"), uid("b")
