@@ -20,7 +20,6 @@ from projector.project import project
 from projector.tables import LIVE, PROJECTION_LOCK
 from tests.projection_support import (
     PARTITIONS,
-    Workload,
     actual_projection,
     assert_done,
     assert_projection,
@@ -34,6 +33,7 @@ from tests.projection_support import (
     thread_streams,
 )
 from tests.support import uid
+from tests.workload_support import Workload
 
 # --- 8. burst mode ------------------------------------------------------------------------
 

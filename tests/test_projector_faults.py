@@ -19,7 +19,6 @@ from projector.tables import PROJECTION_LOCK
 from tests.projection_support import (
     PARTITIONS,
     Fleet,
-    Workload,
     assert_done,
     assert_projection,
     checkpoint_events,
@@ -33,6 +32,7 @@ from tests.projection_support import (
     tail,
     wait_drained,
 )
+from tests.workload_support import Workload
 
 
 async def wait_progress(db, before: int, timeout: float, done: Any = None) -> bool:

@@ -13,7 +13,6 @@ import psycopg
 from domain.ids import thread_id
 from tests.projection_support import (
     Fleet,
-    Workload,
     thread_streams,
 )
 from tests.record_support import (
@@ -25,6 +24,7 @@ from tests.record_support import (
     shown,
 )
 from tests.support import Client, uid
+from tests.workload_support import Workload
 
 # --- 3. rebuild against a second rebuild, and against a replay ---------------------------
 

@@ -19,7 +19,6 @@ from adapters.record import Keys
 from tests.projection_support import (
     PARTITIONS,
     Fleet,
-    Workload,
     assert_projection,
     dead_letters,
     drain_problems,
@@ -28,6 +27,7 @@ from tests.projection_support import (
     thread_streams,
 )
 from tests.record_support import acked_problems, duologue, shown
+from tests.workload_support import Workload
 
 # --- 1. partitions change owner under light, bursty traffic ------------------------------
 
