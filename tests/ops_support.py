@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,30 +34,29 @@ from schemas.events import (
 )
 from tests.support import ROOT, ProjectorProcess, uid
 
-PARTITIONS = 8
-
-
 # --- running the command line ---------------------------------------------------------
 
-def duologue(env: dict[str, str], *args: str, timeout: float = 60
+
+def cli_env(env: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without the services' variables, then exactly ``env``."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("REDIS_URL", "DATABASE_URL", "DUOLOGUE_PREFIX", "DUOLOGUE_PARTITIONS")}
+    return {**base, "COLUMNS": "200", **env}
+
+
+def duologue(env: Mapping[str, str], *args: str, timeout: float = 60
              ) -> subprocess.CompletedProcess[str]:
     """``python -m duologue.cli ARGS`` with exactly the operator's environment."""
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("REDIS_URL", "DATABASE_URL", "DUOLOGUE_PREFIX", "DUOLOGUE_PARTITIONS")}
     return subprocess.run([sys.executable, "-m", "duologue.cli", *args], cwd=ROOT,
-                          env={**base, "COLUMNS": "200", **env}, capture_output=True,
-                          text=True, timeout=timeout)
+                          env=cli_env(env), capture_output=True, text=True, timeout=timeout)
 
 
-def duologue_all(env: dict[str, str], *commands: tuple[str, ...], timeout: float = 60
+def duologue_all(env: Mapping[str, str], *commands: tuple[str, ...], timeout: float = 60
                  ) -> list[subprocess.CompletedProcess[str]]:
     """Several independent commands at once (each as ``duologue`` would run it)."""
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("REDIS_URL", "DATABASE_URL", "DUOLOGUE_PREFIX", "DUOLOGUE_PARTITIONS")}
     running = [(args, subprocess.Popen(
-        [sys.executable, "-m", "duologue.cli", *args], cwd=ROOT,
-        env={**base, "COLUMNS": "200", **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)) for args in commands]
+        [sys.executable, "-m", "duologue.cli", *args], cwd=ROOT, env=cli_env(env),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) for args in commands]
     done = []
     for args, process in running:
         out, err = process.communicate(timeout=timeout)

@@ -5,7 +5,6 @@ subprocesses, acked ids against the archive, the projection as the fold of the a
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -16,6 +15,8 @@ import psycopg
 
 from adapters.record import B_EVENT, Keys
 from domain.ids import event_key, thread_id
+from tests.ops_support import cli_env
+from tests.ops_support import duologue as ops_duologue
 from tests.projection_support import (
     Expected,
     Stream,
@@ -30,21 +31,14 @@ from tests.support import ROOT, Client, uid
 
 def duologue(env: Mapping[str, str], *args: str, timeout: float = 90
              ) -> subprocess.CompletedProcess[str]:
-    """``duologue ARGS`` as an operator runs it, with exactly this environment."""
-    return subprocess.run([sys.executable, "-m", "duologue.cli", *args], cwd=ROOT,
-                          env=_cli_env(env), capture_output=True, text=True, timeout=timeout)
+    """``duologue ARGS`` as an operator runs it (``ops_support.duologue``, a longer timeout)."""
+    return ops_duologue(env, *args, timeout=timeout)
 
 
 def duologue_start(env: Mapping[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "duologue.cli", *args], cwd=ROOT,
-                            env=_cli_env(env), stdout=subprocess.PIPE,
+                            env=cli_env(env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def _cli_env(env: Mapping[str, str]) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("REDIS_URL", "DATABASE_URL", "DUOLOGUE_PREFIX", "DUOLOGUE_PARTITIONS")}
-    return {**base, "COLUMNS": "200", **env}
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 90

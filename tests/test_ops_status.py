@@ -12,7 +12,6 @@ import redis.asyncio as aioredis
 from domain.ids import thread_id
 from gateway.store import EventStore
 from tests.ops_support import (
-    PARTITIONS,
     Seeder,
     assert_projection_is_fold,
     differing,
@@ -23,6 +22,7 @@ from tests.ops_support import (
     status_json,
     stream_of,
 )
+from tests.projection_support import PARTITIONS
 from tests.support import ProjectorProcess
 
 # --- 2. lag is reported, not a difference ---------------------------------------------

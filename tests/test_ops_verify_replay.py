@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from domain.ids import sort_key, thread_id
 from tests.ops_support import (
-    PARTITIONS,
     assert_projection_is_fold,
     differing,
     duologue,
@@ -15,6 +14,7 @@ from tests.ops_support import (
     project_burst,
     snapshot,
 )
+from tests.projection_support import PARTITIONS
 from tests.support import Client, uid
 
 # --- 1. verify names what differs, replay repairs it --------------------------------

@@ -21,7 +21,6 @@ import pytest
 from domain.ids import event_key, thread_id
 from projector import rebuild as rebuilding
 from tests.ops_support import (
-    PARTITIONS,
     assert_projection_is_fold,
     duologue,
     duologue_all,
@@ -32,6 +31,7 @@ from tests.ops_support import (
     status_json,
     wait_projected,
 )
+from tests.projection_support import PARTITIONS
 from tests.support import ROOT, Client, ProjectorProcess, token
 
 PROJECTION = ("messages", "threads", "read_receipts")
