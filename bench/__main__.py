@@ -28,45 +28,27 @@ from typing import Any
 import redis
 
 from adapters import logs
-from bench import driver, pg, procs
 from bench.ceilings import ceilings
-from bench.common import REDIS_URL, ROOT
 from bench.fig_chat import latency, throughput
 from bench.fig_history import history_read
 from bench.fig_memory import deflate_memory, memory
-from bench.fig_projector import freshness, projector
+from bench.fig_projector import freshness, projector_rate
 from bench.fig_rebuild import rebuild
 from bench.fig_sync import sync
 from bench.fig_tiers import archive_sync, idle_memory, retention
-from bench.options import SMOKE, Options
+from bench.harness import REDIS_URL, RESULTS, ROOT, Result, stop_all, table
+from bench.options import SMOKE, Options, helps
 from bench.pg_ceilings import pg_ceilings
-from bench.report import Result, table
 
 FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "throughput": throughput, "latency": latency, "sync": sync, "memory": memory,
     "deflate_memory": deflate_memory,
     "ceilings": ceilings,
     # projector and history (Postgres)
-    "projector": projector, "freshness": freshness, "pg_ceilings": pg_ceilings,
+    "projector": projector_rate, "freshness": freshness, "pg_ceilings": pg_ceilings,
     "history_read": history_read, "rebuild": rebuild,
     # the two tiers: Redis hot, the Postgres archive cold (protocol.md section 7)
     "idle_memory": idle_memory, "archive_sync": archive_sync, "retention": retention,
-}
-
-
-HELP = {
-    "runs": "runs per figure (median of them)", "window": "sends in flight per sender",
-    "active_pairs": "second throughput series with only this many pairs sending (0: skip)",
-    "rate": "sends/s for latency", "events": "events for sync", "idle": "idle sockets",
-    "quiet_wait": "before each run wait up to this many seconds until the machine is idle "
-                  "(< 0.3 cores busy); 0 to skip",
-    "redo_noisy": "redo up to this many runs per series during which other sessions kept "
-                  "> 0.25 cores busy (they stay in the JSON details)",
-    "profile": "one extra throughput run under py-spy; prints the top functions",
-    "backlog": "events in the projector figure's backlog",
-    "fresh_rate": "sends/s for the freshness figure", "poll_ms": "freshness poller period",
-    "pg_rows": "rows per Postgres ceiling", "pg_batch": "rows per transaction",
-    "history_rate": "GET/s",
 }
 
 
@@ -82,13 +64,13 @@ def parse(argv: list[str] | None = None) -> tuple[Options, list[str], Path | Non
                         "DUOLOGUE_REDIS_POOL=128 (repeatable)")
     p.add_argument("--json", type=Path, default=None,
                    help="write results here (default bench/results/<time>.json)")
-    knobs = [f for f in fields(Options) if f.name != "gateway_env"]
+    knobs, helped = [f for f in fields(Options) if f.name != "gateway_env"], helps()
     for f in knobs:
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):
-            p.add_argument(flag, action="store_true", default=None, help=HELP.get(f.name))
+            p.add_argument(flag, action="store_true", default=None, help=helped.get(f.name))
         else:
-            p.add_argument(flag, type=type(f.default), default=None, help=HELP.get(f.name),
+            p.add_argument(flag, type=type(f.default), default=None, help=helped.get(f.name),
                            metavar=f.name.upper())
     a = p.parse_args(argv)
     given = {f.name: getattr(a, f.name) for f in knobs if getattr(a, f.name) is not None}
@@ -149,6 +131,8 @@ async def run_all(opts: Options, names: list[str]) -> dict[str, Result]:
         print(f"== {name}", flush=True)
         started = time.monotonic()
         results[name] = await FIGURES[name](opts)
+        for row in results[name].rows:
+            row.figure = name
         print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
     return results
 
@@ -171,9 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: servers and workers stopped, run keys deleted", file=sys.stderr)
         return 130
     finally:
-        driver.kill_all()
-        procs.stop_all()
-        pg.drop_all()
+        stop_all()
     rows = [row for r in results.values() for row in r.rows]
     if any(not r.ceiling for r in rows):
         print()
@@ -185,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         for note in result.notes:
             print(f"\n[{name}] {note}")
     print(f"\ntotal {time.monotonic() - started:.0f} s")
-    path = json_path or ROOT / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S.json")
+    path = json_path or RESULTS / time.strftime("%Y%m%d-%H%M%S.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plain({
         "machine": info, "options": asdict(opts),

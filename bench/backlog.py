@@ -29,10 +29,8 @@ import psycopg
 import redis
 import redis.asyncio as aioredis
 
-from adapters.record import Keys
-from bench import procs
-from bench.common import REDIS_URL, utilisation
-from bench.harness import projector_meter, scratch
+from adapters.record import OK, Keys
+from bench.harness import REDIS_URL, CpuMeter, projector, scratch, utilisation
 from bench.options import Options
 from domain.commands import DeleteMessage, EditMessage, MarkRead
 from gateway.store import APPEND_LUA, EventStore, Guard, append_call, guard_for
@@ -44,6 +42,7 @@ from schemas.events import (
     ReadUpTo,
 )
 
+Call = tuple[list[str], list[Any]]  # KEYS and ARGV of append.lua (gateway.store.append_call)
 MIX = (("send", 85), ("edit", 5), ("delete", 5), ("read", 5))
 DEDUPE_TTL = 86400
 
@@ -85,25 +84,29 @@ def thread_names(threads: int, tag: str = "b") -> list[tuple[str, tuple[str, str
     return out
 
 
-def _choose(rng: random.Random, t: _Thread) -> tuple[str, str, Event, str | None]:
-    """(kind, author, event, target/up_to) of the thread's next event; sends when the
+def _next(rng: random.Random, t: _Thread, n: int) -> tuple[str, str, Event, Guard, str | None]:
+    """(kind, author, event, guard, target or up_to) of the thread's next event, with the
+    guard the gateway's handlers would pass (``gateway.store.guard_for``); a send when the
     drawn kind has nothing valid to act on."""
+    cmid = f"bl-{n}"
     kind = rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
     author = rng.choice(t.users)
     other = t.users[1] if author == t.users[0] else t.users[0]
     if kind in ("edit", "delete") and t.live.get(author):
         target = rng.choice(t.live[author])
         if kind == "edit":
-            return kind, author, MessageEdited(sender=author, target=target,
-                                               body=f"edited {target}", client_msg_id=""), target
-        return kind, author, MessageDeleted(sender=author, target=target,
-                                            client_msg_id=""), target
-    if kind == "read":
-        up_to = t.newest.get(other)
-        current = t.receipt.get(author)
-        if up_to is not None and up_to != current:
-            return kind, author, ReadUpTo(reader=author, up_to=up_to), up_to
-    return "send", author, MessageSent(sender=author, body="", client_msg_id=""), None
+            body = f"edited {target}"
+            return (kind, author, MessageEdited(sender=author, target=target, body=body,
+                                                client_msg_id=cmid),
+                    guard_for(EditMessage(author, t.thread, target, body, cmid)), target)
+        return (kind, author, MessageDeleted(sender=author, target=target, client_msg_id=cmid),
+                guard_for(DeleteMessage(author, t.thread, target, cmid)), target)
+    up_to = t.newest.get(other)
+    if kind == "read" and up_to is not None and up_to != t.receipt.get(author):
+        return (kind, author, ReadUpTo(reader=author, up_to=up_to),
+                guard_for(MarkRead(author, t.thread, up_to, cmid)), up_to)
+    body = f"backlog message {n}: the quick brown fox jumps over the lazy dog"
+    return "send", author, MessageSent(sender=author, body=body, client_msg_id=cmid), Guard(), None
 
 
 def fill(prefix: str, events: int, threads: int, partitions: int = 64,
@@ -116,26 +119,17 @@ def fill(prefix: str, events: int, threads: int, partitions: int = 64,
     expected = Expected()
     started = time.perf_counter()
     try:
-        sha = str(client.script_load(APPEND_LUA))
         state = [_Thread(name, users) for name, users in thread_names(threads)]
         seq = 0
         while expected.events < events:
-            batch = state[:events - expected.events]
-            planned: list[tuple[_Thread, str, str, str | None, list[Any]]] = []
-            for t in batch:
-                kind, author, event, ref = _choose(rng, t)
+            planned: list[tuple[_Thread, str, str, str | None, Call]] = []
+            for t in state[:events - expected.events]:
                 seq += 1
-                cmid = f"bl-{seq}"
-                event = _finish(event, cmid, seq)
-                guard = _guard(event, t.thread, cmid)
-                k, args = append_call(keys, DEDUPE_TTL, t.thread, author, cmid, event, guard)
-                planned.append((t, kind, author, ref, [len(k), *k, *args]))
-            replies = _run(client, sha, [c for *_, c in planned])
-            for (t, kind, author, ref, _), (status, raw_id) in zip(planned, replies,
-                                                                    strict=True):
-                if int(status) != 0:
-                    raise RuntimeError(f"append.lua refused a backlog event: {status} "
-                                       f"({kind} on {t.thread})")
+                kind, author, event, guard, ref = _next(rng, t, seq)
+                call = append_call(keys, DEDUPE_TTL, t.thread, author, f"bl-{seq}", event, guard)
+                planned.append((t, kind, author, ref, call))
+            replies = append_all(client, [c for *_, c in planned])
+            for (t, kind, author, ref, _), raw_id in zip(planned, replies, strict=True):
                 _record(expected, t, kind, author, ref, raw_id.decode())
         expected.threads = min(threads, events)
         expected.edited = len(expected.edited_ids)
@@ -146,15 +140,17 @@ def fill(prefix: str, events: int, threads: int, partitions: int = 64,
     return expected
 
 
-def _run(client: redis.Redis, sha: str, commands: list[list[Any]]) -> list[Any]:
-    """EVALSHA every command in one pipeline; the ones that met NOSCRIPT (another
-    session flushed the script cache) are loaded and run again, in order."""
-    replies: list[Any] = [None] * len(commands)
-    todo = list(range(len(commands)))
+def append_all(client: redis.Redis, calls: list[Call]) -> list[bytes]:
+    """Run ``gateway/append.lua`` for every (KEYS, ARGV) of ``gateway.store.append_call``
+    in one pipeline; the new event ids. A call that met NOSCRIPT (another session
+    flushed the script cache) is loaded and run again; any other refusal raises."""
+    sha = str(client.script_load(APPEND_LUA))
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
     for _ in range(5):
         with client.pipeline(transaction=False) as pipe:
             for i in todo:
-                pipe.evalsha(sha, *commands[i])
+                pipe.evalsha(sha, len(calls[i][0]), *calls[i][0], *calls[i][1])
             got = pipe.execute(raise_on_error=False)
         again = []
         for i, reply in zip(todo, got, strict=True):
@@ -162,38 +158,15 @@ def _run(client: redis.Redis, sha: str, commands: list[list[Any]]) -> list[Any]:
                 again.append(i)
             elif isinstance(reply, Exception):
                 raise reply
+            elif int(reply[0]) != OK:
+                raise RuntimeError(f"append.lua answered {reply[0]} for {calls[i][0][1]}")
             else:
-                replies[i] = reply
+                replies[i] = reply[1]
         if not again:
             return replies
         client.script_load(APPEND_LUA)
         todo = again
     raise RuntimeError("append.lua kept disappearing from the script cache")
-
-
-def _finish(event: Event, cmid: str, seq: int) -> Event:
-    """Give the event its client_msg_id (and a body of a realistic length)."""
-    match event:
-        case MessageSent(sender=s):
-            return MessageSent(sender=s, body=f"backlog message {seq}: the quick brown fox "
-                               "jumps over the lazy dog", client_msg_id=cmid)
-        case MessageEdited(sender=s, target=target, body=body):
-            return MessageEdited(sender=s, target=target, body=body, client_msg_id=cmid)
-        case MessageDeleted(sender=s, target=target):
-            return MessageDeleted(sender=s, target=target, client_msg_id=cmid)
-    return event
-
-
-def _guard(event: Event, thread: str, cmid: str) -> Guard:
-    """The guard the gateway's handlers would pass (``gateway.store.guard_for``)."""
-    match event:
-        case MessageEdited(sender=s, target=target, body=body):
-            return guard_for(EditMessage(s, thread, target, body, cmid))
-        case MessageDeleted(sender=s, target=target):
-            return guard_for(DeleteMessage(s, thread, target, cmid))
-        case ReadUpTo(reader=r, up_to=up_to):
-            return guard_for(MarkRead(r, thread, up_to, cmid))
-    return Guard()
 
 
 def _record(expected: Expected, t: _Thread, kind: str, author: str, ref: str | None,
@@ -286,26 +259,27 @@ async def project_backlog(opts: Options, workers_n: int,
                           env: dict[str, str] | None = None) -> dict[str, Any]:
     """Fill a backlog of ``opts.backlog`` events, then time ``duologue projector`` (with
     ``env``) applying it; the projection is checked against what the backlog holds."""
-    projector: procs.Projector | None = None
+    child = None
     async with scratch(opts, "proj", database=True) as world:
         prefix, url, busy_before = world.prefix, world.database_url, world.busy_before
         expected = await asyncio.to_thread(fill, prefix, opts.backlog, opts.backlog_threads)
         total = expected.events
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
         try:
-            projector = procs.Projector(prefix, url, workers_n, env or {})
+            child = projector(prefix, url, workers_n, env)
             spawned = time.perf_counter()
-            await asyncio.to_thread(projector.start)
-            meter = projector_meter(projector.pid)
+            await asyncio.to_thread(child.start)
+            meter = CpuMeter({"projector": child.pid}, redis_url=REDIS_URL, postgres=True,
+                             me="driver")
             cpu0, t_cpu0 = meter.sample(), time.perf_counter()
             first: tuple[float, int] | None = None
             timeline: list[tuple[float, int]] = []
             deadline = spawned + opts.projector_timeout
             done = 0
             while done < total:
-                if time.perf_counter() > deadline or not projector.alive():
+                if time.perf_counter() > deadline or not child.alive():
                     raise RuntimeError(f"projector applied {done:,} of {total:,} events "
-                                       f"(alive={projector.alive()}):\n{projector.log_tail()}")
+                                       f"(alive={child.alive()}):\n{child.log_tail()}")
                 await asyncio.sleep(0.05)
                 done = await _applied(conn)
                 now = time.perf_counter()
@@ -317,8 +291,8 @@ async def project_backlog(opts: Options, workers_n: int,
             meter.close()
         finally:
             await conn.close()
-            if projector is not None:
-                await asyncio.to_thread(projector.stop)
+            if child is not None:
+                await asyncio.to_thread(child.stop)
         assert first is not None
         seconds = finished - first[0]
         check = await _verify(url, expected.as_dict())

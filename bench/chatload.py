@@ -4,27 +4,94 @@ Closed loop (``rate`` 0): every sender keeps ``window`` sends in flight, sending
 more per ack (the refills of one read are joined into one write). Open loop
 (``rate`` > 0): a pacer spreads ``rate`` sends/s over the senders. Either way the
 send and ack times (and, open loop, delivery times) are recorded, and every
-connection's acks and events are kept and checked at the end (``bench.verify``).
+connection's acks and events are kept and checked at the end: every acked id arrived
+exactly once at both participants' connections, in increasing id order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
-from bench import frames
-from bench.common import utilisation
-from bench.frames import server_meter
-from bench.verify import Check, Received, check_pair
-from bench.wire import WsClient
+from bench import wire
+from bench.harness import CpuMeter, utilisation
+from bench.wire import Stage, WsClient
+from domain.ids import event_key
 
-Stage = Callable[..., Awaitable[None]]
 MAX_RETRIES = 1000  # per send, while the run is sending; `unavailable` refusals back off:
 RETRY_BASE, RETRY_CAP = 0.01, 0.2  # seconds
 TICK = 0.001  # pacer period; uvloop rounds shorter timers down to 0, i.e. a busy loop
+
+
+@dataclass
+class Received:
+    """What one connection saw: its acks (ref -> id) and event frames (id, client_msg_id)."""
+
+    user: str
+    thread: str
+    acks: dict[str, str] = field(default_factory=dict)
+    events: list[tuple[str, str]] = field(default_factory=list)
+    wrong_thread: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Check:
+    acked: int = 0  # distinct acked sends
+    deliveries: int = 0  # event frames received, over all connections
+    missing: int = 0  # (acked event, participant connection) pairs never delivered
+    duplicates: int = 0  # an event id delivered twice to one connection
+    out_of_order: int = 0  # an event id not greater than the previous one on that connection
+    mismatched: int = 0  # an event whose client_msg_id/id pair matches no ack
+    wrong_thread: int = 0
+    refused: int = 0  # sends finally refused with an error frame (after retries)
+    unacked: int = 0  # sends still without an ack or refusal at the end
+
+    @property
+    def ok(self) -> bool:
+        """Exactly-once and in order: every acked event, to both participants, once."""
+        return not (self.missing or self.duplicates or self.out_of_order or self.mismatched
+                    or self.wrong_thread or self.unacked)
+
+    @property
+    def complete(self) -> bool:
+        """Also: no send was finally refused."""
+        return self.ok and not self.refused
+
+    def add(self, other: Check) -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+    def as_dict(self) -> dict[str, int | bool]:
+        return {**asdict(self), "ok": self.ok, "complete": self.complete}
+
+
+def check_pair(a: Received, b: Received) -> Check:
+    """Every ack of the pair delivered exactly once to both, in increasing id order."""
+    acked = {**a.acks, **b.acks}
+    expected = set(acked.values())
+    check = Check(acked=len(acked), wrong_thread=a.wrong_thread + b.wrong_thread,
+                  refused=len(a.errors) + len(b.errors))
+    for conn in (a, b):
+        seen: set[str] = set()
+        last = (0, 0)
+        for event_id, ref in conn.events:
+            check.deliveries += 1
+            if acked.get(ref) != event_id:
+                check.mismatched += 1
+            if event_id in seen:
+                check.duplicates += 1
+                continue
+            seen.add(event_id)
+            key = event_key(event_id)
+            if key <= last:
+                check.out_of_order += 1
+            last = max(last, key)
+        check.missing += len(expected - seen)
+    return check
 
 
 class Run:
@@ -55,7 +122,7 @@ class Peer:
         self.inflight = 0
         self.refill = 0
         self.retries: dict[str, int] = {}
-        self.head = (f'{{"type":"send","to":"{partner}","body":"{frames.BODY}",'
+        self.head = (f'{{"type":"send","to":"{partner}","body":"{wire.BODY}",'
                      f'"client_msg_id":"{user}-').encode()
 
     def next_frame(self) -> tuple[str, bytes]:
@@ -70,7 +137,7 @@ class Peer:
         return self.head + ref.rpartition("-")[2].encode() + b'"}'
 
     def on_message(self, payload: bytes) -> None:
-        frame = frames.DECODE(payload)
+        frame = wire.DECODE(payload)
         kind, run = frame.type, self.run
         if kind == "event":
             event = frame.event
@@ -131,7 +198,7 @@ class Peer:
             self.ws.send_many([self.next_frame()[1] for _ in range(count)])
 
     async def connect(self, port: int) -> None:
-        self.ws = await frames.open_ws(port, self.user, self.on_message, self.on_batch)
+        self.ws = await wire.open_ws(port, self.user, self.on_message, self.on_batch)
         await asyncio.wait_for(self.hello, 10)
 
 
@@ -168,8 +235,8 @@ async def chat(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
     peers = [p for pair in pairs for p in pair]
     active = pairs[:max(0, spec["active_below"] - spec["first"])]
     senders = [p for a, b in active for p in ((a, b) if spec["senders"] == "both" else (a,))]
-    await frames.bounded([partial(p.connect, spec["port"]) for p in peers], 50, 120)
-    meter = server_meter(spec.get("server_pid"), spec.get("redis_url"))
+    await wire.bounded([partial(p.connect, spec["port"]) for p in peers], 50, 120)
+    meter = CpuMeter({"server": spec.get("server_pid")}, redis_url=spec.get("redis_url"))
     await stage("ready", connections=len(peers))
 
     t0 = time.perf_counter()

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from bench import profiling
-from bench.common import (
+from bench.chatload import Check
+from bench.harness import (
     REDIS_URL,
+    Result,
+    Row,
+    counted_runs,
+    go_all,
+    loads,
     percentile,
     rss_kib,
+    scratch,
+    value,
 )
-from bench.driver import go_all, workers
-from bench.harness import counted_runs, scratch
 from bench.options import Options
-from bench.report import Result, Row
-from bench.verify import Check
 
 
 def _specs(
@@ -37,72 +41,58 @@ def _specs(
     return specs
 
 
-def _with_other(cpu: dict[str, float], more: list[dict[str, Any]]) -> dict[str, float]:
-    """Add the CPU of other load workers and what nobody here used (other sessions)."""
-    cpu = dict(cpu)
-    extra = sum(p["cpu"]["load"] for p in more)
-    cpu["load"] = round(cpu["load"] + extra, 3)
-    cpu["other"] = round(max(0.0, cpu["other"] - extra), 3)
-    return cpu
-
-
-def _with_unanswered(parts: list[dict[str, Any]], name: str) -> list[float]:
-    """All latency samples, sorted, with an infinite one per unanswered send."""
-    values = sorted(x for p in parts for x in p[f"{name}_ms"])
-    return values + [math.inf] * sum(p[f"{name}_unanswered"] for p in parts)
+SUMMED = ("rate", "sent", "acked_in_window", "retried_unavailable", "senders",
+          "starved_senders", "ack_unanswered", "delivery_unanswered")
 
 
 def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The load workers' results as one; the first one metered the gateway and Redis."""
     check = Check()
     for part in parts:
-        fields = {k: v for k, v in part["check"].items() if k not in ("ok", "complete")}
-        check.add(Check(**fields))
-    merged = {
-        "rate": sum(p["rate"] for p in parts), "sent": sum(p["sent"] for p in parts),
-        "acked_in_window": sum(p["acked_in_window"] for p in parts),
-        "drain_seconds": max(p["drain_seconds"] for p in parts),
-        "retried_unavailable": sum(p["retried_unavailable"] for p in parts),
-        "senders": sum(p["senders"] for p in parts),
-        "starved_senders": sum(p["starved_senders"] for p in parts),
-        "check": check.as_dict(), "cpu": _with_other(parts[0]["cpu"], parts[1:]),
-        "load_cpu": [p["cpu"]["load"] for p in parts],
+        check.add(Check(**{k: v for k, v in part["check"].items()
+                           if k not in ("ok", "complete")}))
+    cpu = dict(parts[0]["cpu"])
+    extra = sum(p["cpu"]["load"] for p in parts[1:])  # the other workers: not "other"
+    cpu["load"] = round(cpu["load"] + extra, 3)
+    cpu["other"] = round(max(0.0, cpu["other"] - extra), 3)
+    merged: dict[str, Any] = {k: sum(p[k] for p in parts) for k in SUMMED}
+    for name in ("ack", "delivery"):  # every sample, sorted; an unanswered send: infinite
+        merged[f"{name}_ms"] = sorted(x for p in parts for x in p[f"{name}_ms"]) + [
+            math.inf] * merged[f"{name}_unanswered"]
+    return merged | {
+        "drain_seconds": max(p["drain_seconds"] for p in parts), "check": check.as_dict(),
+        "cpu": cpu, "load_cpu": [p["cpu"]["load"] for p in parts],
         "error_samples": [e for p in parts for e in p["error_samples"]][:5],
-        "retry_samples": [e for p in parts for e in p["retry_samples"]][:5],
-        "ack_ms": _with_unanswered(parts, "ack"),
-        "delivery_ms": _with_unanswered(parts, "delivery"),
-        "ack_unanswered": sum(p["ack_unanswered"] for p in parts),
-        "delivery_unanswered": sum(p["delivery_unanswered"] for p in parts),
-    }
-    return merged
+        "retry_samples": [e for p in parts for e in p["retry_samples"]][:5]}
 
 
-async def chat_run(
-    opts: Options, rate: float, active: int | None = None, profile: bool = False
-) -> dict[str, Any]:
+async def chat_run(opts: Options, rate: float, active: int,
+                   profile: bool = False) -> dict[str, Any]:
     """One run on a fresh gateway and prefix; keys deleted and processes stopped after."""
     profile_task = None
     async with scratch(opts, "chat", gateway=True, settings=opts.experiment) as world:
         server = world.server
-        specs = _specs(opts, server.port, server.pid, rate,
-                       opts.pairs if active is None else active)
-        async with workers(specs) as ws:
+        async with loads(_specs(opts, server.port, server.pid, rate, active)) as ws:
             await go_all(ws, "ready", 120)
             if profile:
                 profile_task = asyncio.create_task(profiling.record(
                     server.pid, min(opts.profile_seconds, opts.duration), opts.warmup + 0.2))
             timeout = opts.warmup + opts.duration + 120
-            parts = await asyncio.gather(*(w.result(timeout) for w in ws))
-        result = _merge(list(parts))
-        result["gateway_rss_kib"] = rss_kib(server.pid)
-        result["busy_before"] = world.busy_before
-        if profile_task is not None:
-            path = await profile_task
-            result["profile"] = (profiling.summarize(path).text() if path else
-                                 "no profile: py-spy missing (pip install py-spy) or failed")
-            if path:
-                kept = profiling.keep(path)
-                result["profile"] += f"\n\nraw collapsed stacks: {kept}"
-        return result
+            run = _merge(list(await asyncio.gather(*(w.result(timeout) for w in ws))))
+        run |= {"gateway_rss_kib": rss_kib(server.pid), "busy_before": world.busy_before,
+                "active_pairs": active}
+    for name in ("ack_ms", "delivery_ms"):  # the samples are summed up in the details
+        values = run.pop(name)
+        if values:
+            run[name] = {"n": len(values), "p50": percentile(values, 50),
+                         "p99": percentile(values, 99), "p99.9": percentile(values, 99.9),
+                         "max": values[-1]}
+    if profile_task is not None:
+        path = await profile_task
+        run["profile"] = (f"{profiling.summary(path)}\n\nraw collapsed stacks: "
+                          f"{profiling.keep(path)}" if path else
+                          "no profile: py-spy missing (pip install py-spy) or failed")
+    return run
 
 
 def _tag(opts: Options) -> str:
@@ -110,61 +100,40 @@ def _tag(opts: Options) -> str:
         if opts.experiment else ""
 
 
-def _describe(run: dict[str, Any]) -> dict[str, Any]:
-    slim = {k: v for k, v in run.items() if k not in ("ack_ms", "delivery_ms", "profile")}
-    for name in ("ack_ms", "delivery_ms"):
-        values = run[name]
-        if values:
-            slim[name] = {"n": len(values), "p50": percentile(values, 50),
-                          "p99": percentile(values, 99), "p99.9": percentile(values, 99.9),
-                          "max": values[-1]}
-    return slim
-
-
-async def _runs(
-    opts: Options, rate: float, active: int, result: Result, say: Callable[[dict[str, Any]], str]
-) -> list[dict[str, Any]]:
-    async def one() -> dict[str, Any]:
-        return _describe(await chat_run(opts, rate, active)) | {"active_pairs": active}
-
-    return await counted_runs(opts, result, "chat", one, say)
-
-
-def _say_throughput(run: dict[str, Any]) -> str:
-    check = run["check"]
-    return (f"{run['senders']} senders, {run['rate']:,.0f} acked sends/s, exactly-once "
-            f"ok={check['ok']}, refusals retried={run['retried_unavailable']}, starved "
-            f"senders={run['starved_senders']}, cpu={run['cpu']}")
-
-
 def _cpu_us(run: dict[str, Any]) -> float:
     """Gateway CPU time per acked send; 5,000/s on one core needs <= 200 us."""
-    return run["cpu"]["server"] / run["rate"] * 1e6 if run["rate"] else math.nan
+    return value(run, "cpu", "server") / run["rate"] * 1e6 if run.get("rate") else math.nan
 
 
-async def _series(opts: Options, active: int, result: Result) -> list[dict[str, Any]]:
-    runs = await _runs(opts, 0.0, active, result, _say_throughput)
+def _notes(result: Result, what: str, runs: list[dict[str, Any]]) -> None:
     for n, run in enumerate(runs):
-        if not run["check"]["complete"] or run["retried_unavailable"]:
-            result.notes.append(f"{run['senders']} senders, run {n + 1}: {run['check']}; "
-                                f"refusals retried: {run['retried_unavailable']} "
-                                f"{run['retry_samples'][:2]} {run['error_samples'][:2]}")
-    return runs
+        if "check" in run and (not run["check"]["complete"] or run["retried_unavailable"]
+                               or run["ack_unanswered"]):
+            result.notes.append(
+                f"{what} run {n + 1}: {run['check']}; refusals retried: "
+                f"{run['retried_unavailable']} {run['retry_samples'][:2]} "
+                f"{run['error_samples'][:2]}; sends never acked: {run['ack_unanswered']} "
+                f"(infinite latency)")
 
 
 async def throughput(opts: Options) -> Result:
     result = Result()
-    both = opts.senders == "both"
+    both = "pairs both" if opts.senders == "both" else "pairs one side"
     for active in dict.fromkeys((opts.pairs, opts.active_pairs)):
         if not active:
             continue
-        runs = await _series(opts, active, result)
-        who = f"{active} {'pairs both' if both else 'pairs one side'} sending"
-        rates = [r["rate"] if r["check"]["ok"] else math.nan for r in runs]
-        result.rows.append(Row("throughput", f"acked sends/s, {opts.pairs} pairs connected, {who}"
-                               + _tag(opts), "sends/s", rates, 5000))
-        result.rows.append(Row("throughput", f"  gateway CPU per acked send, {who}" + _tag(opts),
-                               "us", [_cpu_us(r) for r in runs], 200, higher_is_better=False))
+        runs = await counted_runs(
+            opts, result, "chat", partial(chat_run, opts, 0.0, active),
+            lambda r: (f"{r['senders']} senders, {r['rate']:,.0f} acked sends/s, exactly-once "
+                       f"ok={r['check']['ok']}, refusals retried={r['retried_unavailable']}, "
+                       f"starved senders={r['starved_senders']}, cpu={r['cpu']}"))
+        who = f"{active} {both} sending{_tag(opts)}"
+        _notes(result, who, runs)
+        result.rows += [
+            Row(f"acked sends/s, {opts.pairs} pairs connected, {who}", "sends/s",
+                [value(r, "rate", ok=r.get("check", {}).get("ok")) for r in runs], 5000),
+            Row(f"  gateway CPU per acked send, {who}", "us", [_cpu_us(r) for r in runs], 200,
+                lower=True)]
     if opts.profile:
         active = opts.active_pairs or opts.pairs
         run = await chat_run(opts, 0.0, active, profile=True)
@@ -173,29 +142,20 @@ async def throughput(opts: Options) -> Result:
     return result
 
 
-def _say_latency(run: dict[str, Any]) -> str:
-    return (f"{run['rate']:,.0f} sends/s, ack {run.get('ack_ms')}, delivery "
-            f"{run.get('delivery_ms')}, exactly-once ok={run['check']['ok']}, refusals "
-            f"retried={run['retried_unavailable']}, cpu={run['cpu']}")
-
-
 async def latency(opts: Options) -> Result:
     result = Result()
-    runs = await _runs(opts, opts.rate, opts.pairs, result, _say_latency)
-    label = f"@ {opts.rate:,.0f}/s" + _tag(opts)
+    runs = await counted_runs(
+        opts, result, "chat", lambda: chat_run(opts, opts.rate, opts.pairs),
+        lambda r: (f"{r['rate']:,.0f} sends/s, ack {r.get('ack_ms')}, delivery "
+                   f"{r.get('delivery_ms')}, exactly-once ok={r['check']['ok']}, refusals "
+                   f"retried={r['retried_unavailable']}, cpu={r['cpu']}"))
+    label = f"@ {opts.rate:,.0f}/s{_tag(opts)}"
+    _notes(result, "latency", runs)
     for name, text in (("ack_ms", "ack latency"), ("delivery_ms", "delivery latency")):
         for q, target in (("p50", None), ("p99", 15.0)):
-            values = [r[name][q] if name in r else float("nan") for r in runs]
-            result.rows.append(Row("latency", f"{text} {q} {label}", "ms", values, target,
-                                   higher_is_better=False, digits=2))
-    result.rows.append(Row("latency", f"achieved send rate {label}", "sends/s",
-                           [r["rate"] for r in runs]))
-    result.rows.append(Row("latency", f"  gateway CPU per acked send {label}", "us",
-                           [_cpu_us(r) for r in runs]))
-    for n, run in enumerate(runs):
-        if not run["check"]["complete"] or run["ack_unanswered"] or run["retried_unavailable"]:
-            result.notes.append(f"latency run {n + 1}: {run['check']}, "
-                                f"refusals retried={run['retried_unavailable']}, sends never "
-                                f"acked={run['ack_unanswered']} (counted as infinite latency) "
-                                f"{run['retry_samples'][:2]} {run['error_samples'][:2]}")
+            result.rows.append(Row(f"{text} {q} {label}", "ms",
+                                   [value(r, name, q) for r in runs], target, lower=True,
+                                   digits=2))
+    result.rows += [Row(f"achieved send rate {label}", "sends/s", [value(r, "rate") for r in runs]),
+                    Row(f"  gateway CPU per acked send {label}", "us", [_cpu_us(r) for r in runs])]
     return result

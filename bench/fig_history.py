@@ -13,18 +13,13 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
-from bench import pg, procs
-from bench.common import percentile
-from bench.driver import go_all, workers
-from bench.harness import counted_runs, scratch, value
+from bench.harness import Result, Row, counted_runs, gateway_child, load, percentile, scratch, value
 from bench.options import Options
-from bench.report import Result, Row
 from domain.ids import ms_of, sort_key
 
 TARGET_P99 = 10.0  # ms
@@ -65,64 +60,42 @@ def seed(url: str, messages: int) -> list[str]:
 
 async def history_run(opts: Options) -> dict[str, Any]:
     async with scratch(opts, "hist", database=True) as world:
-        url, busy_before = world.database_url, world.busy_before
-        ids = await asyncio.to_thread(seed, url, opts.history_messages)
-        server = procs.gateway(world.prefix, database_url=url)
-        world.gateway = server  # stopped with the rest
-        await asyncio.to_thread(server.start)
+        ids = await asyncio.to_thread(seed, world.database_url, opts.history_messages)
+        world.gateway = server = gateway_child(world.prefix, database_url=world.database_url)
+        await asyncio.to_thread(server.start)  # after the seed: stopped with the rest
         rng = random.Random(5)
         paths = [f"/v1/threads/{THREAD}/messages?limit={LIMIT}&before={rng.choice(ids[LIMIT:])}"
                  for _ in range(5000)]
-        spec = {"mode": "http_get", "port": server.port, "user": A, "paths": paths,
-                "rate": opts.history_rate, "limit": LIMIT, "connections": 16,
-                "warmup": opts.warmup, "duration": opts.history_duration,
-                "server_pid": server.pid}
-        async def postgres_cores() -> float:
-            await asyncio.sleep(opts.warmup)
-            a, t = pg.server_cpu(), time.perf_counter()
-            await asyncio.sleep(opts.history_duration)
-            return (pg.server_cpu() - a) / (time.perf_counter() - t)
-
-        async with workers([spec]) as ws:
-            await go_all(ws, "ready", 60)
-            postgres, got = await asyncio.gather(
-                postgres_cores(), ws[0].result(opts.warmup + opts.history_duration + 60))
-        run: dict[str, Any] = got
-        run["cpu"]["postgres"] = round(postgres, 3)
-        run["cpu"]["other"] = round(max(0.0, run["cpu"]["other"] - postgres), 3)
-        values = run.pop("ms") + [math.inf] * max(0, run["unanswered"])
-        values.sort()
-        run.update({"p50": percentile(values, 50), "p99": percentile(values, 99),
-                    "p99.9": percentile(values, 99.9), "max": values[-1] if values else math.nan,
-                    "requests": len(values), "busy_before": busy_before})
-        return run
-
-
-def _say(run: dict[str, Any]) -> str:
-    return (f"{run['requests']:,} GETs at {run['rate']:,.0f}/s, p50 {run['p50']:.2f} ms, "
-            f"p99 {run['p99']:.2f} ms, max {run['max']:.1f} ms, errors {run['errors']} "
-            f"{run['error_samples'][:1]}, short pages {run['short_pages']}, connections "
-            f"{run['connections_opened']} (closed keep-alive retried: {run['stale_retried']}), "
-            f"cpu={run['cpu']}")
+        run = await load({"mode": "http_get", "port": server.port, "user": A, "paths": paths,
+                          "rate": opts.history_rate, "limit": LIMIT, "connections": 16,
+                          "warmup": opts.warmup, "duration": opts.history_duration,
+                          "server_pid": server.pid, "postgres": True},
+                         opts.warmup + opts.history_duration + 60)
+    values = sorted(run.pop("ms") + [math.inf] * max(0, run["unanswered"]))
+    return run | {"p50": percentile(values, 50), "p99": percentile(values, 99),
+                  "p99.9": percentile(values, 99.9), "max": values[-1] if values else math.nan,
+                  "requests": len(values), "busy_before": world.busy_before}
 
 
 async def history_read(opts: Options) -> Result:
     result = Result()
-    runs = await counted_runs(opts, result, "history_read", lambda: history_run(opts), _say)
+    runs = await counted_runs(
+        opts, result, "history_read", lambda: history_run(opts),
+        lambda r: (f"{r['requests']:,} GETs at {r['rate']:,.0f}/s, p50 {r['p50']:.2f} ms, "
+                   f"p99 {r['p99']:.2f} ms, max {r['max']:.1f} ms, errors {r['errors']} "
+                   f"{r['error_samples'][:1]}, short pages {r['short_pages']}, connections "
+                   f"{r['connections_opened']} (closed keep-alive retried: "
+                   f"{r['stale_retried']}), cpu={r['cpu']}"))
     label = (f"GET .../messages?limit={LIMIT}&before=<random>, {opts.history_messages:,}-message "
              f"thread, @ {opts.history_rate:g}/s")
     ok = [not r.get("errors") and not r.get("short_pages") for r in runs]
     result.rows += [
-        Row("history_read", f"{label} p50", "ms",
-            [value(r, "p50") if good else math.nan for r, good in zip(runs, ok, strict=True)],
-            higher_is_better=False, digits=2),
-        Row("history_read", f"{label} p99", "ms",
-            [value(r, "p99") if good else math.nan for r, good in zip(runs, ok, strict=True)],
-            TARGET_P99, higher_is_better=False, digits=2),
-        Row("history_read", "  gateway CPU", "cores", [value(r, "cpu", "server") for r in runs],
-            digits=2),
-        Row("history_read", "  Postgres CPU", "cores",
-            [value(r, "cpu", "postgres") for r in runs], digits=2),
+        Row(f"{label} p50", "ms", [value(r, "p50", ok=g) for r, g in zip(runs, ok, strict=True)],
+            lower=True, digits=2),
+        Row(f"{label} p99", "ms", [value(r, "p99", ok=g) for r, g in zip(runs, ok, strict=True)],
+            TARGET_P99, lower=True, digits=2),
+        Row("  gateway CPU", "cores", [value(r, "cpu", "server") for r in runs], digits=2),
+        Row("  Postgres CPU", "cores", [value(r, "cpu", "postgres") for r in runs], digits=2),
     ]
     for n, run in enumerate(runs):
         if run.get("errors") or run.get("short_pages"):

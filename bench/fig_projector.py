@@ -23,31 +23,35 @@ from __future__ import annotations
 import asyncio
 import bisect
 import functools
-import json
 import math
-import os
 import time
 from collections import defaultdict
 from typing import Any
 
 import psycopg
 
-from bench import pg, procs
 from bench.backlog import project_backlog
-from bench.common import (
+from bench.harness import (
+    REDIS_URL,
+    CpuMeter,
+    Result,
+    Row,
+    Scratch,
+    counted_runs,
+    cpu_of,
+    go_all,
+    loads,
     percentile,
+    projector,
+    scratch,
     utilisation,
+    value,
 )
-from bench.driver import go_all, workers
-from bench.harness import Scratch, counted_runs, projector_meter, scratch, value
 from bench.options import Options
-from bench.profiling import RESULTS
-from bench.report import Result, Row
 from domain.ids import sort_key
 
 TARGET_RATE = 25_000.0  # events/s, one worker
 TARGET_FRESH_P99 = 250.0  # ms
-NOISY = 0.25  # cores used by other sessions that disturb a run enough to redo it
 
 
 # ---------------------------------------------------------------- 1. throughput
@@ -60,7 +64,7 @@ def _say_projector(run: dict[str, Any]) -> str:
             f"fill {run['backlog']['fill_seconds']} s")
 
 
-async def projector(opts: Options) -> Result:
+async def projector_rate(opts: Options) -> Result:
     result = Result()
     for workers_n in (1, 2):
         who = "1 worker" if workers_n == 1 else f"--workers {workers_n}"
@@ -73,15 +77,14 @@ async def projector(opts: Options) -> Result:
                                     f"backlog: {run['check']['differs']}")
         label = f"{opts.backlog:,} events / {opts.backlog_threads:,} threads"
         result.rows += [
-            Row("projector", f"projector events/s, {who}, backlog of {label}", "events/s",
-                [value(r, "rate") if r.get("check", {}).get("ok") else math.nan for r in runs],
-                TARGET_RATE),
-            Row("projector", f"  wall time incl. process start, {who}", "s",
-                [value(r, "wall_seconds") for r in runs], higher_is_better=False, digits=2),
-            Row("projector", f"  projector CPU, {who}", "cores",
-                [value(r, "cpu", "projector") for r in runs], digits=2),
-            Row("projector", f"  Postgres CPU, {who}", "cores",
-                [value(r, "cpu", "postgres") for r in runs], digits=2),
+            Row(f"projector events/s, {who}, backlog of {label}", "events/s",
+                [value(r, "rate", ok=r.get("check", {}).get("ok")) for r in runs], TARGET_RATE),
+            Row(f"  wall time incl. process start, {who}", "s",
+                [value(r, "wall_seconds") for r in runs], lower=True, digits=2),
+            Row(f"  projector CPU, {who}", "cores", [value(r, "cpu", "projector") for r in runs],
+                digits=2),
+            Row(f"  Postgres CPU, {who}", "cores", [value(r, "cpu", "postgres") for r in runs],
+                digits=2),
         ]
     return result
 
@@ -140,54 +143,30 @@ class Poller:
         return all(math.isfinite(self.visible_at(t, sort_key(i))) for _, t, i in acks)
 
 
-async def _wait_partitions(url: str, partitions: int, timeout: float) -> None:
-    deadline = time.perf_counter() + timeout
+async def _row(url: str, sql: str, *params: Any) -> tuple[Any, ...]:
+    """The one row of a query, on a connection of its own; stats snapshots are fresh."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        while time.perf_counter() < deadline:
-            cur = await conn.execute("SELECT count(*) FROM projector_checkpoints")
-            row = await cur.fetchone()
-            if row and int(row[0]) >= partitions:
-                return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"the projector did not take {partitions} partitions in {timeout} s")
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = await (await conn.execute(sql.encode(), params)).fetchone()
+    return tuple(row or ())
+
+
+COMMITS = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+TABLE_STATS = ("SELECT pg_total_relation_size(relid), n_live_tup, n_dead_tup, n_tup_upd, "
+               "n_tup_hot_upd, autovacuum_count FROM pg_stat_user_tables WHERE relname = %s")
 
 
 def _series(timed: list[tuple[float, float]]) -> list[list[float]]:
     """Per second of the window: [second, acks, p50, p99, max] of ack -> visible (ms)."""
-    if not timed:
-        return []
-    start = min(at for at, _ in timed)
     by_second: dict[int, list[float]] = defaultdict(list)
-    for at, ms in timed:
-        by_second[int(at - start)].append(ms)
+    for at, ms in timed:  # in the order the acks came
+        by_second[int(at - timed[0][0])].append(ms)
     out = []
-    for second in sorted(by_second):
-        values = sorted(by_second[second])
+    for second, values in sorted(by_second.items()):
+        values.sort()
         out.append([second, len(values), round(percentile(values, 50), 1),
                     round(percentile(values, 99), 1), round(values[-1], 1)])
     return out
-
-
-async def _commits(url: str) -> int:
-    """Transactions committed in the database so far (every autocommit statement is one)."""
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await conn.execute("SELECT pg_stat_clear_snapshot()")
-        cur = await conn.execute(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
-
-
-async def _table_stats(url: str, table: str) -> dict[str, Any]:
-    """Size and update statistics of a table (after a run: how bloated it got)."""
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        cur = await conn.execute(
-            "SELECT pg_total_relation_size(relid), n_live_tup, n_dead_tup, n_tup_upd, "
-            "n_tup_hot_upd, autovacuum_count FROM pg_stat_user_tables WHERE relname = %s",
-            (table,))
-        row = await cur.fetchone()
-    names = ("bytes", "live", "dead", "updates", "hot_updates", "autovacuums")
-    return dict(zip(names, (int(v) for v in row), strict=True)) if row else {}
 
 
 async def freshness_run(opts: Options) -> dict[str, Any]:
@@ -196,21 +175,26 @@ async def freshness_run(opts: Options) -> dict[str, Any]:
 
 
 async def _freshness(opts: Options, world: Scratch) -> dict[str, Any]:
-    url, server, busy_before = world.database_url, world.server, world.busy_before
-    projector = procs.Projector(world.prefix, url, 1)
+    url, server = world.database_url, world.server
+    child = projector(world.prefix, url, 1)
     poller = Poller(url, opts.poll_ms / 1000)
     poll_task: asyncio.Task[None] | None = None
     try:
-        await asyncio.to_thread(projector.start)
-        await _wait_partitions(url, 64, 30)
-        commits0 = await _commits(url)
+        await asyncio.to_thread(child.start)
+        deadline = time.perf_counter() + 30
+        while (await _row(url, "SELECT count(*) FROM projector_checkpoints"))[0] < 64:
+            if time.perf_counter() > deadline:
+                raise RuntimeError("the projector did not take the 64 partitions in 30 s")
+            await asyncio.sleep(0.1)
+        commits0 = (await _row(url, COMMITS))[0]
         poll_task = asyncio.create_task(poller.run())
         spec = {"mode": "chat", "port": server.port, "first": 0, "pairs": opts.pairs,
                 "active_below": opts.pairs, "senders": "both", "window": opts.window,
                 "rate": opts.fresh_rate, "cap": 200_000, "warmup": opts.warmup,
                 "duration": opts.fresh_duration, "drain": 20.0, "server_pid": server.pid,
                 "redis_url": None, "record_acks": True}
-        meter = projector_meter(projector.pid, server.pid)
+        meter = CpuMeter({"projector": child.pid, "gateway": server.pid}, redis_url=REDIS_URL,
+                         postgres=True, me="driver")
 
         async def sample_window() -> tuple[dict[str, float], dict[str, float], float]:
             await asyncio.sleep(opts.warmup)
@@ -218,55 +202,50 @@ async def _freshness(opts: Options, world: Scratch) -> dict[str, Any]:
             await asyncio.sleep(opts.fresh_duration)
             return a, meter.sample(), time.perf_counter() - ta
 
-        async with workers([spec]) as ws:
+        async with loads([spec]) as ws:
             await go_all(ws, "ready", 120)
-            sampled, run = await asyncio.gather(
+            (cpu0, cpu1, seconds), run = await asyncio.gather(
                 sample_window(), ws[0].result(opts.warmup + opts.fresh_duration + 120))
-        cpu0, cpu1, seconds = sampled
         meter.close()
         raw = run.pop("acks")
         acks = [(float(a[0]), str(a[1]), str(a[2])) for a in raw]
-        sent = [float(a[3]) for a in raw]
         deadline = time.perf_counter() + 30
         while not poller.covers(acks) and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.1)
-        backend0 = pg.tree_cpu(poller.backend_pid)  # the poller's own Postgres backend
+        backend0 = cpu_of(poller.backend_pid)  # the poller's own Postgres backend
         poller.running = False
         await asyncio.wait_for(poll_task, 5)
         # stats are flushed by each backend at most every 500 ms (up to 1 s later)
         await asyncio.sleep(1.0)
-        commits = await _commits(url) - commits0 - poller.polls - 2  # 2: our own reads
+        commits = (await _row(url, COMMITS))[0] - commits0 - poller.polls - 2  # 2: our reads
         timed = [(at, (poller.visible_at(t, sort_key(i)) - at) * 1000) for at, t, i in acks]
         latencies = sorted(ms for _, ms in timed)
-        from_send = sorted(ms + (at - s) * 1000 for (at, ms), s in zip(timed, sent, strict=True))
-        if os.environ.get("DLBENCH_KEEP_FRESHNESS"):  # raw samples, for a closer look
-            dump = RESULTS / time.strftime("freshness-%Y%m%d-%H%M%S.json")
-            dump.parent.mkdir(parents=True, exist_ok=True)
-            dump.write_text(json.dumps({"acks": raw, "seen": poller.seen}))
-        table = await _table_stats(url, "threads")
+        from_send = sorted(ms + (at - float(a[3])) * 1000
+                           for (at, ms), a in zip(timed, raw, strict=True))
+        table = await _row(url, TABLE_STATS, "threads")
+        names = ("bytes", "live", "dead", "updates", "hot_updates", "autovacuums")
         return {
             "acks": len(acks), "rate": run["rate"], "check_ok": run["check"]["ok"],
-            "p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
-            "p99": percentile(latencies, 99), "p99.9": percentile(latencies, 99.9),
+            **{q: percentile(latencies, float(q[1:])) for q in ("p50", "p90", "p99", "p99.9")},
+            "min": latencies[0] if latencies else math.nan,
             "max": latencies[-1] if latencies else math.nan,
             "send_p50": percentile(from_send, 50), "send_p99": percentile(from_send, 99),
-            "min": latencies[0] if latencies else math.nan,
             "never_visible": sum(1 for v in latencies if math.isinf(v)),
-            "ack_p99_ms": percentile(run["ack_ms"], 99) if run["ack_ms"] else math.nan,
+            "ack_p99_ms": percentile(run["ack_ms"], 99),
             "cpu": utilisation(cpu0, cpu1, seconds, extra=run["cpu"]["load"]) | {
                 "load": run["cpu"]["load"]},
             "poll": poller.stats(backend0),
             "projector_commits": commits,  # about: heartbeats and checks are counted too
             "events_per_commit": round(run["sent"] / commits, 1) if commits > 0 else math.nan,
-            "series": _series(timed), "threads_table": table,
-            "busy_before": busy_before,
+            "series": _series(timed), "threads_table": dict(zip(names, table, strict=False)),
+            "busy_before": world.busy_before,
         }
     finally:
         poller.running = False
         if poll_task is not None and not poll_task.done():
             poll_task.cancel()
-        await asyncio.to_thread(projector.stop)
+        await asyncio.to_thread(child.stop)
 
 
 def _say_freshness(run: dict[str, Any]) -> str:
@@ -283,16 +262,14 @@ async def freshness(opts: Options) -> Result:
                               _say_freshness)
     label = f"@ {opts.fresh_rate:,.0f} sends/s, {opts.pairs} pairs, poll {opts.poll_ms:g} ms"
     result.rows += [
-        Row("freshness", f"ack -> row visible p50 {label}", "ms",
-            [value(r, "p50") for r in runs], digits=1, higher_is_better=False),
-        Row("freshness", f"ack -> row visible p99 {label}", "ms",
-            [value(r, "p99") for r in runs], TARGET_FRESH_P99, higher_is_better=False,
-            digits=1),
-        Row("freshness", "  send -> row visible p99 (includes the ack's own latency)", "ms",
-            [value(r, "send_p99") for r in runs], higher_is_better=False, digits=1),
-        Row("freshness", "  achieved send rate", "sends/s", [value(r, "rate") for r in runs]),
-        Row("freshness", "  projector CPU", "cores", [value(r, "cpu", "projector") for r in runs],
-            digits=2),
+        Row(f"ack -> row visible p50 {label}", "ms", [value(r, "p50") for r in runs],
+            lower=True, digits=1),
+        Row(f"ack -> row visible p99 {label}", "ms", [value(r, "p99") for r in runs],
+            TARGET_FRESH_P99, lower=True, digits=1),
+        Row("  send -> row visible p99 (includes the ack's own latency)", "ms",
+            [value(r, "send_p99") for r in runs], lower=True, digits=1),
+        Row("  achieved send rate", "sends/s", [value(r, "rate") for r in runs]),
+        Row("  projector CPU", "cores", [value(r, "cpu", "projector") for r in runs], digits=2),
     ]
     for n, run in enumerate(runs):
         if run.get("never_visible") or run.get("check_ok") is False:

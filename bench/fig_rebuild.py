@@ -19,10 +19,8 @@ from typing import Any
 
 import psycopg
 
-from bench import pg
-from bench.common import ROOT, wait_quiet
+from bench.harness import ROOT, Result, Row, counted_runs, scratch, value, wait_quiet
 from bench.options import Options
-from bench.report import Result, Row
 from domain.ids import sort_key
 from schemas.events import MessageDeleted, MessageEdited, MessageSent, ReadUpTo, encode_event
 
@@ -91,21 +89,23 @@ def check(url: str, expected: dict[str, int]) -> None:
 
 async def rebuild(opts: Options) -> Result:
     result = Result()
-    runs: list[float] = []
-    with pg.database("rebuild") as url:
+    async with scratch(opts, "rebuild", database=True) as world:
         started = time.perf_counter()
-        expected = await asyncio.to_thread(seed, url, opts.rebuild_events, opts.rebuild_threads)
+        expected = await asyncio.to_thread(seed, world.database_url, opts.rebuild_events,
+                                           opts.rebuild_threads)
         print(f"  seeded {opts.rebuild_events:,} events / {opts.rebuild_threads:,} threads in "
               f"{time.perf_counter() - started:.1f} s", flush=True)
-        for n in range(opts.runs):
-            await wait_quiet(opts.quiet_wait)
-            seconds = await asyncio.to_thread(rebuild_once, url)
-            await asyncio.to_thread(check, url, expected)
-            runs.append(seconds)
-            result.runs.append({"seconds": seconds, **expected})
-            print(f"  rebuild run {n + 1}: {seconds:.1f} s", flush=True)
-    result.rows.append(Row("rebuild", f"duologue rebuild, {opts.rebuild_events:,} events / "
-                           f"{opts.rebuild_threads:,} "
-                           "threads (wall, process start included)", "s", runs, 60.0,
-                           higher_is_better=False, digits=1))
+
+        async def one() -> dict[str, Any]:
+            busy_before = await wait_quiet(opts.quiet_wait)
+            seconds = await asyncio.to_thread(rebuild_once, world.database_url)
+            await asyncio.to_thread(check, world.database_url, expected)
+            return {"seconds": seconds, "busy_before": busy_before, **expected}
+
+        runs = await counted_runs(opts, result, "rebuild", one,
+                                  lambda r: f"{r['seconds']:.1f} s")
+    result.rows.append(Row(
+        f"duologue rebuild, {opts.rebuild_events:,} events / {opts.rebuild_threads:,} threads "
+        "(wall, process start included)", "s", [value(r, "seconds") for r in runs], 60.0,
+        lower=True, digits=1))
     return result

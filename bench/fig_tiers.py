@@ -23,15 +23,11 @@ from typing import Any
 import redis
 
 from adapters.record import Keys
-from bench import pg
-from bench.backlog import prefill, project_backlog
-from bench.common import REDIS_URL, ROOT, wait_quiet
-from bench.driver import go_all, workers
-from bench.harness import counted_runs, scratch, value
+from bench.backlog import append_all, prefill, project_backlog
+from bench.harness import REDIS_URL, ROOT, Result, Row, counted_runs, load, scratch, value
 from bench.options import Options
-from bench.report import Result, Row
 from duologue.embedded import EmbeddedRedis
-from gateway.store import APPEND_LUA, append_call
+from gateway.store import append_call
 from schemas.events import MessageSent
 
 PEERS = 5  # each user starts threads with the next five: ~10 threads per user
@@ -61,19 +57,14 @@ def _threads(count: int) -> list[tuple[str, str]]:
 
 
 def _fill(client: redis.Redis, keys: Keys, pairs: list[tuple[str, str]]) -> None:
-    sha = str(client.script_load(APPEND_LUA))
-    for start in range(0, len(pairs), 1000):
-        with client.pipeline(transaction=False) as pipe:
-            for n, (sender, peer) in enumerate(pairs[start:start + 1000], start):
-                low, high = sorted((sender, peer))
-                cmid = f"m{n}"
-                event = MessageSent(sender=sender, body=f"the only message #{n}",
-                                    client_msg_id=cmid)
-                k, args = append_call(keys, 86400, f"dm:{low}:{high}", sender, cmid, event)
-                pipe.evalsha(sha, len(k), *k, *args)
-            for status, *_ in pipe.execute():
-                if int(status) != 0:
-                    raise RuntimeError(f"append.lua answered {status}")
+    """One message in each thread, through append.lua."""
+    calls = []
+    for n, (sender, peer) in enumerate(pairs):
+        low, high = sorted((sender, peer))
+        event = MessageSent(sender=sender, body=f"the only message #{n}", client_msg_id=f"m{n}")
+        calls.append(append_call(keys, 86400, f"dm:{low}:{high}", sender, f"m{n}", event))
+    for start in range(0, len(calls), 1000):
+        append_all(client, calls[start:start + 1000])
 
 
 def _delete(client: redis.Redis, pattern: str) -> None:
@@ -83,113 +74,97 @@ def _delete(client: redis.Redis, pattern: str) -> None:
 
 
 async def idle_memory_run(opts: Options) -> dict[str, Any]:
-    busy_before = await wait_quiet(opts.quiet_wait)  # no scratch: a private server
     prefix = "dl"  # a private server: the key names of a real deployment
     keys = Keys(prefix, 64)
-    with tempfile.TemporaryDirectory(prefix="dlbench-redis-") as directory, \
-            pg.database("idle") as url:
-        server = EmbeddedRedis(Path(directory), persist=False).start()
-        client = redis.Redis.from_url(server.url)
-        try:
-            pairs = _threads(opts.idle_threads)
-            base = _used(client)
-            _fill(client, keys, pairs)
-            filled = _used(client)
-            dedupe = sum(client.memory_usage(k, samples=0) or 0
-                         for k in client.scan_iter(match=keys.dedupe_pattern(), count=1000))
-            await asyncio.to_thread(_burst, server.url, url, prefix, DUOLOGUE_RETAIN_IDLE="0")
-            _delete(client, keys.dedupe_pattern())  # the 24 h idempotency records: not counted
-            after = _used(client)
-            left = sum(1 for k in client.scan_iter(match=keys.thread_pattern(), count=1000))
-            floor_base = _used(client)
-            floor_keys = Keys("floor", 64)
-            with client.pipeline(transaction=False) as pipe:  # the bare index entries
-                for sender, peer in pairs:
-                    low, high = sorted((sender, peer))
-                    thread = f"dm:{low}:{high}"
-                    part = keys.partition(thread)
-                    for user in (low, high):
-                        pipe.hset(floor_keys.index(part, user), thread, "1796464541657-0")
-                pipe.execute()
-            floor = _used(client) - floor_base
-        finally:
-            client.close()
-            server.stop()
+    async with scratch(opts, "idle", database=True) as world:
+        with tempfile.TemporaryDirectory(prefix="dlbench-redis-") as directory:
+            server = EmbeddedRedis(Path(directory), persist=False).start()
+            client = redis.Redis.from_url(server.url)
+            try:
+                pairs = _threads(opts.idle_threads)
+                base = _used(client)
+                _fill(client, keys, pairs)
+                filled = _used(client)
+                dedupe = sum(client.memory_usage(k, samples=0) or 0
+                             for k in client.scan_iter(match=keys.dedupe_pattern(), count=1000))
+                await asyncio.to_thread(_burst, server.url, world.database_url, prefix,
+                                        DUOLOGUE_RETAIN_IDLE="0")
+                _delete(client, keys.dedupe_pattern())  # 24 h idempotency records: not counted
+                after = _used(client)
+                left = sum(1 for _ in client.scan_iter(match=keys.thread_pattern(), count=1000))
+                floor_base = _used(client)
+                floor_keys = Keys("floor", 64)
+                with client.pipeline(transaction=False) as pipe:  # the bare index entries
+                    for sender, peer in pairs:
+                        low, high = sorted((sender, peer))
+                        thread = f"dm:{low}:{high}"
+                        for user in (low, high):
+                            pipe.hset(floor_keys.index(keys.partition(thread), user), thread,
+                                      "1796464541657-0")
+                    pipe.execute()
+                floor = _used(client) - floor_base
+            finally:
+                client.close()
+                server.stop()
     n = len(pairs)
     return {"threads": n, "per_thread_after": (after - base) / n,
             "per_thread_before": (filled - base - dedupe) / n, "index_floor": floor / n,
-            "streams_or_states_left": left, "busy_before": busy_before}
+            "streams_or_states_left": left, "busy_before": world.busy_before}
 
 
 async def idle_memory(opts: Options) -> Result:
     result = Result()
-    for n in range(opts.runs):
-        run = await idle_memory_run(opts)
-        result.runs.append(run)
-        print(f"  idle memory run {n + 1}: {run['per_thread_after']:.0f} B/thread after "
-              f"retention ({run['per_thread_before']:.0f} before; two index entries alone "
-              f"{run['index_floor']:.0f}); {run['streams_or_states_left']} streams/states left",
-              flush=True)
-    runs = result.runs
+    runs = await counted_runs(
+        opts, result, "idle memory", lambda: idle_memory_run(opts),
+        lambda r: (f"{r['per_thread_after']:.0f} B/thread after retention "
+                   f"({r['per_thread_before']:.0f} before; two index entries alone "
+                   f"{r['index_floor']:.0f}); {r['streams_or_states_left']} streams/states left"))
     result.rows += [
-        Row("tiers", f"Redis per idle archived thread, {opts.idle_threads:,} threads", "B",
-            [r["per_thread_after"] for r in runs], 400, higher_is_better=False, digits=0),
-        Row("tiers", "  same threads before retention (same run)", "B",
-            [r["per_thread_before"] for r in runs], higher_is_better=False, digits=0,
-            ceiling=True),
-        Row("tiers", "  their two index entries alone (same run)", "B",
-            [r["index_floor"] for r in runs], higher_is_better=False, digits=0, ceiling=True),
+        Row(f"Redis per idle archived thread, {opts.idle_threads:,} threads", "B",
+            [value(r, "per_thread_after") for r in runs], 400, lower=True),
+        Row("  same threads before retention (same run)", "B",
+            [value(r, "per_thread_before") for r in runs], lower=True, ceiling=True),
+        Row("  their two index entries alone (same run)", "B",
+            [value(r, "index_floor") for r in runs], lower=True, ceiling=True),
     ]
     return result
-
-
-async def _timed_sync(port: int, user: str, thread: str) -> dict[str, Any]:
-    spec = {"mode": "sync", "port": port, "user": user, "thread": thread}
-    async with workers([spec]) as ws:
-        await go_all(ws, "ready", 60)
-        return await ws[0].result(120)
 
 
 async def archive_sync_run(opts: Options) -> dict[str, Any]:
     events, retained = opts.events, opts.events // 10
     async with scratch(opts, "tiers", database=True, gateway=True) as world:
-        prefix, url, port = world.prefix, world.database_url, world.server.port
-        cold = ("cold", "filler", "dm:cold:filler")
-        hot = ("hot", "filler", "dm:filler:hot")
-        await prefill(prefix, events, thread=cold[2], users=cold[:2])
-        await asyncio.to_thread(_burst, REDIS_URL, url, prefix,
+        prefix, port = world.prefix, world.server.port
+        await prefill(prefix, events, thread="dm:cold:filler", users=("cold", "filler"))
+        await asyncio.to_thread(_burst, REDIS_URL, world.database_url, prefix,
                                 DUOLOGUE_RETAIN_EVENTS=str(retained))
-        await prefill(prefix, events, thread=hot[2], users=hot[:2])  # stream only
-        archived = await _timed_sync(port, cold[0], cold[2])
-        streamed = await _timed_sync(port, hot[0], hot[2])
-        busy_before = world.busy_before
-    ok = all(r["events"] == events == r["distinct"] and r["in_order"] and r["recovered"]
-             and r["last_id_matches"] for r in (archived, streamed))
+        await prefill(prefix, events, thread="dm:filler:hot", users=("hot", "filler"))
+        archived, streamed = [
+            await load({"mode": "sync", "port": port, "user": user, "thread": thread,
+                        "expect": events}, 120)
+            for user, thread in (("cold", "dm:cold:filler"), ("hot", "dm:filler:hot"))]
     return {"archive_ms": archived["ms"], "stream_ms": streamed["ms"],
-            "ratio": archived["ms"] / streamed["ms"], "ok": ok, "events": events,
-            "archived_only": events - retained, "busy_before": busy_before}
+            "ratio": archived["ms"] / streamed["ms"], "ok": archived["ok"] and streamed["ok"],
+            "events": events, "archived_only": events - retained,
+            "busy_before": world.busy_before}
 
 
 async def archive_sync(opts: Options) -> Result:
     result = Result()
-    for n in range(opts.runs):
-        run = await archive_sync_run(opts)
-        result.runs.append(run)
-        print(f"  archive sync run {n + 1}: {run['archive_ms']:.1f} ms with "
-              f"{run['archived_only']:,} from the archive, {run['stream_ms']:.1f} ms all from "
-              f"the stream: {run['ratio']:.2f}x, ok={run['ok']}", flush=True)
-    runs = result.runs
-    label = f"{opts.events:,} events, {runs[0]['archived_only']:,} archive-only"
+    runs = await counted_runs(
+        opts, result, "archive sync", lambda: archive_sync_run(opts),
+        lambda r: (f"{r['archive_ms']:.1f} ms with {r['archived_only']:,} from the archive, "
+                   f"{r['stream_ms']:.1f} ms all from the stream: {r['ratio']:.2f}x, "
+                   f"ok={r['ok']}"))
+    label = f"{opts.events:,} events, {opts.events - opts.events // 10:,} archive-only"
     result.rows += [
-        Row("tiers", f"sync after 0, {label} / all in the stream", "x",
-            [r["ratio"] if r["ok"] else math.nan for r in runs], 2.0, higher_is_better=False,
-            digits=2),
-        Row("tiers", "  sync after 0 across archive and stream", "ms",
-            [r["archive_ms"] for r in runs], higher_is_better=False, digits=1),
-        Row("tiers", "  the same replay wholly from the stream (same run)", "ms",
-            [r["stream_ms"] for r in runs], higher_is_better=False, digits=1, ceiling=True),
+        Row(f"sync after 0, {label} / all in the stream", "x",
+            [value(r, "ratio", ok=r.get("ok")) for r in runs], 2.0, lower=True, digits=2),
+        Row("  sync after 0 across archive and stream", "ms",
+            [value(r, "archive_ms") for r in runs], lower=True, digits=1),
+        Row("  the same replay wholly from the stream (same run)", "ms",
+            [value(r, "stream_ms") for r in runs], lower=True, digits=1, ceiling=True),
     ]
-    if any(not r["ok"] for r in runs):
+    if any(not r.get("ok") for r in runs):
         result.notes.append("a sync run did not deliver every event exactly once in order")
     return result
 
@@ -219,11 +194,11 @@ async def retention(opts: Options) -> Result:
                               _say_pair)
     label = f"{opts.backlog:,} events / {opts.backlog_threads:,} threads"
     result.rows += [
-        Row("tiers", f"projector with retention / without, {label}", "x",
+        Row(f"projector with retention / without, {label}", "x",
             [value(r, "ratio") for r in runs], 0.9, digits=2),
-        Row("tiers", "  projector events/s, retention trimming to 50 per thread", "events/s",
+        Row("  projector events/s, retention trimming to 50 per thread", "events/s",
             [value(r, "on", "rate") for r in runs]),
-        Row("tiers", "  projector events/s, retention off (same run)", "events/s",
+        Row("  projector events/s, retention off (same run)", "events/s",
             [value(r, "off", "rate") for r in runs], ceiling=True),
     ]
     return result

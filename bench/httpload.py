@@ -18,9 +18,8 @@ from typing import Any
 import msgspec
 
 from adapters.tokens import mint
-from bench.chatload import Stage
-from bench.common import HOST, SECRET, utilisation
-from bench.frames import server_meter
+from bench.harness import HOST, SECRET, CpuMeter, utilisation
+from bench.wire import Stage
 
 TICK = 0.001
 
@@ -116,7 +115,7 @@ async def http_get(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
     run, rate = Run(spec), spec["rate"]
     for _ in range(spec["connections"]):
         run.free.append(await run.connect())
-    meter = server_meter(spec.get("server_pid"), None)
+    meter = CpuMeter({"server": spec.get("server_pid")}, postgres=spec.get("postgres", False))
     await stage("ready", connections=len(run.free))
     start = time.perf_counter()
     measure_from = start + spec["warmup"]

@@ -1,52 +1,59 @@
 """Benchmark knobs: every field is a command-line option of ``python -m bench``
-(``--backlog-threads`` sets ``backlog_threads``); ``--smoke`` starts from ``SMOKE``."""
+(``--backlog-threads`` sets ``backlog_threads``; its comment is the option's help);
+``--smoke`` starts from ``SMOKE``."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
 class Options:
-    runs: int = 3
-    pairs: int = 100  # user pairs for the chat figures
+    runs: int = 3  # runs per figure (the median of them is reported)
+    pairs: int = 100  # user pairs connected in the chat figures
     window: int = 16  # sends in flight per sender (throughput)
-    senders: str = "both"  # both participants send, or one per pair
-    active_pairs: int = 30  # second series: only this many pairs send (0 = skip); 60 senders
-    # stay under the 63 command connections of the default DUOLOGUE_REDIS_POOL=64
+    senders: str = "both"  # both participants of a pair send, or one ("one")
+    active_pairs: int = 30  # second throughput series with only this many pairs sending (0: none)
+    # (60 senders stay under the 63 command connections of the default DUOLOGUE_REDIS_POOL=64)
     warmup: float = 1.0  # seconds of load before a measurement window
     duration: float = 5.0  # seconds of a measurement window
     rate: float = 2000.0  # sends/s for the latency figure
     load_procs: int = 1  # load-generator processes for the chat figures
-    events: int = 10000  # events to catch up on (sync figure)
+    events: int = 10000  # events to catch up on (sync figures)
     idle: int = 2000  # idle sockets (memory figure)
     deflate_idle: int = 1000  # idle sockets per permessage-deflate case
-    echo_clients: int = 100
-    quiet_wait: float = 20.0  # before a run, wait up to this long for an idle machine
-    redo_noisy: int = 2  # chat runs disturbed by other sessions redone, at most, per series
-    profile: bool = False  # one extra throughput run under py-spy
-    profile_seconds: float = 5.0
+    echo_clients: int = 100  # clients of the echo ceiling
+    quiet_wait: float = 20.0  # before a run, wait up to this long for an idle machine (0: not)
+    redo_noisy: int = 2  # redo at most this many runs per series disturbed by other sessions
+    profile: bool = False  # one extra throughput run under py-spy; prints the top functions
+    profile_seconds: float = 5.0  # seconds py-spy samples
     gateway_env: tuple[tuple[str, str], ...] = ()  # experiment: extra gateway settings
-    # projector figures
-    backlog: int = 200_000  # events in the projector's backlog
-    backlog_threads: int = 2000  # threads they are spread over
+    backlog: int = 200_000  # events in the projector figures' backlog
+    backlog_threads: int = 2000  # threads the backlog is spread over
     projector_timeout: float = 300.0  # most seconds a backlog may take to project
     fresh_rate: float = 2000.0  # sends/s for the freshness figure
-    fresh_duration: float = 20.0  # seconds of its measurement window
+    fresh_duration: float = 20.0  # seconds of the freshness figure's measurement window
     poll_ms: float = 5.0  # freshness poller period
     pg_rows: int = 200_000  # rows per Postgres ceiling
-    pg_batch: int = 1000  # rows per transaction there
+    pg_batch: int = 1000  # rows per transaction in the Postgres ceilings
     history_messages: int = 100_000  # messages in the thread GET reads pages of
-    history_rate: float = 200.0  # GET requests/s
-    history_duration: float = 15.0  # seconds of its measurement window
+    history_rate: float = 200.0  # GET requests/s in the history figure
+    history_duration: float = 15.0  # seconds of the history figure's measurement window
     idle_threads: int = 10_000  # idle archived threads (idle_memory figure)
     rebuild_events: int = 1_000_000  # archived events the rebuild figure rebuilds from
-    rebuild_threads: int = 10_000
+    rebuild_threads: int = 10_000  # threads the rebuild figure's events belong to
 
     @property
     def experiment(self) -> dict[str, str]:
         """What differs from the gateway as shipped (empty: as shipped)."""
         return dict(self.gateway_env)
+
+
+def helps() -> dict[str, str]:
+    """Each field's comment above, the help of its option."""
+    return dict(re.findall(r"^    (\w+): .+? = .+?  # (.+)$", Path(__file__).read_text(), re.M))
 
 
 # Every figure at a tiny size, one run, no waiting for a quiet machine: what the smoke

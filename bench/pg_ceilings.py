@@ -24,10 +24,8 @@ from typing import Any
 import msgspec
 import psycopg
 
-from bench import pg
-from bench.common import wait_quiet
+from bench.harness import Result, Row, counted_runs, postgres_cpu, scratch, value
 from bench.options import Options
-from bench.report import Result, Row
 from domain.ids import sort_key
 
 TABLE = """CREATE TABLE bench_events (
@@ -100,12 +98,12 @@ def measure(url: str, rows: Rows, batch: int) -> dict[str, Any]:
             conn.execute(TABLE)
             conn.execute("CHECKPOINT")  # start each method with no dirty pages pending
             write = WRITERS[method]
-            cpu0 = pg.server_cpu()
+            cpu0 = postgres_cpu()
             start = time.perf_counter()
             for n in range(0, len(rows), batch):
                 write(conn, rows[n:n + batch])
             seconds = time.perf_counter() - start
-            cpu = pg.server_cpu() - cpu0
+            cpu = postgres_cpu() - cpu0
             count = conn.execute("SELECT count(*) FROM bench_events").fetchone()
             out[method] = {"rate": len(rows) / seconds, "seconds": round(seconds, 3),
                            "postgres_cores": round(cpu / seconds, 3),
@@ -117,23 +115,20 @@ def measure(url: str, rows: Rows, batch: int) -> dict[str, Any]:
 async def pg_ceilings(opts: Options) -> Result:
     result = Result()
     rows = await asyncio.to_thread(make_rows, opts.pg_rows)
-    runs: list[dict[str, Any]] = []
-    for n in range(opts.runs):
-        busy_before = await wait_quiet(opts.quiet_wait)
-        with pg.database("ceil", schema=False) as url:
-            run = await asyncio.to_thread(measure, url, rows, opts.pg_batch)
-        run["busy_before"] = busy_before
-        runs.append(run)
-        result.runs.append(run)
-        print(f"  pg ceilings run {n + 1}: " + ", ".join(
-            f"{m} {run[m]['rate']:,.0f} rows/s (postgres {run[m]['postgres_cores']} cores)"
-            for m in METHODS), flush=True)
+
+    async def one() -> dict[str, Any]:
+        async with scratch(opts, "ceil", database=True, schema=False) as world:
+            run = await asyncio.to_thread(measure, world.database_url, rows, opts.pg_batch)
+        return run | {"busy_before": world.busy_before}
+
+    runs = await counted_runs(opts, result, "pg ceilings", one, lambda r: ", ".join(
+        f"{m} {r[m]['rate']:,.0f} rows/s (postgres {r[m]['postgres_cores']} cores)"
+        for m in METHODS))
     what = f"{opts.pg_rows:,} rows, {opts.pg_batch:,} per transaction"
     labels = {"copy": "psycopg COPY (write_row)",
               "executemany": "psycopg executemany INSERT (pipelined)",
               "json_to_recordset": "INSERT ... SELECT FROM json_to_recordset (projector's form)"}
-    for method in METHODS:
-        result.rows.append(Row("pg_ceilings", f"{labels[method]}, events-shaped table, {what}",
-                               "rows/s", [r[method]["rate"] if r[method]["ok"] else float("nan")
-                                          for r in runs], ceiling=True))
+    result.rows += [Row(f"{labels[m]}, events-shaped table, {what}", "rows/s",
+                        [value(r, m, "rate", ok=r.get(m, {}).get("ok")) for r in runs],
+                        ceiling=True) for m in METHODS]
     return result

@@ -15,10 +15,10 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.harness import RESULTS
+
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 # py-spy names files relative to sys.path: "redis/asyncio/client.py", "gateway/hub.py"
 PACKAGES = ("gateway/", "domain/", "schemas/", "duologue/", "bench/", "redis/", "uvicorn/",
@@ -100,38 +100,11 @@ def _package(frame: str) -> str:
 
 
 def _category(frame: str) -> str:
-    for name, test in CATEGORIES:
-        if test(frame):
-            return name
-    return "other"
+    return next((name for name, test in CATEGORIES if test(frame)), "other")
 
 
-def _is_root(name: str) -> bool:
-    return any(root in name for root in ROOTS)
-
-
-@dataclass
-class Summary:
-    samples: int
-    self_time: list[tuple[str, float]]
-    inclusive: list[tuple[str, float]]
-    packages: list[tuple[str, float]]
-    categories: list[tuple[str, float]]
-
-    def text(self, top: int = 15) -> str:
-        def block(title: str, rows: list[tuple[str, float]]) -> list[str]:
-            return ["", title, *(f"  {share:5.1f}%  {name}" for name, share in rows)]
-
-        return "\n".join([
-            f"{self.samples} samples (non-idle)",
-            *block("self time by activity (leaf frame):", self.categories),
-            *block("self time (leaf frame):", self.self_time[:top]),
-            *block("inclusive (on the stack; coroutine stacks are often cut short, so a "
-                   "lower bound):", self.inclusive[:top]),
-            *block("self time by package of the leaf frame:", self.packages)])
-
-
-def summarize(path: Path) -> Summary:
+def summary(path: Path, top: int = 15) -> str:
+    """Shares of the samples: by activity, leaf function, function on the stack, package."""
     own: Counter[str] = Counter()
     on_stack: Counter[str] = Counter()
     packages: Counter[str] = Counter()
@@ -141,17 +114,23 @@ def summarize(path: Path) -> Summary:
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
-        count = int(count_text)
-        frames = stack.split(";")
+        count, frames = int(count_text), stack.split(";")
         total += count
         own[_name(frames[-1])] += count
         packages[_package(frames[-1])] += count
         categories[_category(frames[-1])] += count
         for name in {_name(f) for f in frames}:
-            if not _is_root(name):
+            if not any(root in name for root in ROOTS):
                 on_stack[name] += count
 
-    def shares(counter: Counter[str]) -> list[tuple[str, float]]:
-        return [(name, 100 * n / max(total, 1)) for name, n in counter.most_common()]
+    def block(title: str, counter: Counter[str], n: int | None = None) -> list[str]:
+        return ["", title, *(f"  {100 * k / max(total, 1):5.1f}%  {name}"
+                             for name, k in counter.most_common(n))]
 
-    return Summary(total, shares(own), shares(on_stack), shares(packages), shares(categories))
+    return "\n".join([
+        f"{total} samples (non-idle)",
+        *block("self time by activity (leaf frame):", categories),
+        *block("self time (leaf frame):", own, top),
+        *block("inclusive (on the stack; coroutine stacks are often cut short, so a "
+               "lower bound):", on_stack, top),
+        *block("self time by package of the leaf frame:", packages)])

@@ -1,10 +1,12 @@
-"""A minimal asyncio WebSocket client for load generation (RFC 6455, text frames).
+"""The load worker's WebSocket client (RFC 6455, text frames) and frame decoding.
 
 Lighter than a general client: frames are parsed straight off ``data_received``
 and handed to a callback without an intermediate queue or task switch, several
 outgoing frames are joined into one ``transport.write``, and masking uses the C
 helper from ``websockets``. Server frames from uvicorn are never fragmented, but
-continuation frames are handled anyway.
+continuation frames are handled anyway. ``deflate``: offers ``permessage-deflate``
+as browsers do and inflates what the server compressed (it never compresses).
+Replies are decoded with msgspec, only the fields the benchmark looks at.
 """
 
 from __future__ import annotations
@@ -15,13 +17,41 @@ import hashlib
 import os
 import random
 import struct
-from collections.abc import Callable, Iterable
-from typing import cast
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, cast
 
+import msgspec
 from websockets.speedups import apply_mask
+
+from adapters.tokens import mint
+from bench.harness import HOST, SECRET
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+OFFER = "permessage-deflate; client_max_window_bits"  # what browsers send
+BODY = "bench message: the quick brown fox jumps over it"
+Stage = Callable[..., Awaitable[None]]  # a worker reports a stage, waits for "go"
+
+
+class EventBody(msgspec.Struct):
+    client_msg_id: str = ""
+    sender: str = ""
+
+
+class Incoming(msgspec.Struct):
+    type: str
+    ref: str = ""
+    thread: str = ""
+    id: str = ""
+    last_id: str = ""
+    recovered: bool = False
+    event: EventBody | None = None
+    code: str = ""
+    message: str = ""
+
+
+DECODE = msgspec.json.Decoder(Incoming).decode
 
 
 class HandshakeError(Exception):
@@ -55,6 +85,8 @@ class WsClient(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self.open = False
         self.key = base64.b64encode(os.urandom(16))
+        self.extensions = ""  # what the server negotiated
+        self.inflate = zlib.decompressobj(wbits=-15)
 
     # -- connection -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -88,6 +120,7 @@ class WsClient(asyncio.Protocol):
             self.abort()
             return False
         self.open = True
+        self.extensions = headers.get("sec-websocket-extensions", "")
         self.upgraded.set_result(None)
         return True
 
@@ -121,6 +154,8 @@ class WsClient(asyncio.Protocol):
             if b1 & 0x80:
                 payload = apply_mask(payload, bytes(buf[pos + head - 4:pos + head]))
             pos += head + n
+            if b0 & 0x40:  # RSV1: compressed (permessage-deflate, never fragmented here)
+                payload = self.inflate.decompress(payload + b"\x00\x00\xff\xff")
             self._frame(b0 & 0x80, b0 & 0x0F, payload)
         del buf[:pos]
 
@@ -179,3 +214,25 @@ async def connect(
         client.abort()
         raise
     return client
+
+
+async def open_ws(port: int, user: str, on_message: Callable[[bytes], None],
+                  on_batch: Callable[[], None] | None = None, deflate: bool = False,
+                  ) -> WsClient:
+    """``/v1/ws`` of the server on ``port``, as ``user`` (a token signed with SECRET)."""
+    headers = {"Authorization": f"Bearer {mint(user, SECRET, 3600)}"}
+    if deflate:
+        headers["Sec-WebSocket-Extensions"] = OFFER
+    return await connect(HOST, port, "/v1/ws", headers, on_message, on_batch)
+
+
+async def bounded(jobs: Sequence[Callable[[], Awaitable[Any]]], limit: int,
+                  timeout: float) -> list[Any]:
+    """Run ``jobs`` with at most ``limit`` at a time; all must finish within ``timeout``."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(job: Callable[[], Awaitable[Any]]) -> Any:
+        async with gate:
+            return await job()
+
+    return await asyncio.wait_for(asyncio.gather(*(one(j) for j in jobs)), timeout)
