@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 from bench import wire
-from bench.harness import CpuMeter, utilisation
+from bench.harness import CpuMeter
 from bench.wire import Stage, WsClient
 from domain.ids import event_key
 
@@ -247,10 +247,7 @@ async def chat(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
     else:
         for peer in senders:
             peer.send(min(run.window, run.cap))
-    await asyncio.sleep(measure_from - time.perf_counter())
-    acked1, t1, cpu1 = run.acked, time.perf_counter(), meter.sample()
-    await asyncio.sleep(max(0.0, measure_to - time.perf_counter()))
-    acked2, t2, cpu2 = run.acked, time.perf_counter(), meter.sample()
+    window = await meter.window(measure_from, measure_to, lambda: run.acked)
     run.sending = False
     if pacer is not None:
         await pacer
@@ -265,17 +262,16 @@ async def chat(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
     for peer in peers:
         if peer.ws is not None:
             peer.ws.close()
-    meter.close()
     await asyncio.sleep(0.2)
+    t1, t2 = window.t1, window.t2  # perf_counter is CLOCK_MONOTONIC: comparable across processes
     return {
-        "window": [t1, t2],  # perf_counter is CLOCK_MONOTONIC: comparable across processes
-        "acks": [list(a) for a in run.ack_log if t1 <= a[0] < t2],
-        "acked_in_window": acked2 - acked1, "seconds": t2 - t1,
-        "rate": (acked2 - acked1) / (t2 - t1), "sent": sent_total,
+        "window": [t1, t2], "acks": [list(a) for a in run.ack_log if t1 <= a[0] < t2],
+        "acked_in_window": window.counted, "seconds": window.seconds,
+        "rate": window.counted / window.seconds, "sent": sent_total,
         "drain_seconds": drained, "retried_unavailable": run.retried, "senders": len(senders),
         "starved_senders": sum(1 for p in senders if not p.got.acks),
         "check": check.as_dict(), "error_samples": errors, "retry_samples": run.retry_samples,
-        "cpu": utilisation(cpu1, cpu2, t2 - t1),
+        "cpu": window.cpu(),
         "ack_ms": _window(run.ack_samples, t1, t2),
         "delivery_ms": _window(run.delivery_samples, t1, t2),
         "ack_unanswered": _unanswered(run, run.ack_samples, t1, t2),

@@ -44,7 +44,6 @@ from bench.harness import (
     percentile,
     projector,
     scratch,
-    utilisation,
     value,
 )
 from bench.options import Options
@@ -196,17 +195,12 @@ async def _freshness(opts: Options, world: Scratch) -> dict[str, Any]:
         meter = CpuMeter({"projector": child.pid, "gateway": server.pid}, redis_url=REDIS_URL,
                          postgres=True, me="driver")
 
-        async def sample_window() -> tuple[dict[str, float], dict[str, float], float]:
-            await asyncio.sleep(opts.warmup)
-            a, ta = meter.sample(), time.perf_counter()
-            await asyncio.sleep(opts.fresh_duration)
-            return a, meter.sample(), time.perf_counter() - ta
-
         async with loads([spec]) as ws:
             await go_all(ws, "ready", 120)
-            (cpu0, cpu1, seconds), run = await asyncio.gather(
-                sample_window(), ws[0].result(opts.warmup + opts.fresh_duration + 120))
-        meter.close()
+            start = time.perf_counter() + opts.warmup
+            window, run = await asyncio.gather(
+                meter.window(start, start + opts.fresh_duration),
+                ws[0].result(opts.warmup + opts.fresh_duration + 120))
         raw = run.pop("acks")
         acks = [(float(a[0]), str(a[1]), str(a[2])) for a in raw]
         deadline = time.perf_counter() + 30
@@ -233,8 +227,7 @@ async def _freshness(opts: Options, world: Scratch) -> dict[str, Any]:
             "send_p50": percentile(from_send, 50), "send_p99": percentile(from_send, 99),
             "never_visible": sum(1 for v in latencies if math.isinf(v)),
             "ack_p99_ms": percentile(run["ack_ms"], 99),
-            "cpu": utilisation(cpu0, cpu1, seconds, extra=run["cpu"]["load"]) | {
-                "load": run["cpu"]["load"]},
+            "cpu": window.cpu(extra=run["cpu"]["load"]) | {"load": run["cpu"]["load"]},
             "poll": poller.stats(backend0),
             "projector_commits": commits,  # about: heartbeats and checks are counted too
             "events_per_commit": round(run["sent"] / commits, 1) if commits > 0 else math.nan,

@@ -9,17 +9,14 @@ After each run the swapped-in tables are checked against what was seeded.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
-from bench.harness import ROOT, Result, Row, counted_runs, scratch, value, wait_quiet
+from bench.harness import Result, Row, counted_runs, run_duologue, scratch, value, wait_quiet
 from bench.options import Options
 from domain.ids import sort_key
 from schemas.events import MessageDeleted, MessageEdited, MessageSent, ReadUpTo, encode_event
@@ -66,17 +63,6 @@ def seed(url: str, events: int, threads: int) -> dict[str, int]:
     return {"threads": threads, "messages": messages, "deleted": deleted}
 
 
-def rebuild_once(url: str) -> float:
-    env = {**os.environ, "DATABASE_URL": url, "DUOLOGUE_LOG_LEVEL": "WARNING"}
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "duologue.cli", "rebuild"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"duologue rebuild failed:\n{done.stdout}\n{done.stderr}")
-    return elapsed
-
-
 def check(url: str, expected: dict[str, int]) -> None:
     with psycopg.connect(url) as conn:
         row = conn.execute(
@@ -98,7 +84,8 @@ async def rebuild(opts: Options) -> Result:
 
         async def one() -> dict[str, Any]:
             busy_before = await wait_quiet(opts.quiet_wait)
-            seconds = await asyncio.to_thread(rebuild_once, world.database_url)
+            seconds = await asyncio.to_thread(run_duologue, ["rebuild"],
+                                              {"DATABASE_URL": world.database_url})
             await asyncio.to_thread(check, world.database_url, expected)
             return {"seconds": seconds, "busy_before": busy_before, **expected}
 

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,17 @@ import redis
 
 from adapters.record import Keys
 from bench.backlog import append_all, prefill, project_backlog
-from bench.harness import REDIS_URL, ROOT, Result, Row, counted_runs, load, scratch, value
+from bench.harness import (
+    REDIS_URL,
+    Result,
+    Row,
+    counted_runs,
+    delete_keys,
+    load,
+    run_duologue,
+    scratch,
+    value,
+)
 from bench.options import Options
 from duologue.embedded import EmbeddedRedis
 from gateway.store import append_call
@@ -35,12 +42,8 @@ PEERS = 5  # each user starts threads with the next five: ~10 threads per user
 
 def _burst(redis_url: str, database_url: str, prefix: str, **env: str) -> None:
     """``duologue projector --burst`` until it has drained and made its retention pass."""
-    settings = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
-                "DUOLOGUE_PREFIX": prefix, "DUOLOGUE_LOG_LEVEL": "WARNING", **env}
-    done = subprocess.run([sys.executable, "-m", "duologue.cli", "projector", "--burst"],
-                          env=settings, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"projector --burst exited {done.returncode}: {done.stderr[-2000:]}")
+    run_duologue(["projector", "--burst"], {"REDIS_URL": redis_url, "DATABASE_URL": database_url,
+                                            "DUOLOGUE_PREFIX": prefix, **env})
 
 
 def _used(client: redis.Redis) -> int:
@@ -67,12 +70,6 @@ def _fill(client: redis.Redis, keys: Keys, pairs: list[tuple[str, str]]) -> None
         append_all(client, calls[start:start + 1000])
 
 
-def _delete(client: redis.Redis, pattern: str) -> None:
-    batch = list(client.scan_iter(match=pattern, count=1000))
-    for start in range(0, len(batch), 500):
-        client.delete(*batch[start:start + 500])
-
-
 async def idle_memory_run(opts: Options) -> dict[str, Any]:
     prefix = "dl"  # a private server: the key names of a real deployment
     keys = Keys(prefix, 64)
@@ -89,7 +86,7 @@ async def idle_memory_run(opts: Options) -> dict[str, Any]:
                              for k in client.scan_iter(match=keys.dedupe_pattern(), count=1000))
                 await asyncio.to_thread(_burst, server.url, world.database_url, prefix,
                                         DUOLOGUE_RETAIN_IDLE="0")
-                _delete(client, keys.dedupe_pattern())  # 24 h idempotency records: not counted
+                delete_keys(keys.dedupe_pattern(), server.url)  # 24 h idempotency: not counted
                 after = _used(client)
                 left = sum(1 for _ in client.scan_iter(match=keys.thread_pattern(), count=1000))
                 floor_base = _used(client)

@@ -151,9 +151,37 @@ class CpuMeter:
             out["redis"] = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
         return out
 
+    async def window(self, start: float, until: float,
+                     count: Callable[[], int] = lambda: 0) -> Window:
+        """Sample at ``start`` and ``until`` (``time.perf_counter`` times); closes the meter."""
+        await asyncio.sleep(max(0.0, start - time.perf_counter()))
+        c1, t1, a = count(), time.perf_counter(), self.sample()
+        await asyncio.sleep(max(0.0, until - time.perf_counter()))
+        c2, t2, b = count(), time.perf_counter(), self.sample()
+        self.close()
+        return Window(t1, t2, c2 - c1, a, b)
+
     def close(self) -> None:
         if self.redis is not None:
             self.redis.close()
+
+
+@dataclass
+class Window:
+    """A measurement window: its times, how far the count moved, two CPU samples."""
+
+    t1: float
+    t2: float
+    counted: int
+    a: dict[str, float]
+    b: dict[str, float]
+
+    @property
+    def seconds(self) -> float:
+        return self.t2 - self.t1
+
+    def cpu(self, extra: float = 0.0) -> dict[str, float]:
+        return utilisation(self.a, self.b, self.seconds, extra)
 
 
 def utilisation(a: dict[str, float], b: dict[str, float], seconds: float,
@@ -278,6 +306,19 @@ def duologue(command: str, prefix: str, database_url: str = "",
         **({"DATABASE_URL": database_url} if database_url else {}), **env}
 
 
+def run_duologue(args: list[str], env: dict[str, str], timeout: float = 600) -> float:
+    """``python -m duologue.cli <args>`` to its end, logging warnings only; its wall time
+    in seconds (process start included). Raises with its output if it fails."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "duologue.cli", *args], cwd=ROOT,
+                          env={**os.environ, "DUOLOGUE_LOG_LEVEL": "WARNING", **env},
+                          capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"duologue {' '.join(args)} exited {done.returncode}:\n"
+                           f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
 def gateway_child(prefix: str, settings: dict[str, str] | None = None, database_url: str = "",
                   argv: list[str] | None = None) -> Child:
     """The gateway as it is in the tree (``DUOLOGUE_RATE=0``), plus ``settings``;
@@ -387,11 +428,11 @@ async def load(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 # -- Redis prefixes and Postgres databases ---------------------------------------------
-def delete_prefix(prefix: str, url: str = REDIS_URL) -> None:
-    """SCAN MATCH prefix* and DEL, in batches of 500."""
+def delete_keys(pattern: str, url: str = REDIS_URL) -> None:
+    """SCAN MATCH pattern and DEL, in batches of 500."""
     client = redis.Redis.from_url(url)
     try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        keys = list(client.scan_iter(match=pattern, count=1000))
         for start in range(0, len(keys), 500):
             client.delete(*keys[start:start + 500])
     finally:
@@ -476,7 +517,7 @@ async def scratch(opts: Options, tag: str, *, database: bool = False, schema: bo
             await asyncio.to_thread(world.gateway.stop)
         if name:
             await asyncio.to_thread(drop_database, name)
-        await asyncio.to_thread(delete_prefix, world.prefix)
+        await asyncio.to_thread(delete_keys, f"{world.prefix}*")
 
 
 async def counted_runs(opts: Options, result: Result, what: str,

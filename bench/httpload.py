@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from adapters.tokens import mint
-from bench.harness import HOST, SECRET, CpuMeter, utilisation
+from bench.harness import HOST, SECRET, CpuMeter
 from bench.wire import Stage
 
 TICK = 0.001
@@ -121,17 +121,11 @@ async def http_get(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
     measure_from = start + spec["warmup"]
     until = measure_from + spec["duration"]
 
-    async def window() -> tuple[dict[str, float], dict[str, float], float]:
-        await asyncio.sleep(measure_from - time.perf_counter())
-        a, t = meter.sample(), time.perf_counter()
-        await asyncio.sleep(max(0.0, until - time.perf_counter()))
-        return a, meter.sample(), time.perf_counter() - t
-
-    (cpu1, cpu2, seconds), sent = await asyncio.gather(
-        window(), pace(run, spec["paths"], rate, start, until, random.Random(spec.get("seed", 1))))
+    window, sent = await asyncio.gather(
+        meter.window(measure_from, until),
+        pace(run, spec["paths"], rate, start, until, random.Random(spec.get("seed", 1))))
     for conn in run.free:
         conn.writer.close()
-    meter.close()
     in_window = sorted(round(s * 1000, 3) for due, s in run.samples
                        if measure_from <= due < until)
     due_in_window = sum(1 for n in range(sent) if measure_from <= start + n / rate < until)
@@ -139,4 +133,4 @@ async def http_get(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
             "rate": len(in_window) / spec["duration"], "sent": sent, "errors": len(run.errors),
             "error_samples": run.errors[:5], "short_pages": run.short_pages,
             "connections_opened": run.opened, "stale_retried": run.stale,
-            "cpu": utilisation(cpu1, cpu2, seconds)}
+            "cpu": window.cpu()}

@@ -24,7 +24,7 @@ from typing import Any
 import uvloop
 
 from bench import chatload, httpload, wire
-from bench.harness import CpuMeter, raise_nofile, utilisation
+from bench.harness import CpuMeter, raise_nofile
 from bench.wire import Stage, WsClient
 from domain.ids import event_key
 
@@ -59,18 +59,16 @@ async def echo(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
     for e in echoers:
         assert e.ws is not None
         e.ws.send_many([payload] * spec["window"])
-    await asyncio.sleep(spec["warmup"])
-    c1, t1, cpu1 = counter[0], time.perf_counter(), meter.sample()
-    await asyncio.sleep(spec["duration"])
-    c2, t2, cpu2 = counter[0], time.perf_counter(), meter.sample()
+    start = time.perf_counter() + spec["warmup"]
+    window = await meter.window(start, start + spec["duration"], lambda: counter[0])
     running[0] = False
     await asyncio.sleep(0.3)
     for e in echoers:
         if e.ws is not None:
             e.ws.close()
     await asyncio.sleep(0.2)
-    return {"rate": (c2 - c1) / (t2 - t1), "echoed_in_window": c2 - c1, "seconds": t2 - t1,
-            "cpu": utilisation(cpu1, cpu2, t2 - t1)}
+    return {"rate": window.counted / window.seconds, "echoed_in_window": window.counted,
+            "seconds": window.seconds, "cpu": window.cpu()}
 
 
 async def sync(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
