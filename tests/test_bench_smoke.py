@@ -44,6 +44,10 @@ def test_every_figure_runs_at_a_tiny_size(tmp_path, redis_url, admin_url):
                   if isinstance(run, dict) and run.get("error")]
         assert not failed, (name, failed)
         assert not [n for n in figure["notes"] if "failed" in n], (name, figure["notes"])
+    (deflate,) = figures["deflate_memory"]["runs"]  # each case negotiated what it claims
+    offered = {label: case["negotiated"] for label, case in deflate["cases"].items()}
+    assert offered.pop("not offered") == offered.pop("offered, server off") == 0, offered
+    assert set(offered.values()) == {json.loads(out.read_text())["options"]["deflate_idle"]}
     assert _bench_keys(redis_url) - keys_before == set()  # (a bench running beside is fine)
     assert _bench_databases(admin_url) - databases_before == set()
 
