@@ -11,6 +11,9 @@ DEV_DIR = Path(".duologue")
 DEV_SECRET = DEV_DIR / "secret"
 
 
+WS_COMPRESSION = ("per-message", "context", "off")  # gateway/ws_protocol.py's policies
+
+
 class SettingsError(Exception):
     """A configuration value is missing or malformed; the message names the variable."""
 
@@ -88,7 +91,7 @@ class Settings:
             retain_idle=_number(env, "DUOLOGUE_RETAIN_IDLE", 604800),
             retention_every=_number(env, "DUOLOGUE_RETENTION_EVERY", 10),
             ws_compression=_choice(env, "DUOLOGUE_WS_COMPRESSION", "per-message",
-                                   ("per-message", "context", "off")),
+                                   WS_COMPRESSION),
         )
 
     def require(self, *names: str) -> Settings:

@@ -27,7 +27,6 @@ from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.server import ServerProtocol
 
-POLICIES = ("per-message", "context", "off")
 WINDOW_BITS, MEM_LEVEL = 12, 5
 
 
