@@ -17,6 +17,15 @@ Event ids are Redis stream ids, ``<ms>-<seq>`` (``domain.ids``: ``event_key``, `
   events below it may be only in the Postgres archive (retention or a repair moved
   them out). A thread whose stream is gone but whose participants' index still names
   it has every event in the archive only.
+- thread state, v1.1: ``b:<user>`` = the id of the ThreadBlocked of ``user`` that stands
+  (absent: ``user`` does not block the thread), ``ub:<user>`` = the id of ``user``'s last
+  ThreadUnblocked; both stay while the thread has any key in Redis (retention keeps them).
+  ``a:<target>:<user>`` = ``user``'s reactions on message ``target``: the id of the last
+  event that changed them, then one ``<emoji> TAB <id of its ReactionAdded>`` per
+  reaction, newline separated (``domain.reactions`` reads and writes it). Absent while the
+  target is in the stream: no reactions; absent for an archived-only target: the
+  projection's ``reactions`` rows hold them (retention drops the field only once its
+  last change is archived).
 - user index (per partition): thread -> the thread's newest event id. It outlives the
   stream, so a re-created stream continues above every id the thread ever had.
 
@@ -38,6 +47,9 @@ LOG_THREAD, LOG_ID, LOG_EVENT = "t", "i", "e"  # partition log entry
 DELETED = "x:"  # thread state: x:<target> = id of the MessageDeleted
 RECEIPT = "r:"  # thread state: r:<user> = the user's read receipt
 RECEIPT_EVENT = "ri:"  # thread state: ri:<user> = the ReadUpTo that set it
+BLOCKED = "b:"  # thread state: b:<user> = the ThreadBlocked of <user> that stands
+UNBLOCKED = "ub:"  # thread state: ub:<user> = <user>'s last ThreadUnblocked
+REACTIONS = "a:"  # thread state: a:<target>:<user> = <user>'s reactions on <target>
 ARCHIVED_BELOW = "lo"  # thread state: events below this id may be in the archive only
 ALL_ARCHIVED = "+"  # a read's ``lo`` when the thread has no stream: all is archived
 NEW_ID = "$id"  # append ARGV: a state value standing for the new event's id
@@ -49,6 +61,7 @@ OK, DUPLICATE, GUARD_FAILED, FENCED = 0, 1, 2, 3  # the status a script answers 
 _LUA_NAMES = {
     "EVENT": EVENT, "LOG_THREAD": LOG_THREAD, "LOG_ID": LOG_ID, "LOG_EVENT": LOG_EVENT,
     "DELETED": DELETED, "RECEIPT": RECEIPT, "RECEIPT_EVENT": RECEIPT_EVENT,
+    "BLOCKED": BLOCKED, "UNBLOCKED": UNBLOCKED, "REACTIONS": REACTIONS,
     "ARCHIVED_BELOW": ARCHIVED_BELOW, "ALL_ARCHIVED": ALL_ARCHIVED, "NEW_ID": NEW_ID,
     "OK": OK, "DUPLICATE": DUPLICATE, "GUARD_FAILED": GUARD_FAILED, "FENCED": FENCED,
 }

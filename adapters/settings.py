@@ -67,6 +67,9 @@ class Settings:
     retain_idle: float = 604800.0
     retention_every: float = 10.0  # seconds between retention passes; 0 turns retention off
     ws_compression: str = "per-message"  # permessage-deflate: per-message | context | off
+    webhook_url: str = ""  # offline notifications (protocol.md section 6); "" turns them off
+    webhook_secret: str = ""
+    webhook_retry_for: float = 86400.0  # seconds a delivery is retried before it is dead
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +95,9 @@ class Settings:
             retention_every=_number(env, "DUOLOGUE_RETENTION_EVERY", 10),
             ws_compression=_choice(env, "DUOLOGUE_WS_COMPRESSION", "per-message",
                                    WS_COMPRESSION),
+            webhook_url=env.get("DUOLOGUE_WEBHOOK_URL", ""),
+            webhook_secret=env.get("DUOLOGUE_WEBHOOK_SECRET", ""),
+            webhook_retry_for=_number(env, "DUOLOGUE_WEBHOOK_RETRY_FOR", 86400),
         )
 
     def require(self, *names: str) -> Settings:

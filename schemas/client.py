@@ -15,6 +15,7 @@ class Send(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="sen
     client_msg_id: str
     to: str | None = None
     thread: str | None = None
+    reply_to: str | None = None  # v1.1
 
 
 class Edit(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="edit"):
@@ -49,8 +50,38 @@ class Refresh(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="
     token: str
 
 
-ClientFrame = Send | Edit | Delete | Read | Sync | Typing | Refresh
-CLIENT_TYPES = frozenset({"send", "edit", "delete", "read", "sync", "typing", "refresh"})
+class React(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="react"):
+    thread: str
+    target: str
+    emoji: str
+    client_msg_id: str
+
+
+class Unreact(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="unreact"):
+    thread: str
+    target: str
+    emoji: str
+    client_msg_id: str
+
+
+class Block(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="block"):
+    thread: str
+    client_msg_id: str
+
+
+class Unblock(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="unblock"):
+    thread: str
+    client_msg_id: str
+
+
+class Watch(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="watch"):
+    users: list[str]
+
+
+ClientFrame = (Send | Edit | Delete | Read | Sync | Typing | Refresh | React | Unreact | Block
+               | Unblock | Watch)
+CLIENT_TYPES = frozenset({"send", "edit", "delete", "read", "sync", "typing", "refresh",
+                          "react", "unreact", "block", "unblock", "watch"})
 
 _decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)
 

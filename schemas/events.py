@@ -9,10 +9,12 @@ from __future__ import annotations
 import msgspec
 
 
-class MessageSent(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="MessageSent"):
+class MessageSent(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="MessageSent",
+                  omit_defaults=True):
     sender: str
     body: str
     client_msg_id: str
+    reply_to: str | None = None  # v1.1: a MessageSent of the same thread; omitted when None
 
 
 class MessageEdited(
@@ -37,7 +39,40 @@ class ReadUpTo(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag=
     up_to: str
 
 
-Event = MessageSent | MessageEdited | MessageDeleted | ReadUpTo
+class ReactionAdded(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="ReactionAdded"
+):
+    sender: str
+    target: str
+    emoji: str
+    client_msg_id: str
+
+
+class ReactionRemoved(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="ReactionRemoved"
+):
+    sender: str
+    target: str
+    emoji: str
+    client_msg_id: str
+
+
+class ThreadBlocked(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="ThreadBlocked"
+):
+    by: str
+    client_msg_id: str
+
+
+class ThreadUnblocked(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="ThreadUnblocked"
+):
+    by: str
+    client_msg_id: str
+
+
+Event = (MessageSent | MessageEdited | MessageDeleted | ReadUpTo | ReactionAdded
+         | ReactionRemoved | ThreadBlocked | ThreadUnblocked)
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)

@@ -12,6 +12,12 @@ import msgspec
 class PostMessage(msgspec.Struct, frozen=True, kw_only=True):
     body: str
     client_msg_id: str
+    reply_to: str | None = None  # v1.1
+
+
+class Reaction(msgspec.Struct, frozen=True, kw_only=True):
+    emoji: str
+    users: list[str]
 
 
 class MessageView(msgspec.Struct, frozen=True, kw_only=True):
@@ -21,6 +27,8 @@ class MessageView(msgspec.Struct, frozen=True, kw_only=True):
     sent_at: int  # epoch milliseconds, like the WebSocket `ts`
     edited_at: int | None
     deleted: bool
+    reply_to: str | None = None  # v1.1
+    reactions: list[Reaction] = msgspec.field(default_factory=list)  # v1.1
 
 
 class ThreadView(msgspec.Struct, frozen=True, kw_only=True):
@@ -29,6 +37,7 @@ class ThreadView(msgspec.Struct, frozen=True, kw_only=True):
     last_id: str
     last_message: MessageView | None
     unread: int
+    blocked_by: list[str] = msgspec.field(default_factory=list)  # v1.1
 
 
 class ThreadList(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,7 +66,32 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     error: ErrorDetail
 
 
-HttpBody = ThreadList | MessagePage | Posted | ErrorBody
+class PresenceView(msgspec.Struct, frozen=True, kw_only=True):
+    user: str
+    online: bool
+    last_seen: int | None
+
+
+class PresenceList(msgspec.Struct, frozen=True, kw_only=True):
+    presence: list[PresenceView]
+
+
+class SearchHit(msgspec.Struct, frozen=True, kw_only=True):
+    thread: str
+    id: str
+    sender: str
+    body: str
+    sent_at: int
+    edited_at: int | None
+    reply_to: str | None
+
+
+class SearchResults(msgspec.Struct, frozen=True, kw_only=True):
+    results: list[SearchHit]
+    next_before: str | None
+
+
+HttpBody = (ThreadList | MessagePage | Posted | ErrorBody | PresenceList | SearchResults)
 
 _encoder = msgspec.json.Encoder()
 _post_decoder: msgspec.json.Decoder[PostMessage] = msgspec.json.Decoder(PostMessage)

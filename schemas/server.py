@@ -66,7 +66,13 @@ class Error(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="er
     retry_after_ms: int | msgspec.UnsetType = msgspec.UNSET
 
 
-ServerFrame = Hello | EventFrame | Ack | Synced | TypingNotice | Refreshed | Error
+class Presence(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="presence"):
+    user: str
+    online: bool
+    last_seen: int | None  # epoch ms the user's last connection closed; None: online or never
+
+
+ServerFrame = Hello | EventFrame | Ack | Synced | TypingNotice | Refreshed | Error | Presence
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[ServerFrame] = msgspec.json.Decoder(ServerFrame)
