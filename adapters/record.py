@@ -22,7 +22,7 @@ Event ids are Redis stream ids, ``<ms>-<seq>`` (``domain.ids``: ``event_key``, `
   ThreadUnblocked; both stay while the thread has any key in Redis (retention keeps them).
   ``a:<target>:<user>`` = ``user``'s reactions on message ``target``: the id of the last
   event that changed them, then one ``<emoji> TAB <id of its ReactionAdded>`` per
-  reaction, newline separated (``domain.reactions`` reads and writes it). Absent while the
+  reaction, newline separated (``encode_reactions``/``decode_reactions``). Absent while the
   target is in the stream: no reactions; absent for an archived-only target: the
   projection's ``reactions`` rows hold them (retention drops the field only once its
   last change is archived).
@@ -52,11 +52,16 @@ UNBLOCKED = "ub:"  # thread state: ub:<user> = <user>'s last ThreadUnblocked
 REACTIONS = "a:"  # thread state: a:<target>:<user> = <user>'s reactions on <target>
 ARCHIVED_BELOW = "lo"  # thread state: events below this id may be in the archive only
 ALL_ARCHIVED = "+"  # a read's ``lo`` when the thread has no stream: all is archived
-NEW_ID = "$id"  # append ARGV: a state value standing for the new event's id
+# append ARGV: stands for the new event's id inside a state value (a control character:
+# never part of an event id or an emoji)
+NEW_ID = "\x01"
 B_EVENT, B_LOG_THREAD, B_LOG_ID, B_LOG_EVENT = (
     EVENT.encode(), LOG_THREAD.encode(), LOG_ID.encode(), LOG_EVENT.encode())
 
-OK, DUPLICATE, GUARD_FAILED, FENCED = 0, 1, 2, 3  # the status a script answers first
+# the status a script answers first; BLOCKED: the other participant blocks the thread;
+# MISSING: a reply's target is not a MessageSent of the thread; ARCHIVED: it may be one
+# that only the Postgres archive holds (the caller checks there)
+OK, DUPLICATE, GUARD_FAILED, FENCED, BLOCKED_STATUS, MISSING, ARCHIVED = range(7)
 
 _LUA_NAMES = {
     "EVENT": EVENT, "LOG_THREAD": LOG_THREAD, "LOG_ID": LOG_ID, "LOG_EVENT": LOG_EVENT,
@@ -64,12 +69,23 @@ _LUA_NAMES = {
     "BLOCKED": BLOCKED, "UNBLOCKED": UNBLOCKED, "REACTIONS": REACTIONS,
     "ARCHIVED_BELOW": ARCHIVED_BELOW, "ALL_ARCHIVED": ALL_ARCHIVED, "NEW_ID": NEW_ID,
     "OK": OK, "DUPLICATE": DUPLICATE, "GUARD_FAILED": GUARD_FAILED, "FENCED": FENCED,
+    "BLOCKED_STATUS": BLOCKED_STATUS, "MISSING": MISSING, "ARCHIVED": ARCHIVED,
 }
+
+
+def _lua_literal(value: object) -> str:
+    """A Lua 5.1 literal (decimal escapes: Lua 5.1 has no \\x)."""
+    if isinstance(value, int):
+        return str(value)
+    text = str(value)
+    return "'" + "".join(c if c.isprintable() and c not in "'\\" else f"\\{ord(c)}"
+                         for c in text) + "'"
 
 
 def prelude() -> str:
     """The record format's names as Lua locals, the head of every script."""
-    return "".join(f"local {name} = {value!r}\n" for name, value in _LUA_NAMES.items())
+    return "".join(f"local {name} = {_lua_literal(value)}\n"
+                   for name, value in _LUA_NAMES.items())
 
 
 def lua(package: str, *names: str) -> str:
@@ -77,6 +93,16 @@ def lua(package: str, *names: str) -> str:
     stepped in Lua), then the named files of ``package`` in order."""
     return "".join([prelude(), files("adapters").joinpath("ids.lua").read_text(),
                     *(files(package).joinpath(name).read_text() for name in names)])
+
+
+def encode_reactions(last_change: str, emoji: dict[str, str]) -> str:
+    """The ``a:<target>:<user>`` value: the last change's id, then emoji TAB id lines."""
+    return "\n".join([last_change, *(f"{e}\t{i}" for e, i in emoji.items())])
+
+
+def decode_reactions(value: str) -> tuple[str, dict[str, str]]:
+    last_change, *lines = value.split("\n")
+    return last_change, dict(line.split("\t", 1) for line in lines)
 
 
 def log_fields(thread: str, event_id: str, payload: str) -> dict[str, str]:

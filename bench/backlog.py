@@ -33,7 +33,8 @@ from adapters.record import OK, Keys
 from bench.harness import REDIS_URL, CpuMeter, projector, scratch, utilisation
 from bench.options import Options
 from domain.commands import DeleteMessage, EditMessage, MarkRead
-from gateway.store import APPEND_LUA, EventStore, Guard, append_call, guard_for
+from gateway.decisions import guard_for
+from gateway.store import APPEND_LUA, EventStore, Guard, append_call
 from schemas.events import (
     Event,
     MessageDeleted,

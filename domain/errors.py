@@ -1,5 +1,5 @@
 """Domain errors: a command the rules refuse. Each is a family the gateway's error table
-(``gateway/errors.py``) maps to a wire code: invalid, forbidden, not_found."""
+(``gateway/errors.py``) maps to a wire code: invalid, forbidden, not_found, blocked."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ class InvalidError(DomainError):
 
 class ForbiddenError(DomainError):
     """The user may not do this (not a participant, not the sender)."""
+
+
+class BlockedError(DomainError):
+    """The other participant blocks the thread (protocol.md section 5, Blocking)."""
 
 
 class NotFoundError(DomainError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 from domain.errors import ForbiddenError, InvalidError
@@ -92,6 +93,16 @@ def check_body(body: str, max_body: int) -> str:
     if "\x00" in body:
         raise InvalidError("body must not contain NUL")
     return body
+
+
+def check_emoji(emoji: str) -> str:
+    """1-16 code points, none whitespace or a control character (joiners and variation
+    selectors are fine)."""
+    if not 1 <= len(emoji) <= 16:
+        raise InvalidError("emoji must be 1 to 16 characters")
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in emoji):
+        raise InvalidError("emoji must not contain whitespace or control characters")
+    return emoji
 
 
 SORT_BASE = 10**20  # every sequence number is below 2**64 < 10**20

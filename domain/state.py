@@ -12,7 +12,42 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from domain.ids import EventKey, event_key
-from schemas.events import Event, MessageDeleted, MessageEdited, MessageSent, ReadUpTo
+from schemas.events import (
+    Event,
+    MessageDeleted,
+    MessageEdited,
+    MessageSent,
+    ReactionAdded,
+    ReactionRemoved,
+    ReadUpTo,
+    ThreadBlocked,
+    ThreadUnblocked,
+)
+
+MAX_EMOJI_PER_USER = 20  # distinct emoji one user may have on one message
+ReactionKey = tuple[str, str, str]  # (message id, user, emoji)
+
+
+def author(event: Event) -> str:
+    """The participant whose command the event records."""
+    match event:
+        case ReadUpTo(reader=user) | ThreadBlocked(by=user) | ThreadUnblocked(by=user):
+            return user
+        case _:
+            return event.sender
+
+
+def references(event: Event) -> tuple[str, ...]:
+    """The event ids an event points at."""
+    match event:
+        case MessageEdited(target=t) | MessageDeleted(target=t) | ReactionAdded(target=t) \
+                | ReactionRemoved(target=t):
+            return (t,)
+        case ReadUpTo(up_to=up_to):
+            return (up_to,)
+        case MessageSent(reply_to=reply_to) if reply_to is not None:
+            return (reply_to,)
+    return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +57,7 @@ class Message:
     sent_at: int
     edited_at: int | None = None
     deleted_at: int | None = None
+    reply_to: str | None = None
 
     @property
     def deleted(self) -> bool:
@@ -39,6 +75,15 @@ class ThreadState:
     messages: Mapping[str, Message] = field(default_factory=_empty)  # type: ignore[arg-type]
     known: frozenset[str] = frozenset()
     receipts: Mapping[str, str] = field(default_factory=_empty)  # type: ignore[arg-type]
+    # (message, user, emoji) -> id of the ReactionAdded, for the reactions present
+    reactions: Mapping[ReactionKey, str] = field(default_factory=_empty)  # type: ignore[arg-type]
+    blocks: Mapping[str, str] = field(default_factory=_empty)  # type: ignore[arg-type]
+    # user -> the ThreadBlocked that stands; user -> that user's last ThreadUnblocked
+    unblocks: Mapping[str, str] = field(default_factory=_empty)  # type: ignore[arg-type]
+
+    def emoji_of(self, target: str, user: str) -> dict[str, str]:
+        """``user``'s reactions on ``target``: emoji -> id of the ReactionAdded."""
+        return {e: i for (t, u, e), i in self.reactions.items() if t == target and u == user}
 
 
 class _Fold:
@@ -51,6 +96,9 @@ class _Fold:
         self.messages = dict(state.messages)
         self.known: set[str] = set()
         self.receipts = dict(state.receipts)
+        self.reactions = dict(state.reactions)
+        self.blocks = dict(state.blocks)
+        self.unblocks = dict(state.unblocks)
 
     def apply(self, event_id: str, event: Event) -> None:
         key = event_key(event_id)
@@ -62,8 +110,8 @@ class _Fold:
 
     def _apply(self, event_id: str, ts: int, event: Event) -> None:
         match event:
-            case MessageSent(sender=sender, body=body):
-                self.messages[event_id] = Message(sender, body, ts)
+            case MessageSent(sender=sender, body=body, reply_to=reply_to):
+                self.messages[event_id] = Message(sender, body, ts, reply_to=reply_to)
             case MessageEdited(sender=sender, target=target, body=body):
                 message = self._own(target, sender)
                 if message is not None:
@@ -72,10 +120,31 @@ class _Fold:
                 message = self._own(target, sender)
                 if message is not None:
                     self.messages[target] = replace(message, body=None, deleted_at=ts)
+                    for key in [k for k in self.reactions if k[0] == target]:
+                        del self.reactions[key]  # a deleted message keeps no reactions
             case ReadUpTo(reader=reader, up_to=up_to):
                 current = self.receipts.get(reader)
                 if current is None or event_key(up_to) > event_key(current):
                     self.receipts[reader] = up_to
+            case ReactionAdded(sender=sender, target=target, emoji=emoji):
+                self._react(event_id, sender, target, emoji)
+            case ReactionRemoved(sender=sender, target=target, emoji=emoji):
+                self.reactions.pop((target, sender, emoji), None)
+            case ThreadBlocked(by=by):
+                self.blocks.setdefault(by, event_id)
+            case ThreadUnblocked(by=by):
+                self.blocks.pop(by, None)
+                self.unblocks[by] = event_id
+
+    def _react(self, event_id: str, sender: str, target: str, emoji: str) -> None:
+        """Add a reaction the rules allow: on a live message the state holds, not present
+        yet, within the per-user cap (what ``decide`` checked, so the log agrees)."""
+        message = self.messages.get(target)
+        if message is None or message.deleted or (target, sender, emoji) in self.reactions:
+            return
+        mine = sum(1 for t, u, _ in self.reactions if t == target and u == sender)
+        if mine < MAX_EMOJI_PER_USER:
+            self.reactions[(target, sender, emoji)] = event_id
 
     def _own(self, target: str, sender: str) -> Message | None:
         """The live message ``sender`` may change; edits and deletes of others do nothing."""
@@ -90,7 +159,10 @@ class _Fold:
         return replace(self.state, last_id=self.last_id,
                        messages=MappingProxyType(self.messages),
                        known=self.state.known | self.known,
-                       receipts=MappingProxyType(self.receipts))
+                       receipts=MappingProxyType(self.receipts),
+                       reactions=MappingProxyType(self.reactions),
+                       blocks=MappingProxyType(self.blocks),
+                       unblocks=MappingProxyType(self.unblocks))
 
 
 def fold_onto(state: ThreadState, entries: Iterable[tuple[str, Event]]) -> ThreadState:

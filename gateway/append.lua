@@ -3,22 +3,52 @@
 -- KEYS: 1 partition epoch, 2 thread stream, 3 partition log, 4 dedupe key, 5 thread state,
 --       6 index of participant a, 7 index of participant b
 -- ARGV: 1 payload (JSON event), 2 thread, 3 dedupe ttl (s), 4 channel a, 5 channel b,
---       6 guard ('' | 'absent' | 'after'), 7 guard field, 8 guard value,
---       9.. pairs of (state field, value) to set; value NEW_ID means the new event id
--- Returns {OK, id} appended, {DUPLICATE, id} of an earlier command, {GUARD_FAILED}
--- ({FENCED}: see fence.lua).
+--       6 n, then n checks (kind, state field, value), then pairs of (state field, value)
+--       to set ('' deletes the field; NEW_ID inside a value becomes the new event id).
+-- Checks: 'absent' the field is not set; 'after' value is newer than the field's;
+--       'equals' the field holds value ('' = not set); 'open' the field (the other
+--       participant's block) is not set, else BLOCKED_STATUS; 'sent' value is the id of a
+--       MessageSent of the thread, else MISSING, or ARCHIVED when only the archive can say.
+-- Returns {OK, id} appended, {DUPLICATE, id} of an earlier command, {GUARD_FAILED} (decide
+-- again), {BLOCKED_STATUS}, {MISSING}, {ARCHIVED} ({FENCED}: see fence.lua).
 
 local prior = redis.call('GET', KEYS[4])
 if prior then
   return {DUPLICATE, prior}
 end
 
-local guard = ARGV[6]
-if guard == 'absent' then
-  if redis.call('HEXISTS', KEYS[5], ARGV[7]) == 1 then return {GUARD_FAILED} end
-elseif guard == 'after' then
-  local current = redis.call('HGET', KEYS[5], ARGV[7])
-  if current and not newer(ARGV[8], current) then return {GUARD_FAILED} end
+local function archived_only(target)
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    return redis.call('HEXISTS', KEYS[6], ARGV[2]) == 1
+  end
+  local lo = redis.call('HGET', KEYS[5], ARCHIVED_BELOW)
+  return lo and newer(lo, target)
+end
+
+local checks = tonumber(ARGV[6])
+for i = 7, 6 + 3 * checks, 3 do
+  local kind, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if kind == 'absent' then
+    if redis.call('HEXISTS', KEYS[5], field) == 1 then return {GUARD_FAILED} end
+  elseif kind == 'after' then
+    local current = redis.call('HGET', KEYS[5], field)
+    if current and not newer(value, current) then return {GUARD_FAILED} end
+  elseif kind == 'equals' then
+    if (redis.call('HGET', KEYS[5], field) or '') ~= value then return {GUARD_FAILED} end
+  elseif kind == 'open' then
+    if redis.call('HEXISTS', KEYS[5], field) == 1 then return {BLOCKED_STATUS} end
+  elseif kind == 'sent' then
+    local found = redis.call('XRANGE', KEYS[2], value, value)
+    if #found == 1 then
+      if string.find(found[1][2][2], '{"kind":"MessageSent"', 1, true) ~= 1 then
+        return {MISSING}
+      end
+    elseif archived_only(value) then
+      return {ARCHIVED}
+    else
+      return {MISSING}
+    end
+  end
 end
 
 -- A thread whose stream retention removed still has its newest id in the index: the
@@ -40,10 +70,13 @@ local id = redis.call('XADD', KEYS[2], next_id, EVENT, ARGV[1])
 if floor then redis.call('HSET', KEYS[5], ARCHIVED_BELOW, id) end
 redis.call('XADD', KEYS[3], '*', LOG_THREAD, ARGV[2], LOG_ID, id, LOG_EVENT, ARGV[1])
 redis.call('SET', KEYS[4], id, 'EX', ARGV[3])
-for i = 9, #ARGV, 2 do
-  local value = ARGV[i + 1]
-  if value == NEW_ID then value = id end
-  redis.call('HSET', KEYS[5], ARGV[i], value)
+for i = 7 + 3 * checks, #ARGV, 2 do
+  local value = string.gsub(ARGV[i + 1], NEW_ID, id)
+  if value == '' then
+    redis.call('HDEL', KEYS[5], ARGV[i])
+  else
+    redis.call('HSET', KEYS[5], ARGV[i], value)
+  end
 end
 redis.call('HSET', KEYS[6], ARGV[2], id)
 if KEYS[7] ~= KEYS[6] then redis.call('HSET', KEYS[7], ARGV[2], id) end

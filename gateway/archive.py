@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 from domain.ids import sort_key
 from gateway.errors import UnavailableError
 from gateway.read_model import ReadModel
@@ -24,12 +26,16 @@ SELECT id, payload::text FROM events
  ORDER BY key LIMIT %(limit)s
 """
 
-# The target event (if archived), whether the projection has it deleted, and the user's
-# read receipt with the event that set it: one round trip, primary keys only.
+# The target event (if archived), whether the projection has it deleted, the user's
+# read receipt with the event that set it, and the user's reactions on the target:
+# one round trip, primary keys only.
 LOOKUP_SQL = """
 SELECT (SELECT payload::text FROM events WHERE thread = %(thread)s AND key = %(key)s),
        (SELECT deleted_at IS NOT NULL FROM messages WHERE thread = %(thread)s AND key = %(key)s),
-       r.up_to, r.event_id
+       r.up_to, r.event_id,
+       (SELECT coalesce(json_agg(json_build_array(emoji, event_id) ORDER BY event_key), '[]')
+          FROM reactions
+         WHERE thread = %(thread)s AND message_key = %(key)s AND "user" = %(user)s)::text
 FROM (VALUES (1)) AS one (x)
 LEFT JOIN read_receipts AS r ON r.thread = %(thread)s AND r.reader = %(user)s
 """
@@ -41,6 +47,7 @@ class Archived:
     deleted: bool  # the projection has the target message deleted
     receipt: str | None  # the user's read receipt and the ReadUpTo that set it
     receipt_event: str | None
+    reactions: dict[str, str]  # the user's reactions on the target: emoji -> ReactionAdded id
 
 
 class Archive:
@@ -64,9 +71,9 @@ class Archive:
     async def lookup(self, thread: str, target: str, user: str) -> Archived:
         rows = await self._require().fetch(
             LOOKUP_SQL, {"thread": thread, "key": sort_key(target), "user": user})
-        payload, deleted, receipt, receipt_event = rows[0]
+        payload, deleted, receipt, receipt_event, reactions = rows[0]
         return Archived(None if payload is None else _canonical(payload), bool(deleted),
-                        receipt, receipt_event)
+                        receipt, receipt_event, dict(msgspec.json.decode(reactions)))
 
 
 def _canonical(payload: str) -> str:

@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from domain.errors import DomainError, ForbiddenError, InvalidError, NotFoundError
+from domain.errors import BlockedError, DomainError, ForbiddenError, InvalidError, NotFoundError
 
 
 class FrameError(Exception):
@@ -78,6 +78,7 @@ TABLE: dict[type[BaseException], WireError] = {
     InvalidError: INVALID,
     ForbiddenError: WireError("forbidden", 403),
     NotFoundError: WireError("not_found", 404),
+    BlockedError: WireError("blocked", 403),
     FrameError: WireError("bad_frame", 400),
     UnknownTypeError: WireError("unknown_type", 400),
     RateLimitedError: WireError("rate_limited", 429),

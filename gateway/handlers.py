@@ -8,15 +8,22 @@ from redis.exceptions import RedisError
 
 from adapters.tokens import AuthError, read_token
 from domain.commands import (
+    AddReaction,
+    BlockThread,
     Command,
     DeleteMessage,
     EditMessage,
     MarkRead,
+    RemoveReaction,
     SendMessage,
+    UnblockThread,
+    actor,
+    already_done,
     decide,
+    target_of,
     validate,
 )
-from domain.errors import ForbiddenError, InvalidError
+from domain.errors import ForbiddenError, InvalidError, NotFoundError
 from domain.ids import (
     BEFORE_FIRST,
     check_event_id,
@@ -25,12 +32,25 @@ from domain.ids import (
     ms_of,
     thread_id,
 )
-from domain.state import ThreadState
 from gateway.backfill import replay_thread, schedule_catch_up
 from gateway.connection import Connection
+from gateway.decisions import assumed_for_send, fields_for, guard_for, state_for
 from gateway.errors import FrameError, UnavailableError
-from gateway.store import Appended, EventStore, GuardFailedError, guard_for
-from schemas.client import Delete, Edit, Read, Refresh, Send, Sync, Typing
+from gateway.store import Appended, ArchivedTargetError, EventStore, GuardFailedError
+from schemas.client import (
+    Block,
+    Delete,
+    Edit,
+    React,
+    Read,
+    Refresh,
+    Send,
+    Sync,
+    Typing,
+    Unblock,
+    Unreact,
+)
+from schemas.events import MessageSent, decode_event
 from schemas.server import Ack, Refreshed, Synced, TypingNotice, encode_frame
 
 ATTEMPTS = 3  # decisions retried when a concurrent command changed the state
@@ -39,6 +59,9 @@ ATTEMPTS = 3  # decisions retried when a concurrent command changed the state
 def ack(conn: Connection, ref: str, thread: str, event_id: str, duplicate: bool) -> None:
     ts = ms_of(event_id)
     conn.push(encode_frame(Ack(ref=ref, thread=thread, id=event_id, ts=ts, duplicate=duplicate)))
+
+
+Change = Edit | Delete | Read | React | Unreact | Block | Unblock
 
 
 def send_command(user: str, frame: Send) -> SendMessage:
@@ -50,10 +73,10 @@ def send_command(user: str, frame: Send) -> SendMessage:
         raise FrameError("send needs `to` or `thread`", frame.client_msg_id)
     if frame.thread is not None and frame.thread != thread:
         raise InvalidError("`to` and `thread` name different threads")
-    return SendMessage(user, thread, frame.body, frame.client_msg_id)
+    return SendMessage(user, thread, frame.body, frame.client_msg_id, frame.reply_to)
 
 
-def change_command(user: str, frame: Edit | Delete | Read) -> Command:
+def change_command(user: str, frame: Change) -> Command:
     match frame:
         case Edit():
             return EditMessage(user, frame.thread, frame.target, frame.body, frame.client_msg_id)
@@ -61,13 +84,56 @@ def change_command(user: str, frame: Edit | Delete | Read) -> Command:
             return DeleteMessage(user, frame.thread, frame.target, frame.client_msg_id)
         case Read():
             return MarkRead(user, frame.thread, frame.up_to, frame.client_msg_id)
+        case React():
+            return AddReaction(user, frame.thread, frame.target, frame.emoji, frame.client_msg_id)
+        case Unreact():
+            return RemoveReaction(user, frame.thread, frame.target, frame.emoji,
+                                  frame.client_msg_id)
+        case Block():
+            return BlockThread(user, frame.thread, frame.client_msg_id)
+        case Unblock():
+            return UnblockThread(user, frame.thread, frame.client_msg_id)
 
 
 async def send_message(store: EventStore, command: SendMessage, max_body: int) -> Appended:
     """Validate, decide, append: the send of the WebSocket and of ``POST .../messages``."""
     validate(command, max_body)
-    (event,) = decide(ThreadState(command.thread), command)
-    return await store.append(command.thread, command.sender, command.client_msg_id, event)
+    (event,) = decide(assumed_for_send(command), command)
+    thread, sender, cmid = command.thread, command.sender, command.client_msg_id
+    try:
+        return await store.append(thread, sender, cmid, event, guard_for(command))
+    except ArchivedTargetError:
+        reply_to = command.reply_to or ""
+        found = await store.archive.lookup(thread, reply_to, sender)
+        if found.payload is None or not isinstance(decode_event(found.payload), MessageSent):
+            raise NotFoundError("reply_to is not a message of this thread") from None
+        return await store.append(thread, sender, cmid, event,
+                                  guard_for(command, reply_checked=True))
+
+
+async def execute(store: EventStore, command: Command, max_body: int) -> Appended:
+    """Validate, load, decide, append a command that depends on the thread's state;
+    decided again when a concurrent command changed that state meanwhile."""
+    if isinstance(command, SendMessage):
+        return await send_message(store, command, max_body)
+    validate(command, max_body)
+    user, fields = actor(command), fields_for(command)
+    for _ in range(ATTEMPTS):
+        loaded = await store.load(command.thread, user, command.client_msg_id,
+                                  target_of(command), fields)
+        if loaded.prior is not None:
+            return Appended(loaded.prior, True)
+        state, receipt_event = await state_for(store.archive, command, loaded)
+        events = decide(state, command)
+        if not events:
+            done = receipt_event if isinstance(command, MarkRead) else already_done(state, command)
+            return Appended(done or "0", True)
+        try:
+            return await store.append(command.thread, user, command.client_msg_id, events[0],
+                                       guard_for(command, state, loaded.values))
+        except GuardFailedError:
+            continue
+    raise UnavailableError("the thread changed too often meanwhile; retry")
 
 
 async def send(store: EventStore, conn: Connection, frame: Send, max_body: int) -> None:
@@ -76,26 +142,10 @@ async def send(store: EventStore, conn: Connection, frame: Send, max_body: int) 
     ack(conn, command.client_msg_id, command.thread, appended.id, appended.duplicate)
 
 
-async def change(
-    store: EventStore, conn: Connection, frame: Edit | Delete | Read, max_body: int
-) -> None:
+async def change(store: EventStore, conn: Connection, frame: Change, max_body: int) -> None:
     command = change_command(conn.user, frame)
-    validate(command, max_body)
-    target = frame.up_to if isinstance(frame, Read) else frame.target
-    for _ in range(ATTEMPTS):
-        loaded = await store.load(frame.thread, conn.user, frame.client_msg_id, target)
-        if loaded.prior is not None:
-            return ack(conn, frame.client_msg_id, frame.thread, loaded.prior, True)
-        events = decide(loaded.state, command)
-        if not events and loaded.receipt_event is not None:
-            return ack(conn, frame.client_msg_id, frame.thread, loaded.receipt_event, True)
-        try:
-            appended = await store.append(
-                frame.thread, conn.user, frame.client_msg_id, events[0], guard_for(command))
-        except GuardFailedError:
-            continue
-        return ack(conn, frame.client_msg_id, frame.thread, appended.id, appended.duplicate)
-    raise UnavailableError("the thread changed too often meanwhile; retry")
+    appended = await execute(store, command, max_body)
+    ack(conn, frame.client_msg_id, frame.thread, appended.id, appended.duplicate)
 
 
 async def sync(store: EventStore, conn: Connection, frame: Sync) -> None:
@@ -133,7 +183,7 @@ async def typing(store: EventStore, conn: Connection, frame: Typing) -> None:
         return  # nobody else to tell in a note-to-self thread
     notice = encode_frame(TypingNotice(thread=frame.thread, user=conn.user))
     with contextlib.suppress(RedisError, OSError):  # typing is ephemeral: never an error
-        await store.publish(other, f"{frame.thread} ~ {notice}")
+        await store.typing(frame.thread, other, f"{frame.thread} ~ {notice}")
 
 
 def refresh(conn: Connection, frame: Refresh, secret: str) -> None:

@@ -78,7 +78,7 @@ async def post_message(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     payload = decode_post(await read_body(request, gateway.settings.max_frame))
     command = SendMessage(user, request.path_params["thread"], payload.body,
-                          payload.client_msg_id)
+                          payload.client_msg_id, payload.reply_to)
     appended = await gateway.post(command)
     ts = ms_of(appended.id)
     return json_response(Posted(id=appended.id, ts=ts, duplicate=appended.duplicate), 201)

@@ -23,7 +23,20 @@ from gateway.ratelimit import RateLimiter
 from gateway.read_model import ReadModel
 from gateway.redis_client import connect_redis
 from gateway.store import Appended, EventStore
-from schemas.client import ClientFrame, Delete, Edit, Read, Refresh, Send, Sync, Typing
+from schemas.client import (
+    Block,
+    ClientFrame,
+    Delete,
+    Edit,
+    React,
+    Read,
+    Refresh,
+    Send,
+    Sync,
+    Typing,
+    Unblock,
+    Unreact,
+)
 from schemas.server import Error, Hello, Limits, ThreadSummary, encode_frame
 
 log = structlog.get_logger("duologue.gateway")
@@ -98,7 +111,7 @@ class Gateway:
     async def dispatch(self, conn: Connection, frame: ClientFrame) -> None:
         settings, store = self.settings, self.store
         match frame:
-            case Send() | Edit() | Delete() | Read():
+            case Send() | Edit() | Delete() | Read() | React() | Unreact() | Block() | Unblock():
                 self.admit(conn.user)
                 if isinstance(frame, Send):
                     await handlers.send(store, conn, frame, settings.max_body)

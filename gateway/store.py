@@ -15,32 +15,35 @@ from typing import Any
 from redis.asyncio import Redis
 
 from adapters.record import (
-    ALL_ARCHIVED,
-    DELETED,
+    ARCHIVED,
+    BLOCKED,
+    BLOCKED_STATUS,
     DUPLICATE,
     FENCED,
     GUARD_FAILED,
-    NEW_ID,
-    RECEIPT,
-    RECEIPT_EVENT,
+    MISSING,
     Keys,
     lua,
 )
-from domain.commands import DeleteMessage, EditMessage, MarkRead
-from domain.ids import event_key, participants, successor
-from domain.state import ThreadState, fold
+from domain.errors import BlockedError, NotFoundError
+from domain.ids import event_key, participants
 from gateway.archive import Archive
 from gateway.batching import ScriptBatcher
 from gateway.errors import FencedError
-from schemas.events import Event, MessageDeleted, MessageSent, ReadUpTo, decode_event, encode_event
+from schemas.events import Event, encode_event
 
 APPEND_LUA = lua("gateway", "fence.lua", "append.lua")  # every gateway script is fenced
 PAGE_LUA = lua("gateway", "fence.lua", "page.lua")
 LOAD_LUA = lua("gateway", "fence.lua", "load.lua")
+TYPING_LUA = lua("gateway", "typing.lua")
 
 
 class GuardFailedError(Exception):
     """The state changed between the decision and the append; decide again."""
+
+
+class ArchivedTargetError(Exception):
+    """A reply's target is older than what the stream holds: the archive must say."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,19 +52,26 @@ class Appended:
     duplicate: bool
 
 
+Check = tuple[str, str, str]  # (kind, state field, value): append.lua's checks
+
+
 @dataclass(frozen=True, slots=True)
 class Guard:
-    kind: str = ""  # '' | 'absent' | 'after'
-    field: str = ""
-    value: str = ""
+    """What the append script re-checks atomically, and the state fields it then sets."""
+
+    checks: tuple[Check, ...] = ()
     sets: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
+    """``load.lua``'s answer: the dedupe record, the target's payload, the stream's ``lo``
+    and the requested thread state fields (absent ones left out)."""
+
     prior: str | None
-    state: ThreadState
-    receipt_event: str | None = None
+    payload: str | None = None
+    lo: str | None = None
+    values: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +92,9 @@ def append_call(k: Keys, ttl: int, thread: str, sender: str, client_msg_id: str,
     keys = [k.epoch(part), k.stream(thread), k.log(part), k.dedupe(thread, sender, client_msg_id),
             k.state(thread), k.index(part, a), k.index(part, b)]
     args: list[Any] = [encode_event(event), thread, ttl, k.channel(a), k.channel(b),
-                       guard.kind, guard.field, guard.value]
+                       len(guard.checks)]
+    for check in guard.checks:
+        args += check
     for name, value in guard.sets:
         args += [name, value]
     return keys, args
@@ -101,6 +113,7 @@ class EventStore:
         self._append = ScriptBatcher(redis, APPEND_LUA)
         self._page = redis.register_script(PAGE_LUA)
         self._load = redis.register_script(LOAD_LUA)
+        self._typing = redis.register_script(TYPING_LUA)
 
     async def append(
         self, thread: str, sender: str, client_msg_id: str, event: Event, guard: Guard = Guard()
@@ -117,41 +130,31 @@ class EventStore:
             raise FencedError()
         if reply[0] == GUARD_FAILED:
             raise GuardFailedError(thread)
+        if reply[0] == BLOCKED_STATUS:
+            raise BlockedError("the other participant has blocked this thread")
+        if reply[0] == MISSING:
+            raise NotFoundError("reply_to is not a message of this thread")
+        if reply[0] == ARCHIVED:
+            raise ArchivedTargetError(thread)
         return Appended(reply[1].decode(), reply[0] == DUPLICATE)
 
-    async def load(self, thread: str, user: str, client_msg_id: str, target: str) -> Loaded:
-        """The dedupe record and the slice of state an edit/delete/read needs; a target
-        or receipt that only the archive still holds comes from Postgres."""
+    async def load(self, thread: str, user: str, client_msg_id: str, target: str | None,
+                   fields: list[str]) -> Loaded:
+        """The dedupe record, the target event and the thread state fields a command
+        decides on, read atomically (``gateway.decisions`` turns them into state)."""
         k, part = self.keys, self.keys.partition(thread)
         reply: Any = await self._load(
             keys=[k.epoch(part), k.stream(thread), k.state(thread),
                   k.dedupe(thread, user, client_msg_id), k.index(part, user)],
-            args=[thread, target, user])
+            args=[thread, target or "", *fields])
         if reply[0] == FENCED:
             raise FencedError()
-        prior, payload, deleted, receipt, receipt_event, lo = (
-            v.decode() or None for v in reply[1:])
+        prior, payload, lo, *values = (v.decode() or None for v in reply[1:])
         if prior is not None:
-            return Loaded(prior, ThreadState(thread))
-        if lo is not None and (lo == ALL_ARCHIVED or event_key(target) < event_key(lo)) \
-                and (payload is None or receipt is None):
-            archived = await self.archive.lookup(thread, target, user)
-            if payload is None and archived.payload is not None:
-                payload = archived.payload
-                deleted = deleted or (successor(target) if archived.deleted else None)
-            if receipt is None:
-                receipt, receipt_event = archived.receipt, archived.receipt_event
-        found: list[tuple[str, Event]] = []
-        if payload is not None:
-            sent = decode_event(payload)
-            found.append((target, sent))
-            if deleted is not None and isinstance(sent, MessageSent):  # x:<target> = its id
-                gone = MessageDeleted(sender=sent.sender, target=target, client_msg_id="")
-                found.append((deleted, gone))
-        if receipt is not None and receipt_event is not None:
-            found.append((receipt_event, ReadUpTo(reader=user, up_to=receipt)))
-        state = fold(thread, sorted(found, key=lambda entry: event_key(entry[0])))
-        return Loaded(None, state, receipt_event)
+            return Loaded(prior)
+        found = {name: value for name, value in zip(fields, values, strict=True)
+                 if value is not None}
+        return Loaded(None, payload, lo, found)
 
     async def threads(self, user: str) -> list[tuple[str, str]]:
         """The user's threads with their last event id, newest activity first."""
@@ -184,19 +187,7 @@ class EventStore:
         return Page([(i.decode(), fields[1].decode()) for i, fields in entries],
                     lo.decode() or None, newest.decode() or None)
 
-    async def publish(self, user: str, message: str) -> None:
-        await self.redis.publish(self.keys.channel(user), message)
-
-
-def guard_for(command: object) -> Guard:
-    """The state check the append script repeats atomically, and what it records."""
-    match command:
-        case EditMessage(target=target):
-            return Guard("absent", DELETED + target)
-        case DeleteMessage(target=target):
-            return Guard("absent", DELETED + target, sets=((DELETED + target, NEW_ID),))
-        case MarkRead(reader=reader, up_to=up_to):
-            sets = ((RECEIPT + reader, up_to), (RECEIPT_EVENT + reader, NEW_ID))
-            return Guard("after", RECEIPT + reader, up_to, sets=sets)
-    return Guard()
-
+    async def typing(self, thread: str, receiver: str, message: str) -> None:
+        """Relay a typing notice to ``receiver`` unless they block the thread."""
+        await self._typing(keys=[self.keys.state(thread)],
+                           args=[BLOCKED + receiver, self.keys.channel(receiver), message])

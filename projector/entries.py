@@ -15,7 +15,8 @@ import msgspec
 from adapters.record import B_LOG_EVENT, B_LOG_ID, B_LOG_THREAD, LOG_EVENT, LOG_ID, LOG_THREAD
 from domain.errors import DomainError
 from domain.ids import check_participant, event_key, participants
-from schemas.events import Event, MessageDeleted, MessageEdited, ReadUpTo, decode_event
+from domain.state import author, references
+from schemas.events import Event, decode_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,22 +69,9 @@ def _checked(log_id: str, thread: str, event_id: str, payload: str) -> Entry | P
         event = decode_event(payload)
         if any(isinstance(v, str) and "\x00" in v for v in msgspec.structs.astuple(event)):
             raise DomainError("a text field contains NUL, which Postgres cannot store")
-        check_participant(thread, _author(event))
-        for ref in _references(event):
+        check_participant(thread, author(event))
+        for ref in references(event):
             event_key(ref)
     except (DomainError, msgspec.DecodeError) as exc:
         return Poison(log_id, f"{type(exc).__name__}: {exc}", thread, event_id, payload)
     return Entry(log_id, thread, event_id, event, payload)
-
-
-def _author(event: Event) -> str:
-    return event.reader if isinstance(event, ReadUpTo) else event.sender
-
-
-def _references(event: Event) -> tuple[str, ...]:
-    match event:
-        case MessageEdited(target=target) | MessageDeleted(target=target):
-            return (target,)
-        case ReadUpTo(up_to=up_to):
-            return (up_to,)
-    return ()

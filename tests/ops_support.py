@@ -23,7 +23,8 @@ from adapters.record import B_EVENT, Keys
 from domain.commands import DeleteMessage, EditMessage, MarkRead
 from domain.ids import thread_id
 from domain.state import Message, ThreadState, fold
-from gateway.store import EventStore, guard_for
+from gateway.decisions import guard_for
+from gateway.store import EventStore
 from schemas.events import (
     MessageDeleted,
     MessageEdited,
