@@ -12,12 +12,13 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway.errors import UnavailableError
-from schemas.http import MessageView, ThreadView
+from schemas.http import MessageView, Reaction, ThreadView
 
 log = structlog.get_logger("duologue.history")
 
@@ -31,12 +32,28 @@ def _ms(column: str) -> str:
     return f"floor(extract(epoch FROM {column}) * 1000)::bigint"
 
 
+def _reactions(thread: str, key: str) -> str:
+    """The reactions of one message as JSON text: one entry per emoji, ordered by the
+    earliest ReactionAdded among that emoji's, its users in the order they reacted."""
+    return f"""(
+    SELECT coalesce(json_agg(json_build_object('emoji', emoji, 'users', users)
+                             ORDER BY first), '[]')::text
+      FROM (SELECT emoji, json_agg("user" ORDER BY event_key) AS users, min(event_key) AS first
+              FROM reactions WHERE thread = {thread} AND message_key = {key}
+             GROUP BY emoji) AS g)"""
+
+
 # The user's threads, newest activity first. Index use: threads_user_a/threads_user_b
 # for the threads, read_receipts_pkey for the receipt, messages_pkey (backwards) for the
 # newest live message and the unread count. A note-to-self thread comes from the first
 # branch only; its "other participant" is the user.
+# Tables are named in the order rebuild's swap locks them (threads, messages,
+# read_receipts, reactions, blocks): the select list's subqueries come after FROM.
 THREADS_SQL = f"""
-SELECT t.thread, t.other, t.last_id, m.id, m.sender, m.body, m.sent_ms, m.edited_ms, u.unread
+SELECT t.thread, t.other, t.last_id, m.id, m.sender, m.body, m.sent_ms, m.edited_ms, m.reply_to,
+       u.unread, CASE WHEN m.id IS NULL THEN '[]' ELSE {_reactions("t.thread", "m.key")} END,
+       (SELECT coalesce(json_agg(by ORDER BY since, by), '[]')::text FROM blocks
+         WHERE thread = t.thread)
 FROM (
     SELECT thread, user_b AS other, last_id, last_key FROM threads WHERE user_a = %(user)s
     UNION ALL
@@ -44,7 +61,8 @@ FROM (
      WHERE user_b = %(user)s AND user_a <> %(user)s
 ) AS t
 LEFT JOIN LATERAL (
-    SELECT id, sender, body, {_ms("sent_at")} AS sent_ms, {_ms("edited_at")} AS edited_ms
+    SELECT id, key, sender, body, {_ms("sent_at")} AS sent_ms,
+           {_ms("edited_at")} AS edited_ms, reply_to
       FROM messages
      WHERE thread = t.thread AND deleted_at IS NULL
      ORDER BY key DESC LIMIT 1
@@ -61,13 +79,14 @@ ORDER BY t.last_key DESC, t.thread
 # One page of a thread, newest first, and the thread's newest projected event, read
 # in one statement so both come from the same snapshot. messages_pkey, backwards.
 PAGE_SQL = f"""
-SELECT t.last_id, p.id, p.sender, p.body, p.sent_ms, p.edited_ms, p.deleted
+SELECT t.last_id, p.id, p.sender, p.body, p.sent_ms, p.edited_ms, p.reply_to, p.deleted,
+       CASE WHEN p.id IS NULL THEN '[]' ELSE {_reactions("%(thread)s", "p.key")} END
 FROM (VALUES (1)) AS one (x)
 LEFT JOIN threads AS t ON t.thread = %(thread)s
 LEFT JOIN LATERAL (
     SELECT id, key, sender, CASE WHEN deleted_at IS NULL THEN body END AS body,
            {_ms("sent_at")} AS sent_ms, {_ms("edited_at")} AS edited_ms,
-           deleted_at IS NOT NULL AS deleted
+           reply_to, deleted_at IS NOT NULL AS deleted
       FROM messages
      WHERE thread = %(thread)s AND key > %(after)s::numeric AND key < %(before)s::numeric
      ORDER BY key DESC LIMIT %(limit)s
@@ -105,8 +124,8 @@ class ReadModel:
     async def threads(self, user: str) -> list[ThreadView]:
         rows = await self.fetch(THREADS_SQL, {"user": user})
         return [ThreadView(thread=thread, with_=other, last_id=last_id,
-                           last_message=_message(rest[:5], False) if rest[0] else None,
-                           unread=rest[5])
+                           last_message=_message(rest[:6], False, rest[7]) if rest[0] else None,
+                           unread=rest[6], blocked_by=_users.decode(rest[8]))
                 for thread, other, last_id, *rest in rows]
 
     async def page(self, thread: str, after: int, before: int | None, limit: int) -> Page:
@@ -114,7 +133,7 @@ class ReadModel:
         params = {"thread": thread, "after": after, "limit": limit,
                   "before": NO_UPPER_BOUND if before is None else before}
         rows = await self.fetch(PAGE_SQL, params)
-        messages = [_message(row[1:6], row[6]) for row in rows if row[1] is not None]
+        messages = [_message(row[1:7], row[7], row[8]) for row in rows if row[1] is not None]
         return Page(rows[0][0] or "0", messages)
 
     async def fetch(
@@ -142,7 +161,12 @@ class ReadModel:
             return await cursor.fetchall()
 
 
-def _message(row: tuple[Any, ...] | list[Any], deleted: bool) -> MessageView:
-    event_id, sender, body, sent_at, edited_at = row
+_reactions_json = msgspec.json.Decoder(list[Reaction])
+_users = msgspec.json.Decoder(list[str])
+
+
+def _message(row: tuple[Any, ...] | list[Any], deleted: bool, reactions: str) -> MessageView:
+    event_id, sender, body, sent_at, edited_at, reply_to = row
     return MessageView(id=event_id, sender=sender, body=body, sent_at=sent_at,
-                       edited_at=edited_at, deleted=deleted)
+                       edited_at=edited_at, deleted=deleted, reply_to=reply_to,
+                       reactions=_reactions_json.decode(reactions))

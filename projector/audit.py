@@ -26,7 +26,7 @@ import redis
 
 from adapters.record import ARCHIVED_BELOW, B_EVENT, Keys
 from domain.ids import event_key
-from domain.state import Message, ThreadState, fold
+from domain.state import Message, ReactionKey, ThreadState, fold
 from projector.entries import Entry, stored
 from projector.thread_log import stream_threads
 from schemas.events import encode_event
@@ -47,6 +47,8 @@ class _Projected:
     archive: list[tuple[str, str]] = field(default_factory=list)
     messages: dict[str, Message] = field(default_factory=dict)
     receipts: dict[str, str] = field(default_factory=dict)
+    reactions: dict[ReactionKey, str] = field(default_factory=dict)
+    blocks: dict[str, str] = field(default_factory=dict)
     head: tuple[str, int] | None = None  # (last_id, events)
 
 
@@ -98,10 +100,17 @@ def _projected(conn: psycopg.Connection, threads: list[str]) -> dict[str, _Proje
             "SELECT thread, id, payload::text FROM events WHERE thread = ANY(%s) "
             "ORDER BY thread, key", (threads,)):
         out[thread].archive.append((event_id, payload))
-    for thread, mid, sender, body, sent, edited, deleted in conn.execute(
+    for thread, mid, sender, body, sent, edited, deleted, reply_to in conn.execute(
             "SELECT thread, id, sender, body, duologue_ms(sent_at), duologue_ms(edited_at), "
-            "duologue_ms(deleted_at) FROM messages WHERE thread = ANY(%s)", (threads,)):
-        out[thread].messages[mid] = Message(sender, body, sent, edited, deleted)
+            "duologue_ms(deleted_at), reply_to FROM messages WHERE thread = ANY(%s)", (threads,)):
+        out[thread].messages[mid] = Message(sender, body, sent, edited, deleted, reply_to)
+    for thread, mid, user, emoji, added in conn.execute(
+            'SELECT thread, message_id, "user", emoji, event_id FROM reactions '
+            "WHERE thread = ANY(%s)", (threads,)):
+        out[thread].reactions[(mid, user, emoji)] = added
+    for thread, by, blocked in conn.execute(
+            "SELECT thread, by, event_id FROM blocks WHERE thread = ANY(%s)", (threads,)):
+        out[thread].blocks[by] = blocked
     for thread, reader, up_to in conn.execute(
             "SELECT thread, reader, up_to FROM read_receipts WHERE thread = ANY(%s)", (threads,)):
         out[thread].receipts[reader] = up_to
@@ -190,6 +199,12 @@ def _projection_problems(expected: ThreadState, projected: _Projected) -> list[s
             problems.append(f"messages {label}: {', '.join(_few(ids))}")
     if dict(expected.receipts) != projected.receipts:
         problems.append(f"read receipts {projected.receipts} should be {dict(expected.receipts)}")
+    if dict(expected.reactions) != projected.reactions:
+        missing_r = len(expected.reactions.keys() - projected.reactions.keys())
+        extra_r = len(projected.reactions.keys() - expected.reactions.keys())
+        problems.append(f"reactions differ: {missing_r} missing, {extra_r} not in the log")
+    if dict(expected.blocks) != projected.blocks:
+        problems.append(f"blocks {projected.blocks} should be {dict(expected.blocks)}")
     return problems
 
 

@@ -16,11 +16,33 @@ from typing import Any
 import psycopg
 
 from domain.ids import event_key, sort_key
-from domain.state import Message, ThreadState, fold_onto
+from domain.state import Message, ReactionKey, ThreadState, fold_onto, references
 from projector.entries import Entry
-from projector.rows import Row, archive_row, as_json, message_row, receipt_row, thread_row
+from projector.rows import (
+    Row,
+    archive_row,
+    as_json,
+    block_row,
+    message_row,
+    reaction_row,
+    receipt_row,
+    thread_row,
+)
 from projector.tables import ARCHIVE, Tables
-from schemas.events import MessageDeleted, MessageEdited, ReadUpTo, decode_event
+from schemas.events import (
+    MessageDeleted,
+    MessageEdited,
+    ReactionAdded,
+    ReactionRemoved,
+    ReadUpTo,
+    ThreadBlocked,
+    ThreadUnblocked,
+    decode_event,
+)
+
+_TARGETING = (MessageEdited, MessageDeleted, ReactionAdded, ReactionRemoved)
+_REACTING = (MessageDeleted, ReactionAdded, ReactionRemoved)  # may change a message's reactions
+_BLOCKING = (ThreadBlocked, ThreadUnblocked)
 
 
 @dataclass
@@ -28,6 +50,10 @@ class _Rows:
     messages: list[Row] = field(default_factory=list)
     receipts: list[Row] = field(default_factory=list)
     threads: list[Row] = field(default_factory=list)
+    reactions: list[Row] = field(default_factory=list)
+    unreacted: list[Row] = field(default_factory=list)
+    blocks: list[Row] = field(default_factory=list)
+    unblocked: list[Row] = field(default_factory=list)
 
 
 def archive(cur: psycopg.Cursor, entries: Sequence[Entry]) -> None:
@@ -65,6 +91,8 @@ def project(cur: psycopg.Cursor, tables: Tables, entries: Sequence[Entry],
     fresh = {t: es for t, es in fresh.items() if es}
     loaded = _load_messages(conn, tables, fresh)
     receipts = _load_receipts(conn, tables, fresh)
+    reactions = _load_reactions(conn, tables, fresh)
+    blocks = _load_blocks(conn, tables, fresh)
     if tables.archive:
         # Nothing reads this result: in pipeline mode Postgres inserts the archive
         # while we fold below (a later fetch would wait for it, so fetches come first).
@@ -75,7 +103,8 @@ def project(cur: psycopg.Cursor, tables: Tables, entries: Sequence[Entry],
     rows = _Rows()
     for thread, events in fresh.items():
         state = ThreadState(thread, heads.get(thread, "0"), loaded.get(thread, {}),
-                            receipts=receipts.get(thread, {}))
+                            receipts=receipts.get(thread, {}),
+                            reactions=reactions.get(thread, {}), blocks=blocks.get(thread, {}))
         _diff(rows, state, events, new_thread=thread not in heads)
     _write(cur, tables, rows)
     return sum(len(es) for es in fresh.values())
@@ -138,13 +167,42 @@ def _fetch(conn: psycopg.Connection, query: Any, params: Sequence[object]) -> li
 def _load_messages(
     conn: psycopg.Connection, tables: Tables, fresh: dict[str, list[Entry]]
 ) -> dict[str, dict[str, Message]]:
-    wanted = [(t, e.event.target) for t, es in fresh.items() for e in es
-              if isinstance(e.event, MessageEdited | MessageDeleted)]
+    wanted = _targets(fresh, _TARGETING)
     found: dict[str, dict[str, Message]] = defaultdict(dict)
     if wanted:
-        for thread, mid, sender, body, sent, edited, deleted in _fetch(
+        for thread, mid, sender, body, sent, edited, deleted, reply_to in _fetch(
                 conn, tables.targets, ([t for t, _ in wanted], [sort_key(i) for _, i in wanted])):
-            found[thread][mid] = Message(sender, body, sent, edited, deleted)
+            found[thread][mid] = Message(sender, body, sent, edited, deleted, reply_to)
+    return found
+
+
+def _targets(fresh: dict[str, list[Entry]], kinds: tuple[type, ...]) -> list[tuple[str, str]]:
+    return sorted({(t, ref) for t, es in fresh.items() for e in es
+                   if isinstance(e.event, kinds) for ref in references(e.event)})
+
+
+def _load_reactions(
+    conn: psycopg.Connection, tables: Tables, fresh: dict[str, list[Entry]]
+) -> dict[str, dict[ReactionKey, str]]:
+    """The reactions present on the messages a batch's reactions and deletes touch."""
+    wanted = _targets(fresh, _REACTING)
+    found: dict[str, dict[ReactionKey, str]] = defaultdict(dict)
+    if wanted:
+        for thread, mid, user, emoji, added in _fetch(
+                conn, tables.reactions_of,
+                ([t for t, _ in wanted], [sort_key(i) for _, i in wanted])):
+            found[thread][(mid, user, emoji)] = added
+    return found
+
+
+def _load_blocks(
+    conn: psycopg.Connection, tables: Tables, fresh: dict[str, list[Entry]]
+) -> dict[str, dict[str, str]]:
+    wanted = [t for t, es in fresh.items() if any(isinstance(e.event, _BLOCKING) for e in es)]
+    found: dict[str, dict[str, str]] = defaultdict(dict)
+    if wanted:
+        for thread, by, blocked in _fetch(conn, tables.blocks_of, (wanted,)):
+            found[thread][by] = blocked
     return found
 
 
@@ -168,6 +226,16 @@ def _diff(rows: _Rows, state: ThreadState, events: list[Entry], new_thread: bool
     for reader, up_to in after.receipts.items():
         if state.receipts.get(reader) != up_to:
             rows.receipts.append(receipt_row(thread, reader, up_to, events))
+    for key, added in after.reactions.items():
+        if state.reactions.get(key) != added:
+            rows.reactions.append(reaction_row(thread, key, added))
+    for mid, user, emoji in state.reactions.keys() - after.reactions.keys():
+        rows.unreacted.append({"t": thread, "k": sort_key(mid), "u": user, "e": emoji})
+    for by, blocked in after.blocks.items():
+        if state.blocks.get(by) != blocked:
+            rows.blocks.append(block_row(thread, by, blocked))
+    for by in state.blocks.keys() - after.blocks.keys():
+        rows.unblocked.append({"t": thread, "b": by})
     first = events[0].id if new_thread else None
     rows.threads.append(thread_row(thread, after.last_id, first, len(events)))
 
@@ -177,4 +245,12 @@ def _write(cur: psycopg.Cursor, tables: Tables, rows: _Rows) -> None:
         cur.execute(tables.upsert_messages, (as_json(rows.messages),))
     if rows.receipts:
         cur.execute(tables.upsert_receipts, (as_json(rows.receipts),))
+    if rows.unreacted:
+        cur.execute(tables.delete_reactions, (as_json(rows.unreacted),))
+    if rows.reactions:
+        cur.execute(tables.upsert_reactions, (as_json(rows.reactions),))
+    if rows.unblocked:
+        cur.execute(tables.delete_blocks, (as_json(rows.unblocked),))
+    if rows.blocks:
+        cur.execute(tables.upsert_blocks, (as_json(rows.blocks),))
     cur.execute(tables.upsert_threads, (as_json(rows.threads),))

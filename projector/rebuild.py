@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 import structlog
@@ -25,11 +25,17 @@ from domain.state import fold
 from projector.entries import Entry, stored
 from projector.project import project
 from projector.rows import (
+    BLOCK_COPY,
     MESSAGE_COPY,
+    REACTION_COPY,
     RECEIPT_COPY,
     THREAD_COPY,
+    block_copy,
+    block_row,
     message_copy,
     message_row,
+    reaction_copy,
+    reaction_row,
     receipt_copy,
     receipt_row,
     thread_copy,
@@ -38,14 +44,22 @@ from projector.rows import (
 from projector.tables import MAINTENANCE_LOCK, PROJECTION_LOCK, BusyError, Tables
 
 log = structlog.get_logger("duologue.rebuild")
-NEXT = Tables("messages_next", "threads_next", "read_receipts_next", archive=False)
+NEXT = Tables("messages_next", "threads_next", "read_receipts_next", "reactions_next",
+              "blocks_next", archive=False)
 NAMES = (("messages", "messages_next"), ("threads", "threads_next"),
-         ("read_receipts", "read_receipts_next"))
+         ("read_receipts", "read_receipts_next"), ("reactions", "reactions_next"),
+         ("blocks", "blocks_next"))
+# the order readers lock them in (gateway.read_model's queries name them in this order)
+LIVE_NAMES = "threads, messages, read_receipts, reactions, blocks"
+OLD_NAMES = ", ".join(f"{live}_old" for live, _ in NAMES)
 INDEXES = (
     "ALTER TABLE messages_next ADD CONSTRAINT messages_next_pkey PRIMARY KEY (thread, key)",
     "ALTER TABLE threads_next ADD CONSTRAINT threads_next_pkey PRIMARY KEY (thread)",
     "ALTER TABLE read_receipts_next ADD CONSTRAINT read_receipts_next_pkey "
     "PRIMARY KEY (thread, reader)",
+    "ALTER TABLE reactions_next ADD CONSTRAINT reactions_next_pkey "
+    'PRIMARY KEY (thread, message_key, "user", emoji)',
+    "ALTER TABLE blocks_next ADD CONSTRAINT blocks_next_pkey PRIMARY KEY (thread, by)",
     "CREATE INDEX threads_next_user_a ON threads_next (user_a, last_key DESC)",
     "CREATE INDEX threads_next_user_b ON threads_next (user_b, last_key DESC)",
     "CREATE INDEX threads_next_last_at ON threads_next (last_at)",
@@ -82,7 +96,7 @@ def _rebuild(conn: psycopg.Connection, url: str, tick: Tick) -> Rebuilt:
     tick("index", 0)
     for statement in INDEXES:
         conn.execute(statement.encode())
-    conn.execute("ANALYZE messages_next, threads_next, read_receipts_next")
+    conn.execute(f"ANALYZE {', '.join(fresh for _, fresh in NAMES)}".encode())
     caught = 0
     for _ in range(20):  # catch up until a round has little left to do
         newer = watermark(conn)
@@ -125,7 +139,7 @@ def load(url: str, mark: int, tick: Tick) -> int:
     the other two each keep one COPY open (a connection runs one COPY at a time).
     """
     total = 0
-    receipts: list[tuple[object, ...]] = []
+    later = _Later()
     with psycopg.connect(url) as source_conn, psycopg.connect(url) as messages_conn, \
             psycopg.connect(url) as threads_conn, \
             source_conn.cursor(name="archive") as source:
@@ -135,12 +149,15 @@ def load(url: str, mark: int, tick: Tick) -> int:
         with messages_conn.cursor().copy(MESSAGE_COPY.format("messages_next")) as messages, \
                 threads_conn.cursor().copy(THREAD_COPY.format("threads_next")) as threads:
             for thread, entries in _by_thread(source):
-                _copy_thread(thread, entries, messages.write_row, threads.write_row, receipts)
+                _copy_thread(thread, entries, messages.write_row, threads.write_row, later)
                 total += len(entries)
                 tick("load", len(entries))
-        with threads_conn.cursor().copy(RECEIPT_COPY.format("read_receipts_next")) as copy:
-            for row in receipts:
-                copy.write_row(row)
+        for statement, rows in ((RECEIPT_COPY.format("read_receipts_next"), later.receipts),
+                                (REACTION_COPY.format("reactions_next"), later.reactions),
+                                (BLOCK_COPY.format("blocks_next"), later.blocks)):
+            with threads_conn.cursor().copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
         messages_conn.commit()
         threads_conn.commit()
     return total
@@ -160,14 +177,27 @@ def _by_thread(rows: psycopg.Cursor) -> Iterator[tuple[str, list[Entry]]]:
         yield current, entries
 
 
+@dataclass
+class _Later:
+    """Rows copied once the messages and threads COPYs are done (one COPY per connection)."""
+
+    receipts: list[tuple[object, ...]] = field(default_factory=list)
+    reactions: list[tuple[object, ...]] = field(default_factory=list)
+    blocks: list[tuple[object, ...]] = field(default_factory=list)
+
+
 def _copy_thread(thread: str, entries: list[Entry], message: Callable[..., None],
-                 head: Callable[..., None], receipts: list[tuple[object, ...]]) -> None:
+                 head: Callable[..., None], later: _Later) -> None:
     state = fold(thread, ((e.id, e.event) for e in entries))
     for mid, m in state.messages.items():
         message(message_copy(message_row(thread, mid, m)))
     head(thread_copy(thread_row(thread, state.last_id, entries[0].id, len(entries))))
     for reader, up_to in state.receipts.items():
-        receipts.append(receipt_copy(receipt_row(thread, reader, up_to, entries)))
+        later.receipts.append(receipt_copy(receipt_row(thread, reader, up_to, entries)))
+    for key, added in state.reactions.items():
+        later.reactions.append(reaction_copy(reaction_row(thread, key, added)))
+    for by, blocked in state.blocks.items():
+        later.blocks.append(block_copy(block_row(thread, by, blocked)))
 
 
 def catch_up(conn: psycopg.Connection, low: int, high: int) -> int:
@@ -227,9 +257,9 @@ def _swap(conn: psycopg.Connection, mark: int) -> int:
         cur.execute("SET LOCAL lock_timeout = '3s'")
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK,))
         done = _apply_range(cur, mark, _sequence(conn))
-        # the order readers lock them in (gateway.read_model: threads, messages, read_receipts),
+        # the order readers lock them in (LIVE_NAMES),
         # so a read between its first and its next table cannot deadlock with the swap
-        cur.execute("LOCK TABLE threads, messages, read_receipts IN ACCESS EXCLUSIVE MODE")
+        cur.execute(f"LOCK TABLE {LIVE_NAMES} IN ACCESS EXCLUSIVE MODE".encode())
         for live, fresh in NAMES:
             for statement in (
                 f"ALTER TABLE {live} RENAME TO {live}_old",
@@ -241,7 +271,7 @@ def _swap(conn: psycopg.Connection, mark: int) -> int:
         for index in ("user_a", "user_b", "last_at"):
             cur.execute(f"ALTER INDEX threads_{index} RENAME TO threads_old_{index}".encode())
             cur.execute(f"ALTER INDEX threads_next_{index} RENAME TO threads_{index}".encode())
-        cur.execute("GRANT SELECT ON messages, threads, read_receipts TO duologue_analyst")
+        cur.execute(f"GRANT SELECT ON {LIVE_NAMES} TO duologue_analyst".encode())
     _drop_old(conn)
     return done
 
@@ -254,9 +284,9 @@ def _drop_old(conn: psycopg.Connection) -> None:
         try:
             with conn.transaction():
                 conn.execute("SET LOCAL lock_timeout = '3s'")
-                conn.execute("DROP TABLE threads_old, messages_old, read_receipts_old")
+                conn.execute(f"DROP TABLE {OLD_NAMES}".encode())
             return
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
             log.warning("rebuild_drop_waiting_for_readers", attempt=attempt)
             time.sleep(0.5)
-    log.warning("rebuild_left_old_tables", tables="threads_old, messages_old, read_receipts_old")
+    log.warning("rebuild_left_old_tables", tables=OLD_NAMES)

@@ -23,9 +23,17 @@ import redis
 
 from adapters.record import Keys
 from domain.ids import event_key, participants, sort_key
-from domain.state import Message, fold
+from domain.state import Message, ThreadState, fold
 from projector.entries import Entry, stored
-from projector.rows import archive_row, as_json, message_row, receipt_row, thread_row
+from projector.rows import (
+    archive_row,
+    as_json,
+    block_row,
+    message_row,
+    reaction_row,
+    receipt_row,
+    thread_row,
+)
 from projector.seal import REPAIR_LUA
 from projector.tables import LIVE, MAINTENANCE_LOCK, PROJECTION_LOCK, REPAIR_ARCHIVE, BusyError
 from projector.thread_log import log_entries, lost_from_stream
@@ -75,13 +83,14 @@ def _replay(conn: psycopg.Connection, client: redis.Redis, keys: Keys, thread: s
         _archive(cur, recent)
         _messages(cur, thread, state.messages, keep, sort_key(start))
         _receipts(cur, thread, state.receipts, entries)
+        _reactions_and_blocks(cur, thread, state)
         row = thread_row(thread, state.last_id, entries[0].id, len(entries))
         cur.execute(LIVE.replace_threads, (as_json([row]),))
     return Replayed(thread, len(entries), len(keep), len(parsed) - len(entries))
 
 
 def _forget(cur: psycopg.Cursor, thread: str) -> None:
-    for table in ("messages", "read_receipts", "threads"):
+    for table in ("messages", "read_receipts", "reactions", "blocks", "threads"):
         cur.execute(f"DELETE FROM {table} WHERE thread = %s", (thread,))
 
 
@@ -119,3 +128,15 @@ def _receipts(cur: psycopg.Cursor, thread: str, receipts: Mapping[str, str],
                 (thread, [r["r"] for r in rows]))
     if rows:
         cur.execute(LIVE.upsert_receipts, (as_json(rows),))
+
+
+def _reactions_and_blocks(cur: psycopg.Cursor, thread: str, state: ThreadState) -> None:
+    """The thread's reactions and blocks as the fold of its whole history has them."""
+    cur.execute("DELETE FROM reactions WHERE thread = %s", (thread,))
+    cur.execute("DELETE FROM blocks WHERE thread = %s", (thread,))
+    reactions = [reaction_row(thread, key, added) for key, added in state.reactions.items()]
+    if reactions:
+        cur.execute(LIVE.upsert_reactions, (as_json(reactions),))
+    blocks = [block_row(thread, by, blocked) for by, blocked in state.blocks.items()]
+    if blocks:
+        cur.execute(LIVE.upsert_blocks, (as_json(blocks),))

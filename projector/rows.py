@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from domain.ids import ms_of, participants, sort_key
-from domain.state import Message
+from domain.state import Message, ReactionKey
 from projector.entries import Entry
 from schemas.events import ReadUpTo
 
@@ -34,7 +34,19 @@ def archive_row(e: Entry) -> Row:
 
 def message_row(thread: str, mid: str, m: Message) -> Row:
     return {"t": thread, "i": mid, "k": sort_key(mid), "s": m.sender, "b": m.body,
-            "sa": m.sent_at, "ea": m.edited_at, "da": m.deleted_at}
+            "sa": m.sent_at, "ea": m.edited_at, "da": m.deleted_at, "rt": m.reply_to}
+
+
+def reaction_row(thread: str, key: ReactionKey, added: str) -> Row:
+    """A reaction present: ``key`` is (message id, user, emoji), ``added`` its ReactionAdded."""
+    mid, user, emoji = key
+    return {"t": thread, "i": mid, "k": sort_key(mid), "u": user, "e": emoji, "ev": added,
+            "ek": sort_key(added), "ms": ms_of(added)}
+
+
+def block_row(thread: str, by: str, blocked: str) -> Row:
+    """``by`` blocks ``thread`` since the ThreadBlocked ``blocked``."""
+    return {"t": thread, "b": by, "ev": blocked, "ms": ms_of(blocked)}
 
 
 def receipt_row(thread: str, reader: str, up_to: str, events: Iterable[Entry]) -> Row:
@@ -63,8 +75,11 @@ def receipt_setter(events: Iterable[Entry], reader: str, up_to: str) -> str:
 
 
 # -- the same rows as COPY tuples (rebuild) ------------------------------------------
-MESSAGE_COPY = ("COPY {} (thread, id, key, sender, body, sent_at, edited_at, deleted_at) "
-                "FROM STDIN")
+MESSAGE_COPY = ("COPY {} (thread, id, key, sender, body, sent_at, edited_at, deleted_at, "
+                "reply_to) FROM STDIN")
+REACTION_COPY = ('COPY {} (thread, message_id, message_key, "user", emoji, reacted_at, '
+                 "event_id, event_key) FROM STDIN")
+BLOCK_COPY = "COPY {} (thread, by, since, event_id) FROM STDIN"
 THREAD_COPY = ("COPY {} (thread, user_a, user_b, last_id, last_key, first_at, last_at, "
                "events) FROM STDIN")
 RECEIPT_COPY = ("COPY {} (thread, reader, up_to, up_to_key, event_id, read_at) "
@@ -73,7 +88,16 @@ RECEIPT_COPY = ("COPY {} (thread, reader, up_to, up_to_key, event_id, read_at) "
 
 def message_copy(row: Row) -> tuple[object, ...]:
     return (row["t"], row["i"], row["k"], row["s"], row["b"], _at(row["sa"]), _at(row["ea"]),
-            _at(row["da"]))
+            _at(row["da"]), row["rt"])
+
+
+def reaction_copy(row: Row) -> tuple[object, ...]:
+    return (row["t"], row["i"], row["k"], row["u"], row["e"], _at(row["ms"]), row["ev"],
+            row["ek"])
+
+
+def block_copy(row: Row) -> tuple[object, ...]:
+    return (row["t"], row["b"], _at(row["ms"]), row["ev"])
 
 
 def thread_copy(row: Row) -> tuple[object, ...]:

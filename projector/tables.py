@@ -36,12 +36,15 @@ class Tables:
     messages: str = "messages"
     threads: str = "threads"
     receipts: str = "read_receipts"
+    reactions: str = "reactions"
+    blocks: str = "blocks"
     archive: bool = True  # also insert into the events archive
 
     def _fill(self, template: str) -> sql.Composed:
         return sql.SQL(template).format(
             messages=sql.Identifier(self.messages), threads=sql.Identifier(self.threads),
-            receipts=sql.Identifier(self.receipts))
+            receipts=sql.Identifier(self.receipts), reactions=sql.Identifier(self.reactions),
+            blocks=sql.Identifier(self.blocks))
 
     @cached_property
     def heads(self) -> sql.Composed:
@@ -53,7 +56,7 @@ class Tables:
     def targets(self) -> sql.Composed:
         return self._fill(
             "SELECT m.thread, m.id, m.sender, m.body, duologue_ms(m.sent_at), "
-            "duologue_ms(m.edited_at), duologue_ms(m.deleted_at) FROM {messages} m "
+            "duologue_ms(m.edited_at), duologue_ms(m.deleted_at), m.reply_to FROM {messages} m "
             "JOIN unnest(%s::text[], %s::numeric[]) AS u(t, k) "
             "ON m.thread = u.t AND m.key = u.k")
 
@@ -66,10 +69,10 @@ class Tables:
     def upsert_messages(self) -> sql.Composed:
         return self._fill(
             "INSERT INTO {messages} AS m "
-            "(thread, id, key, sender, body, sent_at, edited_at, deleted_at) "
-            "SELECT t, i, k, s, b, duologue_ts(sa), duologue_ts(ea), duologue_ts(da) "
+            "(thread, id, key, sender, body, sent_at, edited_at, deleted_at, reply_to) "
+            "SELECT t, i, k, s, b, duologue_ts(sa), duologue_ts(ea), duologue_ts(da), rt "
             "FROM json_to_recordset(%s::json) AS u(t text, i text, k numeric, s text, "
-            "b text, sa int8, ea int8, da int8) "
+            "b text, sa int8, ea int8, da int8, rt text) "
             "ON CONFLICT (thread, key) DO UPDATE SET body = EXCLUDED.body, "
             "edited_at = EXCLUDED.edited_at, deleted_at = EXCLUDED.deleted_at")
 
@@ -82,6 +85,52 @@ class Tables:
             "ON CONFLICT (thread, reader) DO UPDATE SET up_to = EXCLUDED.up_to, "
             "up_to_key = EXCLUDED.up_to_key, event_id = EXCLUDED.event_id, "
             "read_at = EXCLUDED.read_at")
+
+    @cached_property
+    def reactions_of(self) -> sql.Composed:
+        """The reactions on some messages: (thread[], message key[])."""
+        return self._fill(
+            'SELECT r.thread, r.message_id, r."user", r.emoji, r.event_id FROM {reactions} r '
+            "JOIN unnest(%s::text[], %s::numeric[]) AS u(t, k) "
+            "ON r.thread = u.t AND r.message_key = u.k")
+
+    @cached_property
+    def blocks_of(self) -> sql.Composed:
+        return self._fill("SELECT thread, by, event_id FROM {blocks} WHERE thread = ANY(%s)")
+
+    @cached_property
+    def upsert_reactions(self) -> sql.Composed:
+        return self._fill(
+            'INSERT INTO {reactions} (thread, message_id, message_key, "user", emoji, '
+            "reacted_at, event_id, event_key) "
+            "SELECT t, i, k, u, e, duologue_ts(ms), ev, ek "
+            "FROM json_to_recordset(%s::json) AS x(t text, i text, k numeric, u text, e text, "
+            "ev text, ek numeric, ms int8) "
+            'ON CONFLICT (thread, message_key, "user", emoji) DO UPDATE SET '
+            "reacted_at = EXCLUDED.reacted_at, event_id = EXCLUDED.event_id, "
+            "event_key = EXCLUDED.event_key")
+
+    @cached_property
+    def delete_reactions(self) -> sql.Composed:
+        return self._fill(
+            "DELETE FROM {reactions} r USING json_to_recordset(%s::json) "
+            "AS x(t text, k numeric, u text, e text) "
+            'WHERE r.thread = x.t AND r.message_key = x.k AND r."user" = x.u AND r.emoji = x.e')
+
+    @cached_property
+    def upsert_blocks(self) -> sql.Composed:
+        return self._fill(
+            "INSERT INTO {blocks} (thread, by, since, event_id) "
+            "SELECT t, b, duologue_ts(ms), ev "
+            "FROM json_to_recordset(%s::json) AS x(t text, b text, ev text, ms int8) "
+            "ON CONFLICT (thread, by) DO UPDATE SET since = EXCLUDED.since, "
+            "event_id = EXCLUDED.event_id")
+
+    @cached_property
+    def delete_blocks(self) -> sql.Composed:
+        return self._fill(
+            "DELETE FROM {blocks} x USING json_to_recordset(%s::json) AS u(t text, b text) "
+            "WHERE x.thread = u.t AND x.by = u.b")
 
     @cached_property
     def upsert_threads(self) -> sql.Composed:

@@ -59,11 +59,12 @@ async def http(
 
 
 def message_json(event_id: str, sender: str, body: str | None, edited: str | None = None,
-                 deleted: bool = False) -> dict[str, Any]:
+                 deleted: bool = False, reply_to: str | None = None,
+                 reactions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The API's shape of one message, as the tests expect it."""
     return {"id": event_id, "sender": sender, "body": None if deleted else body,
             "sent_at": ms(event_id), "edited_at": ms(edited) if edited else None,
-            "deleted": deleted}
+            "deleted": deleted, "reply_to": reply_to, "reactions": reactions or []}
 
 
 class Projection:

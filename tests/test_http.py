@@ -79,14 +79,15 @@ async def test_threads_newest_first_with_last_message_and_unread(api, rows):
     rows.thread(thread_of(bob, carol), eid(30))
 
     assert await get_threads(api, alice) == [
-        {"thread": ad, "with": dave, "last_id": eid(20, 2), "last_message": None, "unread": 0},
+        {"thread": ad, "with": dave, "last_id": eid(20, 2), "last_message": None, "unread": 0,
+         "blocked_by": []},
         {"thread": ac, "with": carol, "last_id": eid(14),
-         "last_message": message_json(eid(12), carol, "c2"), "unread": 2},
+         "last_message": message_json(eid(12), carol, "c2"), "unread": 2, "blocked_by": []},
         {"thread": ab, "with": bob, "last_id": eid(8),
          "last_message": message_json(eid(3), bob, "three, edited", edited=eid(5)),
-         "unread": 1},
+         "unread": 1, "blocked_by": []},
         {"thread": aa, "with": alice, "last_id": eid(0, 3),
-         "last_message": message_json(eid(0, 2), alice, "note 2"), "unread": 1},
+         "last_message": message_json(eid(0, 2), alice, "note 2"), "unread": 1, "blocked_by": []},
     ]
     # bob's side of the same rows: alice's one live message, no receipt of his
     bob_threads = await get_threads(api, bob)
@@ -171,10 +172,10 @@ async def test_message_shapes_edited_and_deleted(api, seven):
         "thread": thread, "projected_up_to": eid(9), "next_before": None,
         "messages": [
             {"id": eid(4), "sender": bob, "body": None, "sent_at": ms(eid(4)),
-             "edited_at": None, "deleted": True},
+             "edited_at": None, "deleted": True, "reply_to": None, "reactions": []},
             message_json(eid(3), alice, "m3"),
             {"id": eid(2), "sender": bob, "body": "m2", "sent_at": ms(eid(2)),
-             "edited_at": ms(eid(9)), "deleted": False},
+             "edited_at": ms(eid(9)), "deleted": False, "reply_to": None, "reactions": []},
         ]}
 
 
@@ -185,7 +186,7 @@ async def test_a_deleted_message_never_shows_a_body(api, seven, rows):
     page = await get_page(api, alice, thread, after=eid(3), before=eid(5))
     assert page["messages"] == [{"id": eid(4), "sender": page["messages"][0]["sender"],
                                  "body": None, "sent_at": ms(eid(4)), "edited_at": None,
-                                 "deleted": True}]
+                                 "deleted": True, "reply_to": None, "reactions": []}]
 
 
 async def test_limit_default_and_clamp(api, rows):
