@@ -109,7 +109,7 @@ def _serve_lost_from_archive(conn: psycopg.Connection, client: redis.Redis, keys
         a, b = participants(thread)
         script: Any = client.register_script(REPAIR_LUA)
         script(keys=[keys.stream(thread), keys.state(thread), keys.index(part, a),
-                     keys.index(part, b)], args=[thread, lost[-1]])
+                     keys.index(part, b)], args=[thread, lost[-1], "0"])
 
 
 def _messages(cur: psycopg.Cursor, thread: str, messages: Mapping[str, Message],

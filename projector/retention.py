@@ -27,7 +27,7 @@ import redis
 import structlog
 
 from adapters.record import Keys, lua
-from domain.ids import event_key, successor
+from domain.ids import event_key, participants, successor
 
 if TYPE_CHECKING:
     from projector.ownership import Owned
@@ -95,7 +95,8 @@ class Retention:
                 with client.pipeline(transaction=False) as pipe:
                     for thread in page:
                         script(keys=[self.keys.stream(thread), self.keys.state(thread)],
-                               args=[self.retain_events, todo[thread], PER_CALL], client=pipe)
+                               args=[self.retain_events, todo[thread], PER_CALL,
+                                     *participants(thread)], client=pipe)
                     counts: list[Any] = pipe.execute()
                 removed += sum(int(n) for n in counts)
                 again.update({t: todo[t] for t, n in zip(page, counts, strict=True)

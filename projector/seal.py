@@ -31,9 +31,10 @@ import psycopg
 import redis
 import structlog
 
-from adapters.record import Keys, lua
+from adapters.record import BLOCKED, RECEIPT, RECEIPT_EVENT, UNBLOCKED, Keys, lua
 from domain.ids import event_key, ms_of, participants, sort_key
-from schemas.events import MessageDeleted, MessageEdited, MessageSent, decode_event
+from domain.state import author
+from schemas.events import ReadUpTo, decode_event
 
 if TYPE_CHECKING:
     from projector.ownership import Owned
@@ -142,11 +143,22 @@ def _threads_behind(conn: psycopg.Connection, client: redis.Redis, keys: Keys, p
 
 def _restore_threads(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
                      behind: dict[str, tuple[str, str]]) -> None:
-    receipts: dict[str, list[str]] = defaultdict(list)
+    """Each thread's stream and index continue above the archive; its read receipts and
+    blocks are the projection's (which holds every archived event), its reactions are
+    read from the projection from now on (all its targets are below the new ``lo``)."""
+    fields: dict[str, list[str]] = defaultdict(list)
     for thread, reader, up_to, event_id in conn.execute(
             "SELECT thread, reader, up_to, event_id FROM read_receipts WHERE thread = ANY(%s)",
             (list(behind),)):
-        receipts[thread] += [f"r:{reader}", up_to, f"ri:{reader}", event_id]
+        fields[thread] += [RECEIPT + reader, up_to, RECEIPT_EVENT + reader, event_id]
+    for thread, by, blocked in conn.execute(
+            "SELECT thread, by, event_id FROM blocks WHERE thread = ANY(%s)", (list(behind),)):
+        fields[thread] += [BLOCKED + by, blocked]
+    for thread, by, unblocked in conn.execute(
+            "SELECT DISTINCT ON (thread, payload->>'by') thread, payload->>'by', id FROM events "
+            "WHERE thread = ANY(%s) AND kind = 'ThreadUnblocked' "
+            "ORDER BY thread, payload->>'by', key DESC", (list(behind),)):
+        fields[thread] += [UNBLOCKED + by, unblocked]
     script: Any = client.register_script(REPAIR_LUA)
     threads = list(behind)
     for start in range(0, len(threads), PAGE):
@@ -156,7 +168,7 @@ def _restore_threads(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
                 a, b = participants(thread)
                 script(keys=[keys.stream(thread), keys.state(thread), keys.index(part, a),
                              keys.index(part, b)],
-                       args=[thread, behind[thread][0], *receipts[thread]], client=pipe)
+                       args=[thread, behind[thread][0], "1", *fields[thread]], client=pipe)
             pipe.execute()
 
 
@@ -177,11 +189,11 @@ def _restore_dedupe(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
     with client.pipeline(transaction=False) as pipe:
         for thread, event_id, payload in rows:
             event = decode_event(payload)
-            if not isinstance(event, MessageSent | MessageEdited | MessageDeleted):
+            if isinstance(event, ReadUpTo):
                 continue  # a read receipt is idempotent by its position, not by an id
             left = dedupe_ttl - (now_ms - ms_of(event_id)) // 1000
             if left > 0:
-                pipe.set(keys.dedupe(thread, event.sender, event.client_msg_id), event_id,
+                pipe.set(keys.dedupe(thread, author(event), event.client_msg_id), event_id,
                          ex=left, nx=True)
                 restored += 1
         pipe.execute()
