@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import random
 
 from redis.exceptions import RedisError
 
@@ -53,7 +55,9 @@ from schemas.client import (
 from schemas.events import MessageSent, decode_event
 from schemas.server import Ack, Refreshed, Synced, TypingNotice, encode_frame
 
-ATTEMPTS = 3  # decisions retried when a concurrent command changed the state
+# decisions retried when a concurrent command changed the state (each of a user's sockets
+# runs its commands one at a time, so contenders are few), with a short jittered pause
+ATTEMPTS = 10
 
 
 def ack(conn: Connection, ref: str, thread: str, event_id: str, duplicate: bool) -> None:
@@ -118,7 +122,9 @@ async def execute(store: EventStore, command: Command, max_body: int) -> Appende
         return await send_message(store, command, max_body)
     validate(command, max_body)
     user, fields = actor(command), fields_for(command)
-    for _ in range(ATTEMPTS):
+    for attempt in range(ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(random.uniform(0, 0.001 * attempt))
         loaded = await store.load(command.thread, user, command.client_msg_id,
                                   target_of(command), fields)
         if loaded.prior is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -17,7 +17,7 @@ from adapters.record import Keys
 from duologue.embedded import EmbeddedRedis, start_postgres
 from tests.faults_support import PrivatePostgres, private_postgres_server
 from tests.projection_support import PARTITIONS, Fleet, projector_env
-from tests.support import GatewayProcess
+from tests.support import Client, GatewayProcess
 
 RUN_PREFIX = f"dltest{uuid.uuid4().hex[:8]}"
 
@@ -209,3 +209,21 @@ def ops_env(redis_url: str, fresh_database: str, prefix: str) -> dict[str, str]:
 @pytest.fixture
 def ops_keys(prefix: str) -> Keys:
     return Keys(prefix, PARTITIONS)
+
+
+Connect = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    """``await connect(url, user, **kw)``: a WebSocket client closed at teardown."""
+    opened: list[Client] = []
+
+    async def _connect(url: str, user: str, **kw: object) -> Client:
+        client = await Client.connect(url, user, **kw)  # type: ignore[arg-type]
+        opened.append(client)
+        return client
+
+    yield _connect
+    for client in opened:
+        await client.close()
