@@ -17,7 +17,7 @@ import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,8 @@ class Expected:
     messages: dict[tuple[str, str], tuple[Any, ...]]
     receipts: dict[tuple[str, str], tuple[Any, ...]]
     events: dict[str, list[tuple[Any, ...]]]
+    reactions: dict[tuple[str, str, str, str], tuple[Any, ...]] = field(default_factory=dict)
+    blocks: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
 
 
 def expected_projection(streams: Mapping[str, Stream]) -> Expected:
@@ -114,7 +116,12 @@ def expected_projection(streams: Mapping[str, Stream]) -> Expected:
                                len(entries))
         for mid, m in state.messages.items():
             out.messages[(thread, mid)] = (sort_key(mid), m.sender, m.body, m.sent_at,
-                                           m.edited_at, m.deleted_at)
+                                           m.edited_at, m.deleted_at, m.reply_to)
+        for (mid, user, emoji), added in state.reactions.items():
+            out.reactions[(thread, mid, user, emoji)] = (sort_key(mid), added, sort_key(added),
+                                                         ms(added))
+        for by, blocked in state.blocks.items():
+            out.blocks[(thread, by)] = (blocked, ms(blocked))
         setters: dict[str, str] = {}  # the ReadUpTo that last raised each reader's receipt
         current: dict[str, str] = {}
         for event_id, event in events:
@@ -141,8 +148,14 @@ def actual_projection(conn: psycopg.Connection) -> Expected:
         out.threads[row[0]] = (row[1], row[2], row[3], int(row[4]), row[5], row[6], row[7])
     for row in conn.execute(
             "SELECT thread, id, key, sender, body, duologue_ms(sent_at), "
-            "duologue_ms(edited_at), duologue_ms(deleted_at) FROM messages"):
+            "duologue_ms(edited_at), duologue_ms(deleted_at), reply_to FROM messages"):
         out.messages[(row[0], row[1])] = (int(row[2]), *row[3:])
+    for row in conn.execute(
+            'SELECT thread, message_id, "user", emoji, message_key, event_id, event_key, '
+            "duologue_ms(reacted_at) FROM reactions"):
+        out.reactions[row[:4]] = (int(row[4]), row[5], int(row[6]), row[7])
+    for row in conn.execute("SELECT thread, by, event_id, duologue_ms(since) FROM blocks"):
+        out.blocks[row[:2]] = row[2:]
     for row in conn.execute(
             "SELECT thread, reader, up_to, up_to_key, event_id, duologue_ms(read_at) "
             "FROM read_receipts"):
@@ -185,6 +198,8 @@ def projection_diff(want: Expected, got: Expected) -> list[str]:
     problems = _diff_rows("threads", want.threads, got.threads)
     problems += _diff_rows("messages", want.messages, got.messages)
     problems += _diff_rows("read_receipts", want.receipts, got.receipts)
+    problems += _diff_rows("reactions", want.reactions, got.reactions)
+    problems += _diff_rows("blocks", want.blocks, got.blocks)
     differing = [t for t in sorted(set(want.events) | set(got.events))
                  if want.events.get(t, []) != got.events.get(t, [])]
     if differing:

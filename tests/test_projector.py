@@ -41,6 +41,9 @@ from tests.workload_support import Workload
 async def test_burst_exits_once_drained_one_worker_then_two(gateway, fleet, rclient, db, pkeys):
     async with Workload(gateway.ws_url, seed=8) as work:
         assert await work.run(800) == 800
+        # every kind of command is in the mix the projector tests project
+        assert set(work.kinds) == {"send", "edit", "delete", "read", "react", "unreact",
+                                   "block", "unblock"}, work.kinds
         started = time.monotonic()
         fleet.burst()
         one = time.monotonic() - started

@@ -77,14 +77,25 @@ class ThreadModel:
     ids: list[str] = field(default_factory=list)  # every event appended, in order
     live: dict[str, str] = field(default_factory=dict)  # message id -> sender, not deleted
     receipts: dict[str, str] = field(default_factory=dict)  # reader -> up_to
+    sent: list[str] = field(default_factory=list)  # every MessageSent (replies may target any)
+    reactions: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (msg, user)
+    blocking: set[str] = field(default_factory=set)  # the participants whose block stands
+
+    def blocked(self, user: str) -> bool:
+        """Whether the other participant blocks the thread (``user`` may not write)."""
+        return any(u != user for u in self.blocking)
 
 
 BODIES = ("hi", "ünïcødé ✓", 'quote " and \\ backslash', "emoji 🎉🎉", "tab\tand\nnewline",
           "x" * 300, "  padded  ", "</script>", "{\"json\": true}")
 
 
+EMOJI = ("👍", "❤️", "😂", "🎉", "👨‍👩‍👧", "+1", "ok")
+
+
 class Workload:
-    """Sends, edits, deletes and read receipts across many threads, all through a gateway.
+    """Sends (some of them replies), edits, deletes, read receipts, reactions and blocks
+    across many threads, all through a gateway.
 
     Commands of one thread are sequential (each waits for its ack), threads run
     concurrently; ``rate`` caps the commands per second over all threads.
@@ -155,10 +166,12 @@ class Workload:
     def _choose(self, model: ThreadModel) -> tuple[str, str, dict[str, Any]]:
         """(user, kind, frame) of one command that the gateway must accept."""
         r, t = self.rng.random(), model.thread
+        writers = [u for u in model.users if not model.blocked(u)]
         if model.live and r < 0.15:
             target = self.rng.choice(list(model.live))
-            return model.live[target], "edit", {
-                "type": "edit", "thread": t, "target": target, "body": self._body()}
+            if not model.blocked(model.live[target]):
+                return model.live[target], "edit", {
+                    "type": "edit", "thread": t, "target": target, "body": self._body()}
         if model.live and r < 0.25:
             target = self.rng.choice(list(model.live))
             return model.live[target], "delete", {"type": "delete", "thread": t, "target": target}
@@ -170,8 +183,31 @@ class Workload:
             if later:
                 return reader, "read", {"type": "read", "thread": t,
                                         "up_to": self.rng.choice(later)}
-        sender = self.rng.choice(model.users)
-        return sender, "send", {"type": "send", "thread": t, "body": self._body()}
+        if model.live and writers and r < 0.55:
+            target, user = self.rng.choice(list(model.live)), self.rng.choice(writers)
+            mine = model.reactions.get((target, user), set())
+            if len(mine) < 20:
+                emoji = self.rng.choice([e for e in EMOJI if e not in mine] or ["🆗"])
+                if emoji not in mine:
+                    return user, "react", {"type": "react", "thread": t, "target": target,
+                                           "emoji": emoji}
+        present = [(m, u, e) for (m, u), es in model.reactions.items() for e in es]
+        if present and r < 0.6:
+            target, user, emoji = self.rng.choice(present)
+            return user, "unreact", {"type": "unreact", "thread": t, "target": target,
+                                     "emoji": emoji}
+        if model.users[0] != model.users[1] and r < 0.62:
+            user = self.rng.choice(model.users)
+            kind = "unblock" if user in model.blocking else "block"
+            return user, kind, {"type": kind, "thread": t}
+        if not writers:  # both block: one of them lifts theirs
+            user = self.rng.choice(model.users)
+            return user, "unblock", {"type": "unblock", "thread": t}
+        sender = self.rng.choice(writers)
+        frame = {"type": "send", "thread": t, "body": self._body()}
+        if model.sent and self.rng.random() < 0.2:
+            frame["reply_to"] = self.rng.choice(model.sent)
+        return sender, "send", frame
 
     async def _step(self, model: ThreadModel) -> None:
         user, kind, frame = self._choose(model)
@@ -196,7 +232,18 @@ class Workload:
         self.kinds[kind] += 1
         if kind == "send":
             model.live[event_id] = user
+            model.sent.append(event_id)
         elif kind == "delete":
             del model.live[frame["target"]]
+            for key in [k for k in model.reactions if k[0] == frame["target"]]:
+                del model.reactions[key]
+        elif kind == "react":
+            model.reactions.setdefault((frame["target"], user), set()).add(frame["emoji"])
+        elif kind == "unreact":
+            model.reactions[(frame["target"], user)].discard(frame["emoji"])
+        elif kind == "block":
+            model.blocking.add(user)
+        elif kind == "unblock":
+            model.blocking.discard(user)
         elif kind == "read":
             model.receipts[user] = frame["up_to"]
