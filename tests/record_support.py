@@ -125,7 +125,8 @@ def assert_projection_of(conn: psycopg.Connection, streams: Mapping[str, Stream]
                 if (k[0] if isinstance(k, tuple) else k) in threads}
 
     got = Expected(mine(everything.threads), mine(everything.messages),
-                   mine(everything.receipts), mine(everything.events))
+                   mine(everything.receipts), mine(everything.events),
+                   mine(everything.reactions), mine(everything.blocks))
     problems = projection_diff(want, got)
     assert not problems, "projection != fold of the log:\n  " + "\n  ".join(problems)
 

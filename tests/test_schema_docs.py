@@ -30,6 +30,7 @@ import pytest
 import redis
 from psycopg import sql
 
+from adapters.postgres import migrations
 from adapters.record import B_EVENT, Keys
 from schemas.events import decode_event
 from tests.support import ROOT, Client, ProjectorProcess, id_key, thread_of, token, uid
@@ -135,17 +136,42 @@ class World:
     messages: dict[str, list[Sent]] = field(default_factory=lambda: defaultdict(list))
     receipts: dict[tuple[str, str], str] = field(default_factory=dict)
     users: tuple[str, ...] = ()
+    replies: dict[str, str] = field(default_factory=dict)  # message id -> its reply_to
+    # (thread, message, user, emoji) -> the ReactionAdded, for the reactions present
+    reactions: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
 
     def _record(self, answer: dict[str, Any], kind: str, payload: dict[str, Any]) -> str:
         assert answer["type"] == "ack" and not answer["duplicate"], answer
         self.events[answer["thread"]].append((answer["id"], kind, payload))
         return str(answer["id"])
 
-    async def send(self, client: Client, to: str, body: str) -> str:
-        answer = await client.say(to, body)
-        event_id = self._record(answer, "MessageSent", {"sender": client.user, "body": body})
+    async def send(self, client: Client, to: str, body: str, reply_to: str | None = None) -> str:
+        extra = {} if reply_to is None else {"reply_to": reply_to}
+        answer = await client.say(to, body, **extra)
+        event_id = self._record(answer, "MessageSent",
+                                {"sender": client.user, "body": body, **extra})
         self.messages[answer["thread"]].append(Sent(answer["thread"], event_id, client.user))
+        if reply_to is not None:
+            self.replies[event_id] = reply_to
         return event_id
+
+    async def react(self, client: Client, thread: str, target: str, emoji: str,
+                    kind: str = "react") -> str:
+        answer = await client.request({"type": kind, "thread": thread, "target": target,
+                                       "emoji": emoji})
+        payload = {"sender": client.user, "target": target, "emoji": emoji}
+        if kind == "react":
+            event_id = self._record(answer, "ReactionAdded", payload)
+            self.reactions[thread, target, client.user, emoji] = event_id
+        else:
+            event_id = self._record(answer, "ReactionRemoved", payload)
+            del self.reactions[thread, target, client.user, emoji]
+        return event_id
+
+    async def block(self, client: Client, thread: str, kind: str = "block") -> str:
+        answer = await client.request({"type": kind, "thread": thread})
+        return self._record(answer, "ThreadBlocked" if kind == "block" else "ThreadUnblocked",
+                            {"by": client.user})
 
     async def edit(self, client: Client, thread: str, target: str, body: str) -> str:
         answer = await client.request(
@@ -208,6 +234,7 @@ async def produce(ws_url: str) -> tuple[World, dict[str, str]]:
         # cat read all of ac, then ann wrote more; ann read her second note; bc unread
         await world.read(clients[cat], ac, world.events[ac][-1][0])
         await world.read(clients[ann], aa, world.messages[aa][1].id)
+        await conversation(world, clients, rng)
         for n in range(3):
             await world.send(clients[ann], cat, f"after cat read {n}")
             await world.send(clients[ann], ann, f"note after reading {n}")
@@ -223,6 +250,30 @@ async def produce(ws_url: str) -> tuple[World, dict[str, str]]:
         for client in clients.values():
             await client.close()
     return world, marks
+
+
+async def conversation(world: World, clients: dict[str, Client], rng: random.Random) -> None:
+    """Replies (a chain four deep, a reply to a deleted message), reactions on live
+    messages (some removed again), and blocks in ``bc`` (bob's lifted, cat's stands)."""
+    ann, bob, cat = world.users
+    ab, bc = thread_of(ann, bob), thread_of(bob, cat)
+    target = await world.send(clients[ann], bob, "start of a chain")
+    for depth, who in enumerate((bob, ann, bob), 1):
+        other = ann if who == bob else bob
+        target = await world.send(clients[who], other, f"reply depth {depth}", target)
+    deleted = next(m for m in world.messages[ab] if m.deleted)
+    await world.send(clients[bob], ann, "re: a deleted one", deleted.id)
+    for thread in world.messages:
+        live = [m for m in world.messages[thread] if not m.deleted]
+        for message in rng.sample(live, min(6, len(live))):
+            for user in set(participants(thread)):
+                for emoji in rng.sample(("👍", "❤️", "😂", "🎉"), rng.randint(0, 3)):
+                    await world.react(clients[user], thread, message.id, emoji)
+    for thread, message, user, emoji in rng.sample(sorted(world.reactions), 5):
+        await world.react(clients[user], thread, message, emoji, "unreact")
+    await world.block(clients[bob], bc)
+    await world.block(clients[cat], bc)
+    await world.block(clients[bob], bc, "unblock")
 
 
 def check_against_the_streams(world: World, redis_url: str, prefix: str) -> None:
@@ -455,8 +506,9 @@ def test_operator_queries(data):
         assert run(conn, workers, data.params) == []  # the burst projector retired
         rows = run(conn, checkpoints, data.params)
         assert run(conn, dead, data.params) == []
-        assert [(v, n) for v, n, _, _ in run(conn, versions, data.params)] == [
-            (1, "history"), (2, "retention")]
+        applied = [(v, n) for v, n, _, _ in run(conn, versions, data.params)]
+        assert applied == [(m.version, m.name) for m in migrations()]
+        assert applied[:3] == [(1, "history"), (2, "retention"), (3, "conversation")]
     keys = Keys("x", PARTITIONS)
     used = {keys.partition(t) for t in data.world.events}
     assert {r[0] for r in rows if r[4]} == used
