@@ -1,0 +1,58 @@
+"""The demo page's conversation features in headless Chromium: reply, react, block (and
+the refusal shown, the text not lost), through the same fixtures as tests/test_browser.py."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.test_browser import _converse, browser, open_page  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.browser
+
+
+def test_reply_react_and_block_between_two_pages(open_page: Any) -> None:  # noqa: F811
+    from playwright.sync_api import expect
+
+    alice, bob = open_page("alice"), open_page("bob")
+    first, reply = _converse(alice, bob)
+
+    # bob replies to alice's first message: both pages quote it above the reply
+    bob.bodies(first).hover()
+    bob.bodies(first).locator("button.reply").click()
+    expect(bob.page.locator("#replying")).to_contain_text(first)
+    answer = f"about that {uuid.uuid4().hex[:6]}"
+    bob.send(answer)
+    for user in (alice, bob):
+        expect(user.bodies(answer).locator(".quote")).to_have_text(f"↪ {alice.name}: {first}")
+    expect(bob.page.locator("#replying")).to_have_text("")
+
+    # alice likes bob's reply: a chip on both pages, hers highlighted; a click removes it
+    alice.bodies(reply).hover()
+    alice.bodies(reply).locator("button.react").click()
+    for user in (alice, bob):
+        expect(user.bodies(reply).locator(".chip")).to_have_text("👍 1")
+    expect(alice.bodies(reply).locator(".chip")).to_have_class("chip mine")
+    expect(bob.bodies(reply).locator(".chip")).to_have_class("chip")
+    alice.bodies(reply).locator(".chip").click()
+    for user in (alice, bob):
+        expect(user.bodies(reply).locator(".chip")).to_have_count(0)
+
+    # bob blocks: alice is told, and her next message is refused with the reason shown
+    expect(bob.page.locator("#block")).to_have_text("Block")
+    bob.page.click("#block")
+    expect(bob.page.locator("#block")).to_have_text("Unblock")
+    expect(alice.page.locator("#blocked-note")).to_contain_text("has blocked")
+    refused = f"let me in {uuid.uuid4().hex[:6]}"
+    alice.send(refused)
+    expect(alice.page.locator("#error")).to_contain_text("blocked")
+    expect(alice.bodies(refused)).to_have_count(0)
+    expect(bob.bodies(refused)).to_have_count(0)
+    bob.page.click("#block")
+    expect(alice.page.locator("#blocked-note")).to_have_text("")
+    welcome = f"welcome back {uuid.uuid4().hex[:6]}"
+    alice.send(welcome)
+    expect(bob.bodies(welcome)).to_have_count(1)
+    expect(alice.page.locator("#error")).to_have_text("")
