@@ -132,3 +132,26 @@ async def test_duplicates_in_a_list_are_answered_once(start_gateway):
     await next_presence(me, bob)
     await quiet(me, bob, 0.5)
     await me.close()
+
+
+async def test_churn_ends_in_the_true_state(start_gateway):
+    """Attacks: lease writes of one user reordered (an up landing after the down of a
+    socket that opened and closed at once leaves a ghost online for a whole lease) and a
+    watcher left with a stale last frame. Sockets of one user opened and closed in bursts,
+    several rounds."""
+    gw1, gw2 = start_gateway(), start_gateway()
+    alice, bob = uid("a"), uid("b")
+    watcher = await Client.connect(gw1.ws_url, alice)
+    await befriend(watcher, bob)
+    await watcher.send({"type": "watch", "users": [bob]})
+    await next_presence(watcher, bob)
+    for _ in range(5):
+        clients = await asyncio.gather(*(Client.connect(gw.ws_url, bob)
+                                         for gw in (gw1, gw2, gw1, gw2)))
+        await asyncio.gather(*(c.close() for c in clients))
+        await asyncio.sleep(1.0)
+        frames = [f for f in watcher.frames if f.get("type") == "presence"]
+        assert frames and frames[-1]["online"] is False, frames
+        assert all(a != b for a, b in zip(frames, frames[1:], strict=False)), frames
+        watcher.frames.clear()
+    await watcher.close()
