@@ -6,6 +6,7 @@ gets a presence frame."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from tests.presence_support import (
     HIDDEN,
@@ -152,6 +153,6 @@ async def test_churn_ends_in_the_true_state(start_gateway):
         await asyncio.sleep(1.0)
         frames = [f for f in watcher.frames if f.get("type") == "presence"]
         assert frames and frames[-1]["online"] is False, frames
-        assert all(a != b for a, b in zip(frames, frames[1:], strict=False)), frames
+        assert all(a != b for a, b in itertools.pairwise(frames)), frames
         watcher.frames.clear()
     await watcher.close()
