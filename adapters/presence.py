@@ -6,9 +6,10 @@ One hash per user, ``<prefix>:pr:{<user>}``:
 
 - field ``<gateway id>`` = the epoch ms of that gateway's last heartbeat for the user,
   present while the gateway holds at least one of the user's WebSockets. It is a lease:
-  it counts as online only until ``LEASE_MS`` after that heartbeat, so a gateway that
-  dies (SIGKILL, power) takes its users offline by expiry, with nobody cleaning up.
-  Gateways renew their users' leases every ``HEARTBEAT_S``.
+  it counts as online only until the lease length (``DUOLOGUE_PRESENCE_LEASE``, default
+  ``LEASE_MS``) after that heartbeat, so a gateway that dies (SIGKILL, power) takes its
+  users offline by expiry, with nobody cleaning up. Gateways renew their users' leases
+  every ``heartbeat_s(lease_ms)`` seconds (``HEARTBEAT_S`` at the default lease).
 - field ``ls`` = the epoch ms at which the user's last connection closed cleanly.
 
 A user is online while one lease is live; ``last_seen`` is the newest of ``ls`` and the
@@ -36,15 +37,29 @@ def channel(prefix: str, user: str) -> str:
     return f"{prefix}:presence:{{{user}}}"
 
 
-def status(fields: Mapping[bytes, bytes], now_ms: int) -> tuple[bool, int | None]:
-    """(online, last_seen) from a user's presence hash at ``now_ms``."""
+def heartbeat_s(lease_ms: int = LEASE_MS) -> float:
+    """Seconds between two renewals of a gateway's leases: a third of the lease, so two
+    renewals may fail before a live user looks offline."""
+    return min(HEARTBEAT_S, lease_ms / 3000)
+
+
+def sweep_s(lease_ms: int = LEASE_MS) -> float:
+    """Seconds between two re-reads of the users a gateway's sockets watch."""
+    return min(SWEEP_S, lease_ms / 3000)
+
+
+def status(
+    fields: Mapping[bytes, bytes], now_ms: int, lease_ms: int = LEASE_MS
+) -> tuple[bool, int | None]:
+    """(online, last_seen) from a user's presence hash at ``now_ms`` (Redis ``TIME``),
+    leases lasting ``lease_ms`` (``Settings.presence_lease_ms``)."""
     last_seen: int | None = None
     for name, value in fields.items():
         try:
             ms = int(value)
         except ValueError:
             continue
-        if name != LAST_SEEN and ms + LEASE_MS > now_ms:
+        if name != LAST_SEEN and ms + lease_ms > now_ms:
             return True, None
         if last_seen is None or ms > last_seen:
             last_seen = ms

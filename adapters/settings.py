@@ -70,6 +70,11 @@ class Settings:
     webhook_url: str = ""  # offline notifications (protocol.md section 6); "" turns them off
     webhook_secret: str = ""
     webhook_retry_for: float = 86400.0  # seconds a delivery is retried before it is dead
+    presence_lease: float = 45.0  # seconds a gateway's unrenewed presence lease lasts
+
+    @property
+    def presence_lease_ms(self) -> int:
+        return int(self.presence_lease * 1000)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -98,6 +103,7 @@ class Settings:
             webhook_url=env.get("DUOLOGUE_WEBHOOK_URL", ""),
             webhook_secret=env.get("DUOLOGUE_WEBHOOK_SECRET", ""),
             webhook_retry_for=_number(env, "DUOLOGUE_WEBHOOK_RETRY_FOR", 86400),
+            presence_lease=_number(env, "DUOLOGUE_PRESENCE_LEASE", 45, minimum=0.3),
         )
 
     def require(self, *names: str) -> Settings:

@@ -5,7 +5,7 @@ process with its own Redis key prefix, deleted afterwards. ``--only`` picks figu
 throughput, latency, sync, memory, deflate_memory, ceilings (gateway); projector, freshness,
 pg_ceilings, history_read, rebuild (projector and history: each run also has a Postgres
 database of its own, dropped afterwards); idle_memory, archive_sync, retention (the two
-tiers of protocol.md section 7).
+tiers of protocol.md section 7); presence_sends, presence_churn (presence, section 5).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from bench.ceilings import ceilings
 from bench.fig_chat import latency, throughput
 from bench.fig_history import history_read
 from bench.fig_memory import deflate_memory, memory
+from bench.fig_presence import presence_churn, presence_sends
 from bench.fig_projector import freshness, projector_rate
 from bench.fig_rebuild import rebuild
 from bench.fig_sync import sync
@@ -49,6 +50,8 @@ FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "history_read": history_read, "rebuild": rebuild,
     # the two tiers: Redis hot, the Postgres archive cold (protocol.md section 7)
     "idle_memory": idle_memory, "archive_sync": archive_sync, "retention": retention,
+    # presence (protocol.md section 5): watches beside the chat, connect/disconnect churn
+    "presence_sends": presence_sends, "presence_churn": presence_churn,
 }
 
 

@@ -117,6 +117,8 @@ class Peer:
         self.user = user
         self.got = Received(user, "dm:" + ":".join(sorted((user, partner))))
         self.hello: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.partner = partner
+        self.presence: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ws: WsClient | None = None
         self.seq = 0
         self.inflight = 0
@@ -165,6 +167,8 @@ class Peer:
                 self.hello.set_result(None)
         elif kind == "error":
             self.refused(frame.code, frame.message, frame.ref)
+        elif kind == "presence" and not self.presence.done():
+            self.presence.set_result(None)
 
     def refused(self, code: str, message: str, ref: str) -> None:
         """``unavailable`` is retried with the same client_msg_id (as the contract says)."""
@@ -197,9 +201,12 @@ class Peer:
         if count > 0 and self.ws is not None:
             self.ws.send_many([self.next_frame()[1] for _ in range(count)])
 
-    async def connect(self, port: int) -> None:
+    async def connect(self, port: int, watch: bool = False) -> None:
         self.ws = await wire.open_ws(port, self.user, self.on_message, self.on_batch)
         await asyncio.wait_for(self.hello, 10)
+        if watch:  # the partner's presence, watched for the whole run
+            self.ws.send(f'{{"type":"watch","users":["{self.partner}"]}}'.encode())
+            await asyncio.wait_for(self.presence, 10)
 
 
 async def pace(run: Run, senders: list[Peer], until: float) -> None:
@@ -235,7 +242,8 @@ async def chat(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
     peers = [p for pair in pairs for p in pair]
     active = pairs[:max(0, spec["active_below"] - spec["first"])]
     senders = [p for a, b in active for p in ((a, b) if spec["senders"] == "both" else (a,))]
-    await wire.bounded([partial(p.connect, spec["port"]) for p in peers], 50, 120)
+    await wire.bounded([partial(p.connect, spec["port"], spec.get("watch", False))
+                        for p in peers], 50, 120)
     meter = CpuMeter({"server": spec.get("server_pid")}, redis_url=spec.get("redis_url"))
     await stage("ready", connections=len(peers))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -25,7 +26,7 @@ from bench.options import Options
 
 
 def _specs(
-    opts: Options, port: int, pid: int, rate: float, active: int
+    opts: Options, port: int, pid: int, rate: float, active: int, watch: bool = False
 ) -> list[dict[str, Any]]:
     procs_n = max(1, min(opts.load_procs, opts.pairs))
     base, extra = divmod(opts.pairs, procs_n)
@@ -35,6 +36,7 @@ def _specs(
         specs.append({
             "mode": "chat", "port": port, "first": first, "pairs": pairs, "active_below": active,
             "senders": opts.senders, "window": opts.window, "rate": rate / procs_n,
+            "watch": watch,
             "cap": 200_000, "warmup": opts.warmup, "duration": opts.duration, "drain": 20.0,
             "server_pid": pid if n == 0 else None, "redis_url": REDIS_URL if n == 0 else None})
         first += pairs
@@ -66,13 +68,17 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "retry_samples": [e for p in parts for e in p["retry_samples"]][:5]}
 
 
-async def chat_run(opts: Options, rate: float, active: int,
-                   profile: bool = False) -> dict[str, Any]:
-    """One run on a fresh gateway and prefix; keys deleted and processes stopped after."""
+async def chat_run(opts: Options, rate: float, active: int, profile: bool = False,
+                   watch: bool = False,
+                   prepare: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One run on a fresh gateway and prefix; keys deleted and processes stopped after.
+    ``watch``: every peer watches its partner's presence; ``prepare(prefix)`` runs first."""
     profile_task = None
     async with scratch(opts, "chat", gateway=True, settings=opts.experiment) as world:
         server = world.server
-        async with loads(_specs(opts, server.port, server.pid, rate, active)) as ws:
+        if prepare is not None:
+            await asyncio.to_thread(prepare, world.prefix)
+        async with loads(_specs(opts, server.port, server.pid, rate, active, watch)) as ws:
             await go_all(ws, "ready", 120)
             if profile:
                 profile_task = asyncio.create_task(profiling.record(

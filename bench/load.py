@@ -1,11 +1,12 @@
 """Load-generator worker process: ``python -m bench.load`` (driven by ``bench.harness``).
 
-The first stdin line is a JSON spec with ``mode`` (chat | echo | sync | idle | http_get). The
-worker prints JSON lines on stdout: ``{"stage": ...}`` when it waits for the driver
-(which answers ``go``), and finally ``{"result_file": path}`` or ``{"error": ...}``.
-Runs on uvloop; every loop is bounded by a deadline and a count. The modes other than
-chat (``bench.chatload``) and http_get (``bench.httpload``) are here: the echo ceiling,
-the sync catch-up and the idle sockets.
+The first stdin line is a JSON spec with ``mode`` (chat | echo | sync | idle | http_get |
+presence_churn). The worker prints JSON lines on stdout: ``{"stage": ...}`` when it waits
+for the driver (which answers ``go``), and finally ``{"result_file": path}`` or
+``{"error": ...}``. Runs on uvloop; every loop is bounded by a deadline and a count. The
+modes other than chat (``bench.chatload``), http_get (``bench.httpload``) and
+presence_churn (``bench.presenceload``) are here: the echo ceiling, the sync catch-up and
+the idle sockets.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import uvloop
 
-from bench import chatload, httpload, wire
+from bench import chatload, httpload, presenceload, wire
 from bench.harness import CpuMeter, raise_nofile
 from bench.wire import Stage, WsClient
 from domain.ids import event_key
@@ -135,7 +136,7 @@ async def idle(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
 
 
 MODES = {"chat": chatload.chat, "echo": echo, "sync": sync, "idle": idle,
-         "http_get": httpload.http_get}
+         "http_get": httpload.http_get, "presence_churn": presenceload.churn}
 
 
 async def stage(name: str, **info: Any) -> None:

@@ -44,6 +44,9 @@ class Options:
     idle_threads: int = 10_000  # idle archived threads (idle_memory figure)
     rebuild_events: int = 1_000_000  # archived events the rebuild figure rebuilds from
     rebuild_threads: int = 10_000  # threads the rebuild figure's events belong to
+    churn_users: int = 200  # watched users whose sockets open and close (presence_churn)
+    churn_rate: float = 200.0  # socket opens + closes per second (presence_churn)
+    churn_duration: float = 20.0  # seconds of churn (presence_churn)
 
     @property
     def experiment(self) -> dict[str, str]:
@@ -63,4 +66,5 @@ SMOKE = Options(
     idle=20, deflate_idle=10, echo_clients=4, quiet_wait=0.0, redo_noisy=0, backlog=400,
     backlog_threads=20, projector_timeout=60.0, fresh_rate=50.0, fresh_duration=1.0,
     pg_rows=2000, pg_batch=500, history_messages=300, history_rate=20.0,
-    history_duration=1.0, idle_threads=100, rebuild_events=2000, rebuild_threads=40)
+    history_duration=1.0, idle_threads=100, rebuild_events=2000, rebuild_threads=40,
+    churn_users=10, churn_rate=20.0, churn_duration=1.0)

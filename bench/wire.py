@@ -49,6 +49,8 @@ class Incoming(msgspec.Struct):
     event: EventBody | None = None
     code: str = ""
     message: str = ""
+    user: str = ""  # presence
+    online: bool = False
 
 
 DECODE = msgspec.json.Decoder(Incoming).decode

@@ -8,6 +8,10 @@ Pub/sub is only a hint. A channel's subscription is confirmed before the
 connection reads its starting point, and every later confirmation of the same
 channel (redis-py resubscribes after a reconnect) means messages may have been
 lost, so the user's connections are caught up from the streams.
+
+Other channels (presence) are ``listen``ed to on the same connection: their messages and
+every confirmation of their subscription (the first, and each one after a reconnect) go
+to the listener, which treats them as hints to re-read.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import structlog
 from redis.asyncio import Redis
@@ -39,6 +43,7 @@ class Hub:
         self.local: dict[bytes, set[Connection]] = {}
         self.active: set[bytes] = set()
         self.waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self.listeners: dict[bytes, Callable[[bytes, bytes | None], None]] = {}
         self.task: asyncio.Task[None] | None = None
         self.healthy = False
         self.lost = False  # the connection dropped at least once
@@ -94,6 +99,45 @@ class Hub:
             with contextlib.suppress(RedisError, OSError):
                 await self.pubsub.unsubscribe(channel)
 
+    async def listen(self, channels: Iterable[bytes],
+                     listener: Callable[[bytes, bytes | None], None]) -> None:
+        """Subscribe ``channels`` for ``listener`` (called with each message, and with
+        None on each confirmation); return once every one is confirmed."""
+        loop = asyncio.get_running_loop()
+        pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        fresh: list[bytes] = []
+        for channel in channels:
+            self.listeners[channel] = listener
+            if channel in self.active:
+                continue
+            waiter = loop.create_future()
+            waiters = self.waiters.setdefault(channel, [])
+            waiters.append(waiter)
+            pending.append((channel, waiter))
+            if len(waiters) == 1:
+                fresh.append(channel)
+        try:
+            if fresh:
+                await self.pubsub.subscribe(*fresh)
+            if pending:
+                await asyncio.wait_for(asyncio.gather(*(w for _, w in pending)),
+                                       SUBSCRIBE_TIMEOUT)
+        except BaseException:
+            for channel, waiter in pending:
+                self._forget_waiter(channel, waiter)
+            raise
+
+    async def unlisten(self, channels: Iterable[bytes]) -> None:
+        gone = []
+        for channel in channels:
+            self.listeners.pop(channel, None)
+            self.active.discard(channel)
+            if channel not in self.waiters:
+                gone.append(channel)
+        if gone:
+            with contextlib.suppress(RedisError, OSError):
+                await self.pubsub.unsubscribe(*gone)
+
     async def _run(self) -> None:
         backoff = 0.05
         while True:
@@ -118,6 +162,12 @@ class Hub:
     def _dispatch(self, message: dict[str, object]) -> None:
         kind, channel, data = message["type"], message["channel"], message["data"]
         if not isinstance(channel, bytes):
+            return
+        listener = self.listeners.get(channel)
+        if listener is not None and kind in ("message", "subscribe"):
+            if kind == "subscribe":
+                self._confirmed(channel)
+            listener(channel, data if kind == "message" and isinstance(data, bytes) else None)
             return
         if kind == "message" and isinstance(data, bytes):
             self._deliver(channel, data)

@@ -18,6 +18,8 @@ from gateway.connection import POLICY, Connection
 from gateway.errors import REFUSALS, FrameError, RateLimitedError, code_for
 from gateway.hub import Hub
 from gateway.metrics import Metrics
+from gateway.presence_leases import Leases
+from gateway.presence_watch import Watchers
 from gateway.protocol import parse
 from gateway.ratelimit import RateLimiter
 from gateway.read_model import ReadModel
@@ -36,6 +38,7 @@ from schemas.client import (
     Typing,
     Unblock,
     Unreact,
+    Watch,
 )
 from schemas.server import Error, Hello, Limits, ThreadSummary, encode_frame
 
@@ -55,14 +58,20 @@ class Gateway:
         self.hub = Hub(self.redis, self.keys.channel,
                        lambda conn: schedule_catch_up(self.store, conn))
         self.limiter = RateLimiter(settings.rate, settings.burst)
+        self.leases = Leases(self.redis, settings.prefix, settings.presence_lease_ms)
+        self.watchers = Watchers(self.redis, self.keys, self.hub, settings.presence_lease_ms)
         self.connections: set[Connection] = set()
         self.closing = False
         metrics.ws_connections.set_function(lambda: len(self.connections))
 
     async def start(self) -> None:
         await self.hub.start()
+        await self.leases.start()
+        await self.watchers.start()
 
     async def stop(self) -> None:
+        await self.watchers.stop()
+        await self.leases.stop()  # the drain closed the sockets: their users go offline
         await self.hub.stop()
         await self.redis.aclose()
 
@@ -123,6 +132,8 @@ class Gateway:
                 await handlers.typing(store, conn, frame)
             case Refresh():
                 handlers.refresh(conn, frame, settings.secret)
+            case Watch():
+                await self.watchers.watch(conn, frame.users)
 
     def refuse(
         self, conn: Connection, code: str, message: str, ref: str | None, exc: Exception

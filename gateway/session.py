@@ -39,6 +39,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     finally:
         gateway.connections.discard(conn)
         conn.cleanup()
+        gateway.leases.left(conn.user, conn)  # the user's last socket here: offline
+        await gateway.watchers.forget(conn)
         await gateway.hub.detach(conn)
         log.info("ws_closed", user=conn.user, client=_client(ws), code=conn.close_code,
                  reason=conn.close_reason, seconds=round(time.monotonic() - started, 3),
@@ -58,6 +60,7 @@ async def _serve(gateway: Gateway, ws: WebSocket, conn: Connection, identity: Id
         await ws.close(INTERNAL, "unavailable")
         return
     conn.push(gateway.hello(conn, threads))
+    gateway.leases.joined(conn.user, conn)  # the user's first socket here: online
     if conn.start(threads):
         schedule_catch_up(gateway.store, conn)
     conn.expire_at(identity.exp)
