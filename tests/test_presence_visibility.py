@@ -11,7 +11,7 @@ import httpx
 
 from adapters.record import Keys
 from tests.presence_support import HIDDEN, befriend, block, next_presence, presences, quiet, shape
-from tests.support import Client, token, uid
+from tests.support import Client, thread_of, token, uid
 
 
 async def test_strangers_and_blocked_users_look_like_nobody(start_gateway, aredis, prefix):
@@ -86,3 +86,27 @@ async def test_a_thread_started_after_the_watch_makes_the_user_visible(start_gat
     assert shape(await next_presence(watcher, bob, 3.0)) == {"online": True, "last_seen": None}
     await watcher.close()
     await user.close()
+
+
+async def test_block_frames_hide_presence_both_ways(start_gateway):
+    """The same rule with real `block`/`unblock` commands (not a written record): after
+    either participant blocks, neither sees the other's presence; after the unblock,
+    both do again."""
+    gw = start_gateway(DUOLOGUE_PRESENCE_LEASE="3")
+    alice, bob = uid("a"), uid("b")
+    a = await Client.connect(gw.ws_url, alice)
+    b = await Client.connect(gw.ws_url, bob)
+    await befriend(a, bob)
+    thread = thread_of(alice, bob)
+    blocked = await b.request({"type": "block", "thread": thread, "client_msg_id": uid("k")})
+    assert blocked["type"] == "ack", blocked
+    for watcher, other in ((a, bob), (b, alice)):
+        await watcher.send({"type": "watch", "users": [other]})
+        assert shape(await next_presence(watcher, other)) == HIDDEN
+    await b.request({"type": "unblock", "thread": thread, "client_msg_id": uid("k")})
+    for watcher, other in ((a, bob), (b, alice)):
+        await watcher.send({"type": "watch", "users": []})
+        await watcher.send({"type": "watch", "users": [other]})
+        assert shape(await next_presence(watcher, other)) == {"online": True, "last_seen": None}
+    await a.close()
+    await b.close()
