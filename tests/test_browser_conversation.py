@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import thread_of
 from tests.test_browser import _converse, browser, open_page  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser
@@ -56,3 +57,20 @@ def test_reply_react_and_block_between_two_pages(open_page: Any) -> None:  # noq
     alice.send(welcome)
     expect(bob.bodies(welcome)).to_have_count(1)
     expect(alice.page.locator("#error")).to_have_text("")
+
+
+def test_online_dot_and_last_seen(open_page: Any) -> None:  # noqa: F811
+    from playwright.sync_api import expect
+
+    alice, bob = open_page("alice"), open_page("bob")
+    _converse(alice, bob)
+    dot = alice.page.locator(f'#threads li[data-thread="{thread_of(alice.name, bob.name)}"] .dot')
+    expect(dot).to_have_class("dot online")
+    expect(alice.page.locator("#peer-status")).to_have_text("online")
+    bob.page.click("#toggle")  # bob goes offline: his last socket closes cleanly
+    bob.wait_status("offline")
+    expect(dot).to_have_class("dot")
+    expect(alice.page.locator("#peer-status")).to_contain_text("last seen")
+    bob.page.click("#toggle")
+    bob.wait_status("online")
+    expect(dot).to_have_class("dot online")
