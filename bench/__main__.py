@@ -3,7 +3,7 @@
 Each figure is measured ``--runs`` times (default 3), each run on a fresh gateway
 process with its own Redis key prefix, deleted afterwards. ``--only`` picks figures:
 throughput, latency, sync, memory, deflate_memory, ceilings (gateway); projector, freshness,
-pg_ceilings, history_read, rebuild (projector and history: each run also has a Postgres
+pg_ceilings, history_read, search_read, rebuild (projector and history: each run also has a Postgres
 database of its own, dropped afterwards); idle_memory, archive_sync, retention (the two
 tiers of protocol.md section 7); presence_sends, presence_churn (presence, section 5).
 """
@@ -35,6 +35,7 @@ from bench.fig_memory import deflate_memory, memory
 from bench.fig_presence import presence_churn, presence_sends
 from bench.fig_projector import freshness, projector_rate
 from bench.fig_rebuild import rebuild
+from bench.fig_search import search_read
 from bench.fig_sync import sync
 from bench.fig_tiers import archive_sync, idle_memory, retention
 from bench.harness import REDIS_URL, RESULTS, ROOT, Result, stop_all, table
@@ -47,7 +48,7 @@ FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "ceilings": ceilings,
     # projector and history (Postgres)
     "projector": projector_rate, "freshness": freshness, "pg_ceilings": pg_ceilings,
-    "history_read": history_read, "rebuild": rebuild,
+    "history_read": history_read, "search_read": search_read, "rebuild": rebuild,
     # the two tiers: Redis hot, the Postgres archive cold (protocol.md section 7)
     "idle_memory": idle_memory, "archive_sync": archive_sync, "retention": retention,
     # presence (protocol.md section 5): watches beside the chat, connect/disconnect churn

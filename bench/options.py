@@ -41,6 +41,10 @@ class Options:
     history_messages: int = 100_000  # messages in the thread GET reads pages of
     history_rate: float = 200.0  # GET requests/s in the history figure
     history_duration: float = 15.0  # seconds of the history figure's measurement window
+    search_messages: int = 100_000  # the searching user's messages (search figure)
+    search_others: int = 1_000_000  # other users' messages beside them (search figure)
+    search_rate: float = 50.0  # GET /v1/search requests/s in the search figure
+    search_duration: float = 15.0  # seconds of the search figure's measurement window
     idle_threads: int = 10_000  # idle archived threads (idle_memory figure)
     rebuild_events: int = 1_000_000  # archived events the rebuild figure rebuilds from
     rebuild_threads: int = 10_000  # threads the rebuild figure's events belong to
@@ -67,4 +71,5 @@ SMOKE = Options(
     backlog_threads=20, projector_timeout=60.0, fresh_rate=50.0, fresh_duration=1.0,
     pg_rows=2000, pg_batch=500, history_messages=300, history_rate=20.0,
     history_duration=1.0, idle_threads=100, rebuild_events=2000, rebuild_threads=40,
-    churn_users=10, churn_rate=20.0, churn_duration=1.0)
+    churn_users=10, churn_rate=20.0, churn_duration=1.0,
+    search_messages=300, search_others=3000, search_rate=20.0, search_duration=1.0)

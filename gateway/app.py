@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from adapters.settings import Settings
-from gateway import health, http_api, http_presence
+from gateway import health, http_api, http_presence, http_search
 from gateway.http_errors import http_exception
 from gateway.metrics import HttpMetricsMiddleware, Metrics
 from gateway.node import Gateway
@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/threads", http_api.list_threads),
         Route("/v1/threads/{thread}/messages", http_api.messages, methods=["GET", "POST"]),
         Route("/v1/presence", http_presence.presence),
+        Route("/v1/search", http_search.search_messages),
         WebSocketRoute("/v1/ws", websocket_endpoint),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,

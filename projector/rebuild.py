@@ -63,6 +63,9 @@ INDEXES = (
     "CREATE INDEX threads_next_user_a ON threads_next (user_a, last_key DESC)",
     "CREATE INDEX threads_next_user_b ON threads_next (user_b, last_key DESC)",
     "CREATE INDEX threads_next_last_at ON threads_next (last_at)",
+    # GET /v1/search (migration 0004)
+    "CREATE INDEX messages_next_search ON messages_next "
+    "USING gin (duologue_search_doc(thread, id, body)) WHERE deleted_at IS NULL",
 )
 Tick = Callable[[str, int], None]  # (phase, amount done)
 
@@ -271,6 +274,8 @@ def _swap(conn: psycopg.Connection, mark: int) -> int:
         for index in ("user_a", "user_b", "last_at"):
             cur.execute(f"ALTER INDEX threads_{index} RENAME TO threads_old_{index}".encode())
             cur.execute(f"ALTER INDEX threads_next_{index} RENAME TO threads_{index}".encode())
+        cur.execute("ALTER INDEX messages_search RENAME TO messages_old_search")
+        cur.execute("ALTER INDEX messages_next_search RENAME TO messages_search")
         cur.execute(f"GRANT SELECT ON {LIVE_NAMES} TO duologue_analyst".encode())
     _drop_old(conn)
     return done

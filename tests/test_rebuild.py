@@ -56,7 +56,8 @@ def assert_indexes(conn: psycopg.Connection) -> None:
         "AND tablename = ANY(%s)", (list(PROJECTION),))}
     assert found == {("messages", "messages_pkey"), ("threads", "threads_pkey"),
                      ("threads", "threads_user_a"), ("threads", "threads_user_b"),
-                     ("threads", "threads_last_at"), ("read_receipts", "read_receipts_pkey")}
+                     ("threads", "threads_last_at"), ("read_receipts", "read_receipts_pkey"),
+                     ("messages", "messages_search")}
 
 
 def rebuild_cli(env: dict[str, str]) -> str:
