@@ -74,3 +74,52 @@ def test_online_dot_and_last_seen(open_page: Any) -> None:  # noqa: F811
     bob.page.click("#toggle")
     bob.wait_status("online")
     expect(dot).to_have_class("dot online")
+
+
+def test_search_box_finds_projected_messages(browser: Any, start_gateway: Any,  # noqa: F811
+                                             database_url: str, redis_url: str, prefix: str,
+                                             log_dir: Any) -> None:
+    """The search box asks GET /v1/search and lists the hits; a hit opens its thread."""
+    import time
+
+    import httpx
+    from playwright.sync_api import expect
+
+    from tests.support import ProjectorProcess, token, uid
+
+    gateway = start_gateway(DATABASE_URL=database_url)
+    projector = ProjectorProcess({"REDIS_URL": redis_url, "DATABASE_URL": database_url,
+                                  "DUOLOGUE_PREFIX": prefix}).start(log_dir)
+    try:
+        alice, bob = uid("alice"), uid("bob")
+        word = f"zebra{uuid.uuid4().hex[:6]}"
+        url = f"{gateway.http_url}/v1/threads/{thread_of(alice, bob)}/messages"
+        auth = {"Authorization": f"Bearer {token(alice)}"}
+        for i, text in enumerate((f"the {word} crossed", "nothing to see", f"{word} again")):
+            answer = httpx.post(url, json={"body": text, "client_msg_id": f"s{i}"}, headers=auth)
+            assert answer.status_code == 201, answer.text
+        search = f"{gateway.http_url}/v1/search"
+        deadline = time.monotonic() + 20
+        while len(httpx.get(search, params={"q": word}, headers=auth).json()["results"]) < 2:
+            assert time.monotonic() < deadline, projector.log()
+            time.sleep(0.05)
+
+        context = browser.new_context()
+        context.set_default_timeout(10_000)
+        page = context.new_page()
+        page.goto(f"{gateway.http_url}/#token={token(bob)}")
+        expect(page.locator("#status")).to_have_text("online")
+        page.fill("#search", word.upper())  # case-insensitive
+        page.press("#search", "Enter")
+        hits = page.locator("#results li.hit")
+        expect(hits).to_have_count(2)
+        expect(hits.first).to_have_text(f"{alice}: {word} again")  # newest first
+        hits.first.click()  # opens the thread
+        thread = thread_of(alice, bob)
+        expect(page.locator(f'#threads li.active[data-thread="{thread}"]')).to_have_count(1)
+        page.fill("#search", "absentword")
+        page.press("#search", "Enter")
+        expect(page.locator("#results li")).to_have_text("no message matches")
+        context.close()
+    finally:
+        projector.terminate()
