@@ -49,6 +49,10 @@ async def test_messages_and_threads_carry_replies_reactions_and_blocks(
         assert by_id[gone["id"]] == {"id": gone["id"], "sender": alice, "body": None,
                                      "sent_at": ms(gone["id"]), "edited_at": None,
                                      "deleted": True, "reply_to": None, "reactions": []}
+        found = (await http.get("/v1/search", params={"q": "reply"},
+                                headers=auth(alice))).json()
+        assert [(r["id"], r["reply_to"]) for r in found["results"]] == [
+            (reply["id"], first["id"])]
         for user in (alice, bob):
             (entry,) = (await http.get("/v1/threads", headers=auth(user))).json()["threads"]
             assert entry["blocked_by"] == [bob]
