@@ -28,6 +28,7 @@ from schemas.http import SearchHit
 MAX_Q = 200  # characters (code points)
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200
+MIN_PREFIX = 2  # characters of a word for `*` to make it a prefix (docs/search.md)
 WEEK_MS = 604_800_000  # the bucket of the week lexemes (migration 0004)
 KEY_PER_MS = 10**20  # domain.ids.SORT_BASE: key = ms * 10**20 + seq
 _DIGITS = re.compile(r"[0-9]+")
@@ -143,7 +144,9 @@ async def search(history: ReadModel, user: str, q: str, thread: str | None,
         "terms": [t.text for t in terms], "prefix": [t.prefix for t in terms],
         "thread": thread, "user": user})
     words, prefixes, newest = rows[0]
-    lexemes = list(dict.fromkeys(zip(words, prefixes, strict=True)))
+    # a one-letter prefix would union the posting lists of a large part of the vocabulary
+    lexemes = list(dict.fromkeys((word, prefix and len(word) >= MIN_PREFIX)
+                                 for word, prefix in zip(words, prefixes, strict=True)))
     if not lexemes:
         raise InvalidError("q has no word to search for (words are letters and digits)")
     if newest is None:  # nothing of these threads is projected yet

@@ -162,8 +162,23 @@ async def test_whole_words_prefix_all_words_and_case(api, rows):
     assert await bodies(api, alice, "run*") == ["the runs were long", "Running late",
                                                 "I run daily"]
     assert await bodies(api, alice, "daily run") == ["I run daily"]  # every word, any order
-    assert await bodies(api, alice, "daily r*") == ["rerun it, daily", "I run daily"]
+    assert await bodies(api, alice, "daily re*") == ["rerun it, daily"]
+    assert await bodies(api, alice, "DAILY Ru*") == ["I run daily"]
     assert await bodies(api, alice, "daily walk") == []
+
+
+async def test_a_one_letter_prefix_matches_the_word_only(api, rows):
+    """Attacks the cost guard: `a*` would read most of the index; it finds the word `a`,
+    while two letters are a prefix again."""
+    alice, bob = uid("a"), uid("b")
+    ab = thread_of(alice, bob)
+    put(rows, ab, 70, alice, "a note")
+    put(rows, ab, 71, alice, "another note")
+    assert await bodies(api, bob, "a*") == ["a note"]
+    assert await bodies(api, bob, "an*") == ["another note"]
+    assert await bodies(api, bob, "e-no*") == []  # 'e' whole, 'no' and 'e-no' prefixes
+    put(rows, ab, 72, alice, "e-notes")
+    assert await bodies(api, bob, "e-no*") == ["e-notes"]
 
 
 @pytest.mark.parametrize(("body", "q", "matches"), [

@@ -8,7 +8,7 @@
 --   ' alice 2810'    those sent in week 2810 (epoch ms / 604800000)
 -- A search ANDs the words with the caller's lexeme, so the index finds only the
 -- caller's matches; the week lexemes let the newest page be found in the newest weeks
--- without reading every match of a common word (gateway/search_model.py).
+-- without reading every match of a common word (gateway/search.py).
 
 CREATE FUNCTION duologue_search_doc(thread text, id text, body text) RETURNS tsvector
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
