@@ -8,7 +8,7 @@ from starlette.responses import Response
 from domain.errors import InvalidError
 from gateway.http_api import authenticate, history_of
 from gateway.http_errors import api, json_response
-from gateway.search import cursor_of, parse_before, parse_limit, search
+from gateway.search import parse_before, parse_limit, search
 from schemas.http import SearchResults
 
 
@@ -21,6 +21,6 @@ async def search_messages(request: Request) -> Response:
         raise InvalidError("q is required: the words to search for")
     limit = parse_limit(query.get("limit"))
     before = parse_before(query.get("before"))
-    hits, more = await search(history_of(request), user, q, query.get("thread"), before, limit)
-    return json_response(SearchResults(
-        results=hits, next_before=cursor_of(hits[-1]) if more and hits else None))
+    hits, next_before = await search(history_of(request), user, q, query.get("thread"),
+                                     before, limit)
+    return json_response(SearchResults(results=hits, next_before=next_before))

@@ -28,7 +28,7 @@ from schemas.http import SearchHit
 MAX_Q = 200  # characters (code points)
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200
-MIN_PREFIX = 2  # characters of a word for `*` to make it a prefix (docs/search.md)
+MIN_PREFIX = 1  # characters of a word for `*` to make it a prefix (docs/search.md)
 WEEK_MS = 604_800_000  # the bucket of the week lexemes (migration 0004)
 KEY_PER_MS = 10**20  # domain.ids.SORT_BASE: key = ms * 10**20 + seq
 _DIGITS = re.compile(r"[0-9]+")
@@ -82,8 +82,11 @@ def parse_before(raw: str | None) -> Position | None:
     return Position(sort_key(event_id), thread)
 
 
-def cursor_of(hit: SearchHit) -> str:
-    return f"{hit.thread}/{hit.id}"
+def cursor_of(hit: SearchHit, tied: bool) -> str:
+    """``next_before``: the last hit's event id, as in the history API; when the next hit
+    has the same event id (in another thread: ids of two threads may coincide), the
+    thread too (``<thread>/<id>``), so that paging neither skips nor repeats it."""
+    return f"{hit.thread}/{hit.id}" if tied else hit.id
 
 
 def tsquery_of(lexemes: list[tuple[str, bool]]) -> str:
@@ -136,21 +139,23 @@ SEARCH_SQL = ("SELECT * FROM (" + " UNION ALL ".join(_window(w) for w in WINDOWS
 
 
 async def search(history: ReadModel, user: str, q: str, thread: str | None,
-                 before: Position | None, limit: int) -> tuple[list[SearchHit], bool]:
-    """Up to ``limit`` hits after ``before``, newest first, and whether more exist."""
+                 before: Position | None, limit: int) -> tuple[list[SearchHit], str | None]:
+    """Up to ``limit`` hits after ``before``, newest first, and the ``next_before`` of
+    the next page (None when there is none)."""
     terms = terms_of(q)
     other = check_participant(thread, user) if thread is not None else None
     rows = await history.fetch(TOKENIZE_SQL, {
         "terms": [t.text for t in terms], "prefix": [t.prefix for t in terms],
         "thread": thread, "user": user})
     words, prefixes, newest = rows[0]
-    # a one-letter prefix would union the posting lists of a large part of the vocabulary
+    # a one-letter prefix unions the posting lists of a large part of the vocabulary: the
+    # contract allows it, and it is the costliest query (docs/search.md)
     lexemes = list(dict.fromkeys((word, prefix and len(word) >= MIN_PREFIX)
                                  for word, prefix in zip(words, prefixes, strict=True)))
     if not lexemes:
         raise InvalidError("q has no word to search for (words are letters and digits)")
     if newest is None:  # nothing of these threads is projected yet
-        return [], False
+        return [], None
     top = int(newest) if before is None else min(int(newest), before.key)
     params = window_params(tsquery_of(lexemes), user, other, top // KEY_PER_MS // WEEK_MS)
     params |= {"user": user, "thread": thread, "limit": limit + 1,
@@ -159,7 +164,9 @@ async def search(history: ReadModel, user: str, q: str, thread: str | None,
     found = await history.fetch(SEARCH_SQL, params)
     hits = [SearchHit(thread=t, id=i, sender=s, body=b, sent_at=sent, edited_at=edited,
                       reply_to=reply) for t, i, _key, s, b, sent, edited, reply in found]
-    return hits[:limit], len(hits) > limit
+    if len(hits) <= limit:
+        return hits, None
+    return hits[:limit], cursor_of(hits[limit - 1], tied=hits[limit].id == hits[limit - 1].id)
 
 
 def window_params(words: str, user: str, other: str | None, week: int) -> dict[str, object]:
