@@ -70,6 +70,9 @@ class Settings:
     webhook_url: str = ""  # offline notifications (protocol.md section 6); "" turns them off
     webhook_secret: str = ""
     webhook_retry_for: float = 86400.0  # seconds a delivery is retried before it is dead
+    webhook_timeout: float = 5.0  # seconds a POST may take before it counts as failed
+    webhook_backoff: float = 1.0  # first retry delay in seconds (doubling, at most 300)
+    webhook_concurrency: int = 32  # POSTs in flight per projector process
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -98,6 +101,10 @@ class Settings:
             webhook_url=env.get("DUOLOGUE_WEBHOOK_URL", ""),
             webhook_secret=env.get("DUOLOGUE_WEBHOOK_SECRET", ""),
             webhook_retry_for=_number(env, "DUOLOGUE_WEBHOOK_RETRY_FOR", 86400),
+            webhook_timeout=_number(env, "DUOLOGUE_WEBHOOK_TIMEOUT", 5, minimum=0.05),
+            webhook_backoff=_number(env, "DUOLOGUE_WEBHOOK_BACKOFF", 1, minimum=0.01),
+            webhook_concurrency=int(_number(env, "DUOLOGUE_WEBHOOK_CONCURRENCY", 32,
+                                            minimum=1)),
         )
 
     def require(self, *names: str) -> Settings:
