@@ -284,6 +284,7 @@ class _Loop:
                 else:
                     log.warning("webhook_retry", delivery=delivery, attempt=attempts,
                                 error=errors.get(delivery), retry_in_s=round(next_in, 2))
+                    self.next_poll = min(self.next_poll, time.monotonic() + max(0.0, next_in))
         self.sender.progress(dead)
 
     async def _drain(self) -> None:
