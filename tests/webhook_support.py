@@ -9,6 +9,7 @@ the receiver closes).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import threading
@@ -102,6 +103,11 @@ class Receiver:
         with self._lock:
             return self._counts.get(delivery, 0)
 
+    def total(self) -> int:
+        """Requests received so far, every delivery id (answered or not yet)."""
+        with self._lock:
+            return sum(self._counts.values())
+
     def delivered(self) -> set[str]:
         with self._lock:
             return {r.delivery for r in self.requests if 200 <= r.status < 300}
@@ -133,6 +139,24 @@ async def send(redis_url: str, keys: Keys, thread: str, sender: str, body: str,
         appended = await store.append(thread, sender, cmid, MessageSent(
             sender=sender, body=body, client_msg_id=cmid, reply_to=reply_to))
         return appended.id
+    finally:
+        await client.aclose()
+
+
+async def send_many(redis_url: str, keys: Keys, sends: list[tuple[str, str, str]]
+                    ) -> list[str]:
+    """(thread, sender, body) appended concurrently; their event ids, in order."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        store = EventStore(client, keys, 86400)
+
+        async def one(thread: str, sender: str, body: str) -> str:
+            cmid = uid("c")
+            appended = await store.append(thread, sender, cmid, MessageSent(
+                sender=sender, body=body, client_msg_id=cmid))
+            return appended.id
+
+        return list(await asyncio.gather(*(one(*s) for s in sends)))
     finally:
         await client.aclose()
 
