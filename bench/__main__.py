@@ -5,7 +5,7 @@ process with its own Redis key prefix, deleted afterwards. ``--only`` picks figu
 throughput, latency, sync, memory, deflate_memory, ceilings (gateway); projector, freshness,
 pg_ceilings, history_read, rebuild (projector and history: each run also has a Postgres
 database of its own, dropped afterwards); idle_memory, archive_sync, retention (the two
-tiers of protocol.md section 7).
+tiers of protocol.md section 7); webhook (offline notifications, protocol.md section 6).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from bench.fig_projector import freshness, projector_rate
 from bench.fig_rebuild import rebuild
 from bench.fig_sync import sync
 from bench.fig_tiers import archive_sync, idle_memory, retention
+from bench.fig_webhook import webhook
 from bench.harness import REDIS_URL, RESULTS, ROOT, Result, stop_all, table
 from bench.options import SMOKE, Options, helps
 from bench.pg_ceilings import pg_ceilings
@@ -49,6 +50,8 @@ FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "history_read": history_read, "rebuild": rebuild,
     # the two tiers: Redis hot, the Postgres archive cold (protocol.md section 7)
     "idle_memory": idle_memory, "archive_sync": archive_sync, "retention": retention,
+    # offline notifications (protocol.md section 6)
+    "webhook": webhook,
 }
 
 

@@ -44,6 +44,10 @@ class Options:
     idle_threads: int = 10_000  # idle archived threads (idle_memory figure)
     rebuild_events: int = 1_000_000  # archived events the rebuild figure rebuilds from
     rebuild_threads: int = 10_000  # threads the rebuild figure's events belong to
+    webhook_rate: float = 2000.0  # sends/s to offline recipients in the webhook figure
+    webhook_duration: float = 10.0  # seconds the webhook figure sends for
+    webhook_pairs: int = 200  # user pairs the webhook figure's sends go between
+    webhook_backlog: int = 50_000  # events of the backlog projected with and without webhooks
 
     @property
     def experiment(self) -> dict[str, str]:
@@ -63,4 +67,5 @@ SMOKE = Options(
     idle=20, deflate_idle=10, echo_clients=4, quiet_wait=0.0, redo_noisy=0, backlog=400,
     backlog_threads=20, projector_timeout=60.0, fresh_rate=50.0, fresh_duration=1.0,
     pg_rows=2000, pg_batch=500, history_messages=300, history_rate=20.0,
-    history_duration=1.0, idle_threads=100, rebuild_events=2000, rebuild_threads=40)
+    history_duration=1.0, idle_threads=100, rebuild_events=2000, rebuild_threads=40,
+    webhook_rate=50.0, webhook_duration=1.0, webhook_pairs=4, webhook_backlog=400)
