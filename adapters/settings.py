@@ -72,7 +72,7 @@ class Settings:
     webhook_retry_for: float = 86400.0  # seconds a delivery is retried before it is dead
     webhook_timeout: float = 5.0  # seconds a POST may take before it counts as failed
     webhook_backoff: float = 1.0  # first retry delay in seconds (doubling, at most 300)
-    webhook_concurrency: int = 32  # POSTs in flight per projector process
+    webhook_concurrency: int = 16  # POSTs in flight per projector process
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -103,7 +103,7 @@ class Settings:
             webhook_retry_for=_number(env, "DUOLOGUE_WEBHOOK_RETRY_FOR", 86400),
             webhook_timeout=_number(env, "DUOLOGUE_WEBHOOK_TIMEOUT", 5, minimum=0.05),
             webhook_backoff=_number(env, "DUOLOGUE_WEBHOOK_BACKOFF", 1, minimum=0.01),
-            webhook_concurrency=int(_number(env, "DUOLOGUE_WEBHOOK_CONCURRENCY", 32,
+            webhook_concurrency=int(_number(env, "DUOLOGUE_WEBHOOK_CONCURRENCY", 16,
                                             minimum=1)),
         )
 

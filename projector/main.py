@@ -3,9 +3,9 @@
 SIGTERM/SIGINT: every worker finishes the batch in hand, releases its partitions
 and exits. With ``--workers N`` a supervisor restarts a worker that dies.
 
-With ``DUOLOGUE_WEBHOOK_URL`` set, every worker process also runs a webhook sender on a
-thread of its own (``projector.webhook_sender``; not with ``--burst``, a batch job): it
-stops with the worker, after the POSTs in flight end.
+With ``DUOLOGUE_WEBHOOK_URL`` set, every worker process also supervises a webhook sender
+(``projector.webhook_process``, a child process of its own; not with ``--burst``, a batch
+job): it stops with the worker, after the POSTs in flight end.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import structlog
 
 from adapters import logs
 from adapters.settings import Settings, SettingsError
-from projector.webhook_sender import Sender
+from projector.webhook_process import Supervisor
 from projector.worker import Worker
 
 log = structlog.get_logger("duologue.projector")
@@ -45,13 +45,12 @@ def _run_one(settings: Settings, burst: bool) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    sender = None
-    if settings.webhook_url and not burst:
-        sender = Sender(settings, stop).start()
-    Worker(settings, burst=burst, stop=stop).run()
-    if sender is not None:
-        stop.set()
-        sender.join(settings.webhook_timeout + 5)
+    sender = Supervisor(settings).start() if settings.webhook_url and not burst else None
+    try:
+        Worker(settings, burst=burst, stop=stop).run()
+    finally:
+        if sender is not None:
+            sender.stop()
     return 0
 
 
