@@ -110,3 +110,19 @@ def test_replay_and_rebuild_enqueue_nothing(fleet, receiver, redis_url, pkeys, d
     assert [row[0] for row in outbox(db)] == [f"{thread}/{late}"]
     assert receiver.requests == []
     assert ids
+
+
+def test_a_presence_read_that_fails_counts_as_offline(fleet, receiver, redis_url, pkeys,
+                                                      rclient, prefix, db):
+    """Attacks: a failed presence read that drops the batch's notifications (or fails the
+    batch: the projection would stall). A presence key of the wrong type makes Redis refuse
+    the read for real."""
+    from adapters import presence
+
+    alice, erin = uid("alice"), uid("erin")
+    rclient.set(presence.key(prefix, erin), "not a hash")  # HGETALL: WRONGTYPE
+    fleet.start(**webhook_env(receiver))
+    event = post(redis_url, pkeys, thread_id(alice, erin), alice, "hello?")
+    wait_until(lambda: receiver.delivered() == {f"{thread_id(alice, erin)}/{event}"}, 15,
+               "notified although Redis refused the presence read")
+    assert projected(db, thread_id(alice, erin), event)
