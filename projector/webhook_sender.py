@@ -54,14 +54,14 @@ DELIVERY_HEADER = "Duologue-Delivery"
 SIGNATURE_HEADER = "Duologue-Signature"
 
 _CLAIM = (
-    "WITH due AS (SELECT id FROM webhook_outbox WHERE dead_at IS NULL AND next_at <= now() "
+    "WITH due AS (SELECT seq FROM webhook_outbox WHERE dead_at IS NULL AND next_at <= now() "
     "ORDER BY next_at LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
     "UPDATE webhook_outbox o SET next_at = now() + %(lease)s * interval '1 second', "
-    "attempts = o.attempts + 1, leased_by = %(me)s FROM due WHERE o.id = due.id "
-    "RETURNING o.id, o.body, o.attempts")
+    "attempts = o.attempts + 1, leased_by = %(me)s FROM due WHERE o.seq = due.seq "
+    "RETURNING o.seq, o.id, o.body, o.attempts")
 _DUE_IN = ("SELECT extract(epoch FROM min(next_at) - now())::float8 FROM webhook_outbox "
            "WHERE dead_at IS NULL")
-_DONE = "DELETE FROM webhook_outbox WHERE id = ANY(%s)"
+_DONE = "DELETE FROM webhook_outbox WHERE seq = ANY(%s)"
 # the next attempt: base * 2^(attempts-1) s, at most MAX_DELAY_S, never after the deadline
 # (created_at + retry_for); a row failing at or after its deadline is dead
 _FAILED = (
@@ -70,8 +70,8 @@ _FAILED = (
     "THEN now() END, "
     "next_at = LEAST(now() + LEAST(%(base)s * power(2, LEAST(o.attempts - 1, 30)), %(max)s) "
     "* interval '1 second', o.created_at + %(retry)s * interval '1 second') "
-    "FROM json_to_recordset(%(rows)s::json) AS u(i text, e text) "
-    "WHERE o.id = u.i AND o.dead_at IS NULL AND o.leased_by = %(me)s "
+    "FROM json_to_recordset(%(rows)s::json) AS u(s int8, e text) "
+    "WHERE o.seq = u.s AND o.dead_at IS NULL AND o.leased_by = %(me)s "
     "RETURNING o.id, o.attempts, o.dead_at IS NOT NULL, "
     "extract(epoch FROM o.next_at - now())::float8")
 
@@ -83,6 +83,7 @@ def sign(secret: str, body: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    seq: int  # the outbox row
     id: str
     ok: bool
     error: str = ""
@@ -159,7 +160,7 @@ class _Session:
         self.backlog = False  # the last claim filled every idle thread: more may be due
         self.next_poll = 0.0
         self.busy = 0  # rows claimed whose POST's end is not recorded yet
-        self.work: queue.SimpleQueue[tuple[str, bytes, int] | None] = queue.SimpleQueue()
+        self.work: queue.SimpleQueue[tuple[int, str, bytes] | None] = queue.SimpleQueue()
         self.done: list[Outcome] = []
         self.failure: BaseException | None = None  # the listener's, raised by the loop
         self.lock = threading.Lock()
@@ -231,7 +232,8 @@ class _Session:
         with self.lock:
             outcomes, self.done = self.done, []
         self.busy -= len(outcomes)
-        delivered = [o.id for o in outcomes if o.ok]
+        delivered = [o.seq for o in outcomes if o.ok]
+        failures = [{"s": o.seq, "e": o.error} for o in outcomes if not o.ok]
         errors = {o.id: o.error for o in outcomes if not o.ok}
         if not (delivered or errors or claim):
             return
@@ -241,7 +243,7 @@ class _Session:
             if delivered:
                 self.conn.execute(_DONE, (delivered,))
             failed = self.conn.execute(_FAILED, {
-                "rows": as_json([{"i": i, "e": e} for i, e in errors.items()]),
+                "rows": as_json(failures),
                 "retry": self.settings.webhook_retry_for, "base": self.settings.webhook_backoff,
                 "max": MAX_DELAY_S, "me": self.sender.name}) if errors else None
             claimed = self.conn.execute(_CLAIM, {
@@ -252,10 +254,10 @@ class _Session:
         if claimed is not None:
             self._hand_out(claimed.fetchall(), claim)
 
-    def _hand_out(self, rows: list[tuple[str, str, int]], asked: int) -> None:
+    def _hand_out(self, rows: list[tuple[int, str, str, int]], asked: int) -> None:
         self.busy += len(rows)
-        for delivery, body, attempts in rows:
-            self.work.put((delivery, body.encode(), attempts))
+        for seq, delivery, body, _attempts in rows:
+            self.work.put((seq, delivery, body.encode()))
         self.backlog = len(rows) == asked
         if not rows:  # read again when the next row is due (or after POLL_S)
             row = self.conn.execute(_DUE_IN).fetchone()
@@ -301,7 +303,7 @@ class _Session:
             item = self.work.get()
             if item is None:
                 return
-            delivery, body, _attempt = item
+            seq, delivery, body = item
             sent = {**headers, DELIVERY_HEADER: delivery,
                     SIGNATURE_HEADER: sign(secret, body)}
             try:
@@ -313,12 +315,12 @@ class _Session:
                 finally:
                     response.close()
                 status = response.status_code
-                outcome = (Outcome(delivery, True) if 200 <= status < 300
-                           else Outcome(delivery, False, f"HTTP {status}"))
+                outcome = (Outcome(seq, delivery, True) if 200 <= status < 300
+                           else Outcome(seq, delivery, False, f"HTTP {status}"))
             except httpx.TimeoutException:
-                outcome = Outcome(delivery, False, f"no answer within {timeout:g} s")
+                outcome = Outcome(seq, delivery, False, f"no answer within {timeout:g} s")
             except Exception as exc:  # any failure of one POST is that delivery's failure
-                outcome = Outcome(delivery, False, f"{type(exc).__name__}: {exc}"[:300])
+                outcome = Outcome(seq, delivery, False, f"{type(exc).__name__}: {exc}"[:300])
             with self.lock:
                 self.done.append(outcome)
             self.wake.set()

@@ -27,5 +27,10 @@ def encode_notification(notification: Notification) -> bytes:
     return _encoder.encode(notification)
 
 
+def encode_notifications(notifications: list[Notification]) -> bytes:
+    """A JSON array of bodies, each exactly as ``encode_notification`` makes it."""
+    return _encoder.encode(notifications)
+
+
 def delivery_id(thread: str, event_id: str) -> str:
     return f"{thread}/{event_id}"

@@ -1,14 +1,14 @@
 -- v1.1 offline notifications (protocol.md section 6, docs/webhooks.md): the outbox.
--- The live projector inserts a row in the same transaction as the batch whose MessageSent
--- it is about (the recipient was offline); the webhook senders of the projector processes
--- POST it and delete it on a 2xx. A row that is still failing RETRY_FOR seconds after it was
--- enqueued stays, with dead_at set (counted by `duologue status`).
+-- The live projector inserts a row in the same transaction as the batch that projects the
+-- MessageSent it is about (its recipient was offline): one row per event, by construction
+-- (only events projected for the first time are enqueued). The webhook senders of the
+-- projector processes POST it and delete it on a 2xx. A row still failing RETRY_FOR seconds
+-- after it was enqueued stays, with dead_at set (counted by `duologue status`).
 CREATE TABLE webhook_outbox (
-  id          text        PRIMARY KEY,  -- "<thread>/<event id>": the Duologue-Delivery header
-  thread      text        NOT NULL,
-  event_id    text        NOT NULL,
-  recipient   text        NOT NULL,
-  body        text        NOT NULL,     -- the exact JSON POSTed (and signed)
+  seq         bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  id          text        NOT NULL,     -- "<thread>/<event id>": the Duologue-Delivery header
+  body        text        NOT NULL,     -- the exact JSON POSTed (and signed); recipient etc.
+                                        -- are in it: body::json->>'recipient'
   created_at  timestamptz NOT NULL DEFAULT now(),  -- the retry window starts here
   next_at     timestamptz NOT NULL DEFAULT now(),  -- due then; a claim pushes it past its lease
   attempts    integer     NOT NULL DEFAULT 0,      -- POSTs begun (a claim counts one)
