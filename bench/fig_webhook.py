@@ -114,6 +114,7 @@ async def latency_run(opts: Options) -> dict[str, Any]:
             await asyncio.to_thread(server.start)
             await asyncio.to_thread(child.start)
             await _owning(world.database_url, 64, child)
+            await _sending(world.database_url, child)
             meter = CpuMeter({"projector": child.pid, "receiver": server.pid},
                              redis_url=REDIS_URL, postgres=True, me="driver")
             cpu0, t0 = meter.sample(), time.perf_counter()
@@ -155,6 +156,22 @@ async def _owning(url: str, partitions: int, child: Child) -> None:
             if time.perf_counter() > deadline or not child.alive():
                 raise RuntimeError(f"the projector did not take the partitions:\n"
                                    f"{child.log_tail()}")
+            await asyncio.sleep(0.1)
+
+
+async def _sending(url: str, child: Child) -> None:
+    """Until the projector's webhook sender listens (its process is up): the latency is
+    measured in steady state, not behind the sender's start."""
+    deadline = time.perf_counter() + 30
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while True:
+            row = await (await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = 'duologue-webhook-listen'")).fetchone()
+            if row and row[0] >= 1:
+                return
+            if time.perf_counter() > deadline or not child.alive():
+                raise RuntimeError(f"the webhook sender did not start:\n{child.log_tail()}")
             await asyncio.sleep(0.1)
 
 

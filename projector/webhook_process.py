@@ -30,7 +30,7 @@ from adapters.settings import Settings
 from projector.webhook_sender import Sender
 
 log = structlog.get_logger("duologue.webhook")
-NICE = 5  # the sender's CPU priority below the projector's
+NICE = 15  # the sender's CPU priority below the projector's
 WATCH_S = 0.5  # how often the child checks its parent, and the parent its child
 
 
