@@ -148,3 +148,16 @@ def test_sigterm_lets_the_post_in_flight_finish(fleet, receiver, redis_url, pkey
     assert receiver.delivered() == {f"{thread}/{event}"}
     assert outbox(db) == []  # recorded before the process ended
     assert "webhook_sender_stopped" in projector.log()
+
+
+def test_each_worker_of_a_supervised_projector_sends(fleet, receiver, redis_url, pkeys, db):
+    """Attacks: senders started only in a single-process projector (compose.yaml runs
+    ``--workers 2``), and senders left running after their workers stop."""
+    projector = fleet.start("--workers", "2", **webhook_env(receiver))
+    ids = sent(redis_url, pkeys, conversations(10, 3))
+    wait_until(lambda: receiver.delivered() == set(ids), 20, "every delivery made")
+    wait_until(lambda: projector.log().count("webhook_sender_started") == 2, 10,
+               "one sender per worker")
+    assert projector.terminate(timeout=20) == 0, tail(projector)
+    assert projector.log().count("webhook_sender_stopped") == 2, tail(projector)
+    assert outbox(db) == []
