@@ -126,3 +126,11 @@ def test_a_presence_read_that_fails_counts_as_offline(fleet, receiver, redis_url
     wait_until(lambda: receiver.delivered() == {f"{thread_id(alice, erin)}/{event}"}, 15,
                "notified although Redis refused the presence read")
     assert projected(db, thread_id(alice, erin), event)
+
+
+def test_a_webhook_url_without_a_secret_is_refused(ops_env):
+    """Attacks: unsigned (forgeable) notifications sent because the secret was forgotten."""
+    done = duologue({**ops_env, "DUOLOGUE_WEBHOOK_URL": "http://127.0.0.1:9/hook"},
+                    "projector", timeout=30)
+    assert done.returncode != 0
+    assert "DUOLOGUE_WEBHOOK_SECRET is not set" in done.stderr
