@@ -56,11 +56,11 @@ def test_retries_after_500s_and_timeouts_with_doubling_backoff(
     # 4th: its start + the timeout): 0.2, 0.4, 0.8, 1.6 s
     failed_at = [a.ended for a in attempts[:3]] + [attempts[3].started + TIMEOUT]
     waits = [b.started - a for a, b in zip(failed_at, attempts[1:], strict=True)]
-    for n, wait in enumerate(waits):
+    for n, wait in enumerate(waits):  # each within scheduling noise of its due time
         expected = BACKOFF * 2 ** n
-        assert expected * 0.8 <= wait <= expected + 0.5, (n, waits)
-    for a, b in itertools.pairwise(waits):
-        assert 1.4 <= b / a <= 2.8, waits  # roughly doubling
+        assert expected * 0.8 <= wait <= expected + 0.6, (n, waits)
+    assert all(a < b for a, b in itertools.pairwise(waits)), waits  # growing
+    assert waits[3] / waits[0] >= 4, waits  # 8 when exact: doubling, not a fixed delay
 
 
 def test_dead_after_retry_for_and_counted_in_status(fleet, receiver, redis_url, pkeys, db,
