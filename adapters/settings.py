@@ -71,6 +71,9 @@ class Settings:
     webhook_secret: str = ""
     webhook_retry_for: float = 86400.0  # seconds a delivery is retried before it is dead
     presence_lease: float = 45.0  # seconds a gateway's unrenewed presence lease lasts
+    webhook_timeout: float = 5.0  # seconds a POST may take before it counts as failed
+    webhook_backoff: float = 1.0  # first retry delay in seconds (doubling, at most 300)
+    webhook_concurrency: int = 16  # POSTs in flight per projector process
 
     @property
     def presence_lease_ms(self) -> int:
@@ -104,6 +107,10 @@ class Settings:
             webhook_secret=env.get("DUOLOGUE_WEBHOOK_SECRET", ""),
             webhook_retry_for=_number(env, "DUOLOGUE_WEBHOOK_RETRY_FOR", 86400),
             presence_lease=_number(env, "DUOLOGUE_PRESENCE_LEASE", 45, minimum=0.3),
+            webhook_timeout=_number(env, "DUOLOGUE_WEBHOOK_TIMEOUT", 5, minimum=0.05),
+            webhook_backoff=_number(env, "DUOLOGUE_WEBHOOK_BACKOFF", 1, minimum=0.01),
+            webhook_concurrency=int(_number(env, "DUOLOGUE_WEBHOOK_CONCURRENCY", 16,
+                                            minimum=1)),
         )
 
     def require(self, *names: str) -> Settings:

@@ -5,7 +5,8 @@ process with its own Redis key prefix, deleted afterwards. ``--only`` picks figu
 throughput, latency, sync, memory, deflate_memory, ceilings (gateway); projector, freshness,
 pg_ceilings, history_read, search_read, rebuild (projector and history: each run also has a Postgres
 database of its own, dropped afterwards); idle_memory, archive_sync, retention (the two
-tiers of protocol.md section 7); presence_sends, presence_churn (presence, section 5).
+tiers of protocol.md section 7); presence_sends, presence_churn (presence, section 5);
+webhook (offline notifications, protocol.md section 6).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from bench.fig_rebuild import rebuild
 from bench.fig_search import search_read
 from bench.fig_sync import sync
 from bench.fig_tiers import archive_sync, idle_memory, retention
+from bench.fig_webhook import webhook
 from bench.harness import REDIS_URL, RESULTS, ROOT, Result, stop_all, table
 from bench.options import SMOKE, Options, helps
 from bench.pg_ceilings import pg_ceilings
@@ -53,6 +55,8 @@ FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "idle_memory": idle_memory, "archive_sync": archive_sync, "retention": retention,
     # presence (protocol.md section 5): watches beside the chat, connect/disconnect churn
     "presence_sends": presence_sends, "presence_churn": presence_churn,
+    # offline notifications (protocol.md section 6)
+    "webhook": webhook,
 }
 
 

@@ -51,6 +51,10 @@ class Options:
     churn_users: int = 200  # watched users whose sockets open and close (presence_churn)
     churn_rate: float = 200.0  # socket opens + closes per second (presence_churn)
     churn_duration: float = 20.0  # seconds of churn (presence_churn)
+    webhook_rate: float = 2000.0  # sends/s to offline recipients in the webhook figure
+    webhook_duration: float = 10.0  # seconds the webhook figure sends for
+    webhook_pairs: int = 200  # user pairs the webhook figure's sends go between
+    webhook_backlog: int = 50_000  # events of the backlog projected with and without webhooks
 
     @property
     def experiment(self) -> dict[str, str]:
@@ -72,4 +76,5 @@ SMOKE = Options(
     pg_rows=2000, pg_batch=500, history_messages=300, history_rate=20.0,
     history_duration=1.0, idle_threads=100, rebuild_events=2000, rebuild_threads=40,
     churn_users=10, churn_rate=20.0, churn_duration=1.0,
-    search_messages=300, search_others=3000, search_rate=20.0, search_duration=1.0)
+    search_messages=300, search_others=3000, search_rate=20.0, search_duration=1.0,
+    webhook_rate=50.0, webhook_duration=1.0, webhook_pairs=4, webhook_backlog=400)

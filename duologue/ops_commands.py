@@ -105,6 +105,8 @@ def status_tables(found: Status, every: bool = False) -> list[Table]:
     totals = _table("Log and projection", "", "count")
     for name, value in found.totals.items():
         totals.add_row(name.replace("_", " "), str(value))
+    for name, value in found.webhooks.items():
+        totals.add_row(f"webhook {name}", str(value))
     return [table, workers, totals]
 
 

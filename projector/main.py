@@ -2,6 +2,10 @@
 
 SIGTERM/SIGINT: every worker finishes the batch in hand, releases its partitions
 and exits. With ``--workers N`` a supervisor restarts a worker that dies.
+
+With ``DUOLOGUE_WEBHOOK_URL`` set, every worker process also supervises a webhook sender
+(``projector.webhook_process``, a child process of its own; not with ``--burst``, a batch
+job): it stops with the worker, after the POSTs in flight end.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from types import FrameType
 import structlog
 
 from adapters import logs
-from adapters.settings import Settings
+from adapters.settings import Settings, SettingsError
+from projector.webhook_process import Supervisor
 from projector.worker import Worker
 
 log = structlog.get_logger("duologue.projector")
@@ -23,6 +28,9 @@ log = structlog.get_logger("duologue.projector")
 
 def run(settings: Settings, workers: int = 1, burst: bool = False) -> int:
     settings.require("redis_url", "database_url")
+    if settings.webhook_url and not settings.webhook_secret:
+        raise SettingsError("DUOLOGUE_WEBHOOK_SECRET is not set (DUOLOGUE_WEBHOOK_URL is): "
+                            "webhook deliveries are always signed")
     if workers <= 1:
         return _run_one(settings, burst)
     return _supervise(settings, workers, burst)
@@ -37,7 +45,12 @@ def _run_one(settings: Settings, burst: bool) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    Worker(settings, burst=burst, stop=stop).run()
+    sender = Supervisor(settings).start() if settings.webhook_url and not burst else None
+    try:
+        Worker(settings, burst=burst, stop=stop).run()
+    finally:
+        if sender is not None:
+            sender.stop()
     return 0
 
 

@@ -65,12 +65,14 @@ Refusal = tuple[Entry, str]  # an entry the projection refuses, and why
 
 
 def project(cur: psycopg.Cursor, tables: Tables, entries: Sequence[Entry],
-            refused: list[Refusal] | None = None) -> int:
+            refused: list[Refusal] | None = None, applied: list[Entry] | None = None) -> int:
     """Archive (if the tables say so) and project; return how many events were new.
 
     With ``refused`` given, an entry at or below its thread's projected head that is not
     the very event archived under its id is not archived, and lands there with the reason
     (the caller buries it): Redis handed out an id twice, which only a lost write can do.
+    With ``applied`` given, the entries projected for the first time are added to it (the
+    live projector's webhook outbox, ``projector.webhook_outbox``).
     """
     if not entries:
         return 0
@@ -100,6 +102,8 @@ def project(cur: psycopg.Cursor, tables: Tables, entries: Sequence[Entry],
             archive(other, entries)
     if not fresh:
         return 0
+    if applied is not None:
+        applied += [e for es in fresh.values() for e in es]
     rows = _Rows()
     for thread, events in fresh.items():
         state = ThreadState(thread, heads.get(thread, "0"), loaded.get(thread, {}),

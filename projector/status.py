@@ -1,8 +1,9 @@
 """``duologue status``: where every partition's projection stands.
 
 Per partition log: the checkpoint, lag in events and seconds, pending entries,
-dead letters and the worker that owns it; the live workers; and totals of the
-log (thread streams) beside the archive and the projection.
+dead letters and the worker that owns it; the live workers; totals of the
+log (thread streams) beside the archive and the projection; and the webhook outbox
+(deliveries pending and dead).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import redis
 from adapters.record import Keys
 from domain.ids import ms_of
 from projector.thread_log import stream_pages, stream_threads
+from projector.webhook_outbox import counts as webhook_counts
 
 
 @dataclass
@@ -39,6 +41,9 @@ class Status:
     partitions: list[PartitionStatus] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)
+    # offline notifications (docs/webhooks.md): "pending" still to deliver or being retried,
+    # "dead" retried for DUOLOGUE_WEBHOOK_RETRY_FOR without a 2xx
+    webhooks: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +76,7 @@ def status(conn: psycopg.Connection, client: redis.Redis, keys: Keys) -> Status:
     for p in result.partitions:
         p.redis_events, p.redis_bytes = usage.get(p.partition, (0, 0))
     result.totals = _totals(conn, client, keys, result)
+    result.webhooks = webhook_counts(conn)
     return result
 
 

@@ -32,6 +32,7 @@ from projector.project import Refusal, project
 from projector.reading import Chunk, raw_replies, read, usable
 from projector.retention import Retention, heads_of
 from projector.tables import LIVE, PROJECTION_LOCK
+from projector.webhook_outbox import Outbox
 
 log = structlog.get_logger("duologue.projector")
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, redis.ConnectionError,
@@ -53,6 +54,7 @@ class Worker:
         self._count = threading.Lock()
         self.retention = Retention(self.keys, settings.retain_events, settings.retain_idle,
                                    settings.retention_every)
+        self.outbox = Outbox(settings)  # offline notifications, in each batch's transaction
 
     def run(self) -> None:
         """Project until stopped (or, in burst mode, until every owned log is drained)."""
@@ -69,6 +71,7 @@ class Worker:
                             retry_in=round(delay, 2))
                 self.stop.wait(delay)
                 delay = min(delay * 2, 5.0)
+        self.outbox.close()
         log.info("projector_stopped", worker=self.name, applied=self.applied)
 
     def _loop(self, conns: list[psycopg.Connection], client: redis.Redis) -> bool:
@@ -212,7 +215,9 @@ class Worker:
                 refused += [(chunk, p) for p in parsed if isinstance(p, Poison)]
                 good += [p for p in parsed if isinstance(p, Entry)]
             conflicts: list[Refusal] = []
-            applied = project(cur, LIVE, good, refused=conflicts)
+            fresh: list[Entry] = []
+            applied = project(cur, LIVE, good, refused=conflicts, applied=fresh)
+            self.outbox.enqueue(cur, fresh)
             chunk_of = {id(e): c for c in group for e in c.parsed}
             refused += [(chunk_of[id(e)], _bury(e, why)) for e, why in conflicts]
             for chunk, dead in refused:

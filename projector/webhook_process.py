@@ -1,0 +1,100 @@
+"""The webhook sender's process, supervised by a ``duologue projector`` process.
+
+The sender (``projector.webhook_sender``) runs in a child process: its Python (httpx,
+the outbox queries) would otherwise share the projector's GIL, and a backlog of
+deliveries would slow the projection. The child runs at a lower CPU priority (``NICE``)
+so that, on a busy machine, the projection and Postgres come first.
+
+- ``Supervisor.start``/``stop``: the projector starts it with its worker and stops it
+  (SIGTERM: the POSTs in flight end and are recorded) when the worker stops.
+- A child that dies is started again (logged, ``webhook_sender_died``); inside it, a
+  session that crashes is restarted by ``Sender.run``.
+- A child whose projector died (SIGKILL: no SIGTERM came) notices that its parent
+  changed and stops the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.process
+import os
+import signal
+import threading
+from types import FrameType
+
+import structlog
+
+from adapters import logs
+from adapters.settings import Settings
+from projector.webhook_sender import Sender
+
+log = structlog.get_logger("duologue.webhook")
+NICE = 15  # the sender's CPU priority below the projector's
+WATCH_S = 0.5  # how often the child checks its parent, and the parent its child
+
+
+def _child(settings: Settings, level: str, parent: int) -> None:
+    logs.configure(level)
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the projector, which stops us
+
+    def orphaned() -> None:
+        while not stop.wait(WATCH_S):
+            if os.getppid() != parent:
+                log.warning("webhook_sender_orphaned", parent=parent)
+                stop.set()
+
+    threading.Thread(target=orphaned, name="webhook-orphan", daemon=True).start()
+    Sender(settings, stop).run()
+
+
+class Supervisor:
+    """Keeps one sender process running until ``stop``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.level = os.environ.get("DUOLOGUE_LOG_LEVEL", "INFO")
+        self.stopping = threading.Event()
+        self.child: multiprocessing.process.BaseProcess | None = None
+        self.thread = threading.Thread(target=self._watch, name="webhook-supervisor",
+                                       daemon=True)
+
+    def start(self) -> Supervisor:
+        self._spawn()
+        self.thread.start()
+        return self
+
+    def _spawn(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.child = context.Process(target=_child, name="duologue-webhook-sender",
+                                     args=(self.settings, self.level, os.getpid()),
+                                     daemon=False)
+        self.child.start()
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(WATCH_S):
+            child = self.child
+            if child is not None and child.exitcode is not None and not self.stopping.is_set():
+                log.error("webhook_sender_died", pid=child.pid, exitcode=child.exitcode)
+                self._spawn()
+
+    def stop(self) -> None:
+        """SIGTERM the sender and wait for the POSTs in flight (at most the timeout)."""
+        self.stopping.set()
+        self.thread.join(WATCH_S * 2)
+        child = self.child
+        if child is None or child.exitcode is not None:
+            return
+        child.terminate()
+        child.join(self.settings.webhook_timeout + 5)
+        if child.exitcode is None:
+            child.kill()
+            child.join(5)
