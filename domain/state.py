@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Any
 
 from domain.ids import EventKey, event_key
 from schemas.events import (
@@ -64,22 +65,25 @@ class Message:
         return self.deleted_at is not None
 
 
-def _empty() -> Mapping[str, object]:
-    return MappingProxyType({})
+EMPTY: Mapping[Any, Any] = MappingProxyType({})  # read-only: one instance serves every state
+
+
+def _empty() -> Mapping[Any, Any]:
+    return EMPTY
 
 
 @dataclass(frozen=True, slots=True)
 class ThreadState:
     thread: str
     last_id: str = "0"
-    messages: Mapping[str, Message] = field(default_factory=_empty)  # type: ignore[arg-type]
+    messages: Mapping[str, Message] = field(default_factory=_empty)
     known: frozenset[str] = frozenset()
-    receipts: Mapping[str, str] = field(default_factory=_empty)  # type: ignore[arg-type]
+    receipts: Mapping[str, str] = field(default_factory=_empty)
     # (message, user, emoji) -> id of the ReactionAdded, for the reactions present
-    reactions: Mapping[ReactionKey, str] = field(default_factory=_empty)  # type: ignore[arg-type]
-    blocks: Mapping[str, str] = field(default_factory=_empty)  # type: ignore[arg-type]
+    reactions: Mapping[ReactionKey, str] = field(default_factory=_empty)
+    blocks: Mapping[str, str] = field(default_factory=_empty)
     # user -> the ThreadBlocked that stands; user -> that user's last ThreadUnblocked
-    unblocks: Mapping[str, str] = field(default_factory=_empty)  # type: ignore[arg-type]
+    unblocks: Mapping[str, str] = field(default_factory=_empty)
 
     def emoji_of(self, target: str, user: str) -> dict[str, str]:
         """``user``'s reactions on ``target``: emoji -> id of the ReactionAdded."""
