@@ -73,7 +73,8 @@ class Settings:
     presence_lease: float = 45.0  # seconds a gateway's unrenewed presence lease lasts
     webhook_timeout: float = 5.0  # seconds a POST may take before it counts as failed
     webhook_backoff: float = 1.0  # first retry delay in seconds (doubling, at most 300)
-    webhook_concurrency: int = 16  # POSTs in flight per projector process
+    webhook_concurrency: int = 16  # POSTs in flight per sender process
+    webhook_senders: int = 1  # sender processes per projector process
 
     @property
     def presence_lease_ms(self) -> int:
@@ -111,6 +112,7 @@ class Settings:
             webhook_backoff=_number(env, "DUOLOGUE_WEBHOOK_BACKOFF", 1, minimum=0.01),
             webhook_concurrency=int(_number(env, "DUOLOGUE_WEBHOOK_CONCURRENCY", 16,
                                             minimum=1)),
+            webhook_senders=int(_number(env, "DUOLOGUE_WEBHOOK_SENDERS", 1, minimum=1)),
         )
 
     def require(self, *names: str) -> Settings:

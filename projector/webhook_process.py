@@ -57,44 +57,47 @@ def _child(settings: Settings, level: str, parent: int) -> None:
 
 
 class Supervisor:
-    """Keeps one sender process running until ``stop``."""
+    """Keeps ``webhook_senders`` sender processes running until ``stop``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.level = os.environ.get("DUOLOGUE_LOG_LEVEL", "INFO")
         self.stopping = threading.Event()
-        self.child: multiprocessing.process.BaseProcess | None = None
+        self.children: list[multiprocessing.process.BaseProcess | None] = (
+            [None] * settings.webhook_senders)
         self.thread = threading.Thread(target=self._watch, name="webhook-supervisor",
                                        daemon=True)
 
     def start(self) -> Supervisor:
-        self._spawn()
+        for n in range(len(self.children)):
+            self._spawn(n)
         self.thread.start()
         return self
 
-    def _spawn(self) -> None:
+    def _spawn(self, n: int) -> None:
         context = multiprocessing.get_context("spawn")
-        self.child = context.Process(target=_child, name="duologue-webhook-sender",
-                                     args=(self.settings, self.level, os.getpid()),
-                                     daemon=False)
-        self.child.start()
+        child = context.Process(target=_child, name=f"duologue-webhook-sender-{n}",
+                                args=(self.settings, self.level, os.getpid()), daemon=False)
+        child.start()
+        self.children[n] = child
 
     def _watch(self) -> None:
         while not self.stopping.wait(WATCH_S):
-            child = self.child
-            if child is not None and child.exitcode is not None and not self.stopping.is_set():
-                log.error("webhook_sender_died", pid=child.pid, exitcode=child.exitcode)
-                self._spawn()
+            for n, child in enumerate(self.children):
+                if child is not None and child.exitcode is not None \
+                        and not self.stopping.is_set():
+                    log.error("webhook_sender_died", pid=child.pid, exitcode=child.exitcode)
+                    self._spawn(n)
 
     def stop(self) -> None:
-        """SIGTERM the sender and wait for the POSTs in flight (at most the timeout)."""
+        """SIGTERM the senders and wait for the POSTs in flight (at most the timeout)."""
         self.stopping.set()
         self.thread.join(WATCH_S * 2)
-        child = self.child
-        if child is None or child.exitcode is not None:
-            return
-        child.terminate()
-        child.join(self.settings.webhook_timeout + 5)
-        if child.exitcode is None:
-            child.kill()
-            child.join(5)
+        running = [c for c in self.children if c is not None and c.exitcode is None]
+        for child in running:
+            child.terminate()
+        for child in running:
+            child.join(self.settings.webhook_timeout + 5)
+            if child.exitcode is None:
+                child.kill()
+                child.join(5)

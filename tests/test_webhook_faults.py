@@ -6,6 +6,7 @@ connections cut, SIGTERM with a POST in flight.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -160,4 +161,22 @@ def test_each_worker_of_a_supervised_projector_sends(fleet, receiver, redis_url,
                "one sender per worker")
     assert projector.terminate(timeout=20) == 0, tail(projector)
     assert projector.log().count("webhook_sender_stopped") == 2, tail(projector)
+    assert outbox(db) == []
+
+
+def test_several_sender_processes_share_one_projectors_outbox(fleet, receiver, redis_url,
+                                                              pkeys, db):
+    """Attacks DUOLOGUE_WEBHOOK_SENDERS: every sender process started, delivering, and
+    stopped with its projector; none POSTs a delivery another is POSTing."""
+    receiver.plan = lambda _id, _n: (200, 0.05)  # slow enough for POSTs to overlap
+    projector = fleet.start(**webhook_env(receiver, DUOLOGUE_WEBHOOK_SENDERS="3"))
+    ids = sent(redis_url, pkeys, conversations(20, 3))
+    wait_until(lambda: receiver.delivered() == set(ids), 30, "every delivery made")
+    wait_until(lambda: projector.log().count("webhook_sender_started") == 3, 10,
+               "three senders")
+    for delivery in ids:  # at most one POST of a delivery at a time
+        spans = sorted((a.started, a.ended) for a in receiver.attempts(delivery))
+        assert all(end <= start for (_, end), (start, _) in itertools.pairwise(spans)), delivery
+    assert projector.terminate(timeout=20) == 0, tail(projector)
+    assert projector.log().count("webhook_sender_stopped") == 3, tail(projector)
     assert outbox(db) == []
