@@ -7,6 +7,7 @@ projector folds a batch onto the slice of state it loaded from Postgres, and
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -101,6 +102,11 @@ class _Fold:
         self.known: set[str] = set()
         self.receipts = dict(state.receipts)
         self.reactions = dict(state.reactions)
+        # message -> its reactions' keys: a delete or a cap check reads one message's
+        # reactions, not the thread's (folding a whole history stays linear)
+        self.on: dict[str, set[ReactionKey]] = defaultdict(set)
+        for key in self.reactions:
+            self.on[key[0]].add(key)
         self.blocks = dict(state.blocks)
         self.unblocks = dict(state.unblocks)
 
@@ -124,7 +130,7 @@ class _Fold:
                 message = self._own(target, sender)
                 if message is not None:
                     self.messages[target] = replace(message, body=None, deleted_at=ts)
-                    for key in [k for k in self.reactions if k[0] == target]:
+                    for key in self.on.pop(target, ()):
                         del self.reactions[key]  # a deleted message keeps no reactions
             case ReadUpTo(reader=reader, up_to=up_to):
                 current = self.receipts.get(reader)
@@ -133,12 +139,16 @@ class _Fold:
             case ReactionAdded(sender=sender, target=target, emoji=emoji):
                 self._react(event_id, sender, target, emoji)
             case ReactionRemoved(sender=sender, target=target, emoji=emoji):
-                self.reactions.pop((target, sender, emoji), None)
+                self._unreact((target, sender, emoji))
             case ThreadBlocked(by=by):
                 self.blocks.setdefault(by, event_id)
             case ThreadUnblocked(by=by):
                 self.blocks.pop(by, None)
                 self.unblocks[by] = event_id
+
+    def _unreact(self, key: ReactionKey) -> None:
+        if self.reactions.pop(key, None) is not None:
+            self.on[key[0]].discard(key)
 
     def _react(self, event_id: str, sender: str, target: str, emoji: str) -> None:
         """Add a reaction the rules allow: on a live message the state holds, not present
@@ -146,9 +156,10 @@ class _Fold:
         message = self.messages.get(target)
         if message is None or message.deleted or (target, sender, emoji) in self.reactions:
             return
-        mine = sum(1 for t, u, _ in self.reactions if t == target and u == sender)
+        mine = sum(1 for _, u, _ in self.on[target] if u == sender)
         if mine < MAX_EMOJI_PER_USER:
             self.reactions[(target, sender, emoji)] = event_id
+            self.on[target].add((target, sender, emoji))
 
     def _own(self, target: str, sender: str) -> Message | None:
         """The live message ``sender`` may change; edits and deletes of others do nothing."""
