@@ -21,16 +21,15 @@ import re
 from dataclasses import dataclass
 
 from domain.errors import InvalidError
-from domain.ids import check_participant, participants, sort_key
+from domain.ids import SORT_BASE, check_participant, participants, sort_key
 from gateway.read_model import NO_UPPER_BOUND, ReadModel
 from schemas.http import SearchHit
 
 MAX_Q = 200  # characters (code points)
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200
-MIN_PREFIX = 1  # characters of a word for `*` to make it a prefix (docs/search.md)
 WEEK_MS = 604_800_000  # the bucket of the week lexemes (migration 0004)
-KEY_PER_MS = 10**20  # domain.ids.SORT_BASE: key = ms * 10**20 + seq
+KEY_PER_MS = SORT_BASE  # key = ms * 10**20 + seq
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -148,10 +147,8 @@ async def search(history: ReadModel, user: str, q: str, thread: str | None,
         "terms": [t.text for t in terms], "prefix": [t.prefix for t in terms],
         "thread": thread, "user": user})
     words, prefixes, newest = rows[0]
-    # a one-letter prefix unions the posting lists of a large part of the vocabulary: the
-    # contract allows it, and it is the costliest query (docs/search.md)
-    lexemes = list(dict.fromkeys((word, prefix and len(word) >= MIN_PREFIX)
-                                 for word, prefix in zip(words, prefixes, strict=True)))
+    # (a one-letter prefix is the costliest query: docs/search.md)
+    lexemes = list(dict.fromkeys(zip(words, prefixes, strict=True)))
     if not lexemes:
         raise InvalidError("q has no word to search for (words are letters and digits)")
     if newest is None:  # nothing of these threads is projected yet
