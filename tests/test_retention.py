@@ -256,6 +256,8 @@ async def test_verify_tells_redis_loss_from_damage_and_replay_restores_gapless_s
     a, b = await Client.connect(tiers.ws_url, alice), await Client.connect(tiers.ws_url, bob)
     try:
         ids = await converse(a, b, 5)
+        for event_id in ids:  # every live frame is in: none may land in the replay below
+            await a.next("event", id=event_id)
         fleet.burst()
         tail = ids[-3:]
         assert rclient.xdel(pkeys.stream(thread), *tail) == 3
