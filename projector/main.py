@@ -47,7 +47,8 @@ def _run_one(settings: Settings, burst: bool) -> int:
     signal.signal(signal.SIGINT, on_signal)
     sender = Supervisor(settings).start() if settings.webhook_url and not burst else None
     try:
-        Worker(settings, burst=burst, stop=stop).run()
+        Worker(settings, burst=burst, stop=stop,
+               report_lag=sender.report_lag if sender is not None else None).run()
     finally:
         if sender is not None:
             sender.stop()

@@ -29,6 +29,9 @@ class Chunk:
     after: str  # the log id the read started after: the checkpoint it must follow
     raw: list[Raw]
     parsed: list[Entry | Poison] = field(default_factory=list)
+    # the recipients of its notifications online when it was read (``Outbox.prefetch``),
+    # None when not read: the outbox then reads presence in the batch's transaction
+    online: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.parsed:
@@ -41,7 +44,7 @@ class Chunk:
     def first(self, poison: Poison | None = None) -> Chunk:
         """This chunk cut to its first entry (buried as ``poison`` if given)."""
         return Chunk(self.owned, self.after, self.raw[:1],
-                     [poison] if poison is not None else self.parsed[:1])
+                     [poison] if poison is not None else self.parsed[:1], self.online)
 
 
 def read(client: redis.Redis, after: dict[str, tuple[Owned, str]], count: int,

@@ -1,6 +1,6 @@
 """The webhook sender's process, supervised by a ``duologue projector`` process.
 
-The sender (``projector.webhook_sender``) runs in a child process: its Python (httpx,
+The sender (``projector.webhook_sender``) runs in a child process: its Python (aiohttp,
 the outbox queries) would otherwise share the projector's GIL, and a backlog of
 deliveries would slow the projection. The child runs at a lower CPU priority (``NICE``)
 so that, on a busy machine, the projection and Postgres come first.
@@ -11,6 +11,10 @@ so that, on a busy machine, the projection and Postgres come first.
   session that crashes is restarted by ``Sender.run``.
 - A child whose projector died (SIGKILL: no SIGTERM came) notices that its parent
   changed and stops the same way.
+- ``Supervisor.lag``: how far behind its projector is, in seconds (the age of the oldest
+  entry its last read returned; 0 when that read was empty), in shared memory, written by
+  the worker (``projector.worker``) and read by the senders, which hold their claims while
+  it is large (``projector.webhook_sender``): a backlog is projected first.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.process
+import multiprocessing.sharedctypes
 import os
 import signal
 import threading
@@ -34,7 +39,8 @@ NICE = 15  # the sender's CPU priority below the projector's
 WATCH_S = 0.5  # how often the child checks its parent, and the parent its child
 
 
-def _child(settings: Settings, level: str, parent: int) -> None:
+def _child(settings: Settings, level: str, parent: int,
+           lag: multiprocessing.sharedctypes.Synchronized[float]) -> None:
     logs.configure(level)
     with contextlib.suppress(OSError):
         os.nice(NICE)
@@ -53,7 +59,7 @@ def _child(settings: Settings, level: str, parent: int) -> None:
                 stop.set()
 
     threading.Thread(target=orphaned, name="webhook-orphan", daemon=True).start()
-    Sender(settings, stop).run()
+    Sender(settings, stop, lambda: float(lag.value)).run()
 
 
 class Supervisor:
@@ -63,6 +69,9 @@ class Supervisor:
         self.settings = settings
         self.level = os.environ.get("DUOLOGUE_LOG_LEVEL", "INFO")
         self.stopping = threading.Event()
+        self.context = multiprocessing.get_context("spawn")
+        # a double in shared memory, written by one thread: no lock needed to read it whole
+        self.lag = self.context.Value("d", 0.0, lock=False)
         self.children: list[multiprocessing.process.BaseProcess | None] = (
             [None] * settings.webhook_senders)
         self.thread = threading.Thread(target=self._watch, name="webhook-supervisor",
@@ -75,9 +84,9 @@ class Supervisor:
         return self
 
     def _spawn(self, n: int) -> None:
-        context = multiprocessing.get_context("spawn")
-        child = context.Process(target=_child, name=f"duologue-webhook-sender-{n}",
-                                args=(self.settings, self.level, os.getpid()), daemon=False)
+        child = self.context.Process(target=_child, name=f"duologue-webhook-sender-{n}",
+                                     args=(self.settings, self.level, os.getpid(), self.lag),
+                                     daemon=False)
         child.start()
         self.children[n] = child
 
@@ -88,6 +97,10 @@ class Supervisor:
                         and not self.stopping.is_set():
                     log.error("webhook_sender_died", pid=child.pid, exitcode=child.exitcode)
                     self._spawn(n)
+
+    def report_lag(self, seconds: float) -> None:
+        """The worker's lag after a read (see the module doc)."""
+        self.lag.value = seconds
 
     def stop(self) -> None:
         """SIGTERM the senders and wait for the POSTs in flight (at most the timeout)."""

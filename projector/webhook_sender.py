@@ -4,38 +4,48 @@ Every ``duologue projector`` process runs one, supervised (``projector.webhook_p
 a child process of its own, so its Python never competes with the batch path for the
 GIL, at a lower CPU priority). ``Sender.run`` restarts a session that crashes (logged).
 
-A session, all threads, its own Postgres connections:
+A session is one asyncio loop (uvloop where installed) with its own Postgres connections:
+- before it claims, the loop splits the due bundles (the projector's batches, migration
+  0006) into a row per notification, in one statement (atomic: a bundle is deleted and
+  its rows inserted, due at once, with the bundle's ``created_at``);
 - the loop claims due rows (``FOR UPDATE SKIP LOCKED``) and leases them: a claim pushes
   ``next_at`` past the POST's timeout (``lease_s``), so another process's sender takes a
   row only once the claim that holds it can no longer be in flight. It holds at most
-  twice as many rows as it has POST threads (one waiting behind each POST, so the threads
-  never wait for the loop's next turn): a row waits at most one timeout for a thread,
+  twice as many rows as it has POST tasks (one waiting behind each POST, so a POST task
+  never waits for the loop's next turn): a row waits at most one timeout for a task,
   then POSTs within one more, and the lease is two timeouts plus a margin;
-- ``webhook_concurrency`` threads POST (httpx's blocking client, the body exactly as
-  stored, signed with HMAC-SHA256); measured here it costs a third of the CPU per request
-  of its asyncio client;
+- ``webhook_concurrency`` tasks POST through one aiohttp session (keep-alive connections,
+  the body exactly as stored, signed with HMAC-SHA256, no redirects followed). Measured
+  here (docs/benchmarks.md): 66 us of CPU per POST, against 380-540 us through httpx's
+  blocking transport on threads, its cheapest use;
 - the loop writes the outcomes in batches: a 2xx deletes the row; anything else, or no
   answer within ``webhook_timeout`` s, schedules the next attempt after
   ``webhook_backoff * 2**(attempts-1)`` s (at most 300 s); a row still failing
   ``webhook_retry_for`` s after it was enqueued is marked dead;
-- a listener thread (LISTEN on a connection of its own) wakes the loop at each commit
+- a listener task (LISTEN on a connection of its own) wakes the loop at each commit
   that enqueued rows; the loop also wakes when a POST ends, when the next row is due,
-  and at least every ``POLL_S`` s.
+  and at least every ``POLL_S`` s;
+- while its projector is more than ``YIELD_LAG_S`` behind (``Supervisor.lag``: a backlog,
+  after a restart or a burst), the loop claims only once per ``TRICKLE_S``: the projection
+  comes first (protocol.md section 6: deliveries never slow it), and on a busy machine the
+  sender's POSTs and outbox queries would take its CPU. Caught up, it claims at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
-import queue
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 import psycopg
 import structlog
 
@@ -49,16 +59,29 @@ MAX_DELAY_S = 300.0  # retries are at most 5 minutes apart
 POLL_S = 1.0  # the polling fallback: the outbox is read at least this often when idle
 LEASE_MARGIN_S = 10.0  # a claim's lease is twice the POST timeout plus this
 TURN_S = 0.005  # the loop turns at most this often: outcomes are written in batches
+STOP_CHECK_S = 0.25  # the loop looks at the stop flag at least this often
+YIELD_LAG_S = 1.0  # claims are held while the projector is further behind than this ...
+TRICKLE_S = 1.0  # ... but for one claim this often, so that deliveries never stop
 STATS_EVERY_S = 10.0  # a "webhook_progress" line at most this often, when anything happened
 DELIVERY_HEADER = "Duologue-Delivery"
 SIGNATURE_HEADER = "Duologue-Signature"
+USER_AGENT = "Duologue-Webhook/1"
 
 _CLAIM = (
     "WITH due AS (SELECT seq FROM webhook_outbox WHERE dead_at IS NULL AND next_at <= now() "
-    "ORDER BY next_at LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
+    "AND deliveries = 1 ORDER BY next_at LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
     "UPDATE webhook_outbox o SET next_at = now() + %(lease)s * interval '1 second', "
     "attempts = o.attempts + 1, leased_by = %(me)s FROM due WHERE o.seq = due.seq "
     "RETURNING o.seq, o.id, o.body, o.attempts")
+# due bundles (oldest first, SPLIT_BUNDLES at most) replaced by their notifications' rows;
+# a bundle another sender is splitting is skipped (its statement commits or rolls back whole)
+SPLIT_BUNDLES = 8
+_SPLIT = (
+    "WITH b AS (DELETE FROM webhook_outbox WHERE seq IN (SELECT seq FROM webhook_outbox "
+    "WHERE deliveries > 1 AND dead_at IS NULL AND next_at <= now() ORDER BY seq "
+    f"LIMIT {SPLIT_BUNDLES} FOR UPDATE SKIP LOCKED) RETURNING body, created_at) "
+    "INSERT INTO webhook_outbox (id, body, created_at) "
+    "SELECT n->>'id', n::text, b.created_at FROM b, json_array_elements(b.body::json) AS n")
 _DUE_IN = ("SELECT extract(epoch FROM min(next_at) - now())::float8 FROM webhook_outbox "
            "WHERE dead_at IS NULL")
 _DONE = "DELETE FROM webhook_outbox WHERE seq = ANY(%s)"
@@ -94,30 +117,49 @@ class _Counts:
     delivered: int = 0
     failed: int = 0
     dead: int = 0
+    held: float = 0.0  # seconds claims were held while the projector caught up
     since: float = field(default_factory=time.monotonic)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (it comes with uvicorn[standard]): a POST costs
+    a third less CPU on it than on asyncio's own loop, measured here."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        return None
+    return uvloop.new_event_loop
 
 
 class Sender:
     """Delivers the outbox until ``stop`` is set; restarts its session after a crash."""
 
-    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+    def __init__(self, settings: Settings, stop: threading.Event,
+                 lag: Callable[[], float] = lambda: 0.0) -> None:
         self.settings = settings
         self.stop = stop
+        self.lag = lag  # seconds the projector is behind (``Supervisor.lag``)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_s = 2 * settings.webhook_timeout + LEASE_MARGIN_S
         self.counts = _Counts()
 
     def run(self) -> None:
-        delay = 0.1
         log.info("webhook_sender_started", sender=self.name, url=self.settings.webhook_url,
                  concurrency=self.settings.webhook_concurrency,
                  timeout_s=self.settings.webhook_timeout,
                  retry_for_s=self.settings.webhook_retry_for)
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(self._sessions())
+        log.info("webhook_sender_stopped", sender=self.name,
+                 delivered=self.counts.delivered, failed_attempts=self.counts.failed)
+
+    async def _sessions(self) -> None:
+        delay = 0.1
         while not self.stop.is_set():
             started = time.monotonic()
             try:
-                with _Session(self) as session:
-                    session.run()
+                async with _Session(self) as session:
+                    await session.run()
             except Exception as exc:
                 if self.stop.is_set():
                     break
@@ -126,86 +168,85 @@ class Sender:
                 log.error("webhook_sender_crashed", sender=self.name,
                           error=f"{type(exc).__name__}: {exc}", restart_in=round(delay, 2),
                           exc_info=not isinstance(exc, psycopg.OperationalError))
-                self.stop.wait(delay)
+                await self._pause(delay)
                 delay = min(delay * 2, 5.0)
-        log.info("webhook_sender_stopped", sender=self.name,
-                 delivered=self.counts.delivered, failed_attempts=self.counts.failed)
 
-    def progress(self, delivered: int, failed: int, dead: int) -> None:
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when ``stop`` is set meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, STOP_CHECK_S))
+
+    def progress(self, delivered: int, failed: int, dead: int, held: float = 0.0) -> None:
         counts = self.counts
         counts.delivered += delivered
         counts.failed += failed
         counts.dead += dead
+        counts.held += held
         now = time.monotonic()
-        if now - counts.since >= STATS_EVERY_S and (counts.delivered or counts.failed):
+        if now - counts.since >= STATS_EVERY_S and (
+                counts.delivered or counts.failed or counts.held):
             log.info("webhook_progress", sender=self.name, delivered=counts.delivered,
                      failed_attempts=counts.failed, dead=counts.dead,
+                     held_for_projector_s=round(counts.held, 1),
                      seconds=round(now - counts.since, 1))
             self.counts = _Counts()
 
 
-def _connect(url: str, name: str) -> psycopg.Connection:
-    return psycopg.connect(url, autocommit=True, connect_timeout=5, application_name=name)
+async def _connect(url: str, name: str) -> psycopg.AsyncConnection:
+    return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=5,
+                                                 application_name=name)
 
 
 class _Session:
-    """Connections, POST threads and the listener of one session (see the module doc)."""
+    """Connections, POST tasks and the listener of one session (see the module doc)."""
 
     def __init__(self, sender: Sender) -> None:
         self.sender = sender
         self.settings = sender.settings
-        self.wake = threading.Event()
-        self.over = threading.Event()  # the session ends: threads exit
+        self.wake = asyncio.Event()
         self.notified = True  # read the outbox at once
-        self.backlog = False  # the last claim filled every idle thread: more may be due
+        self.backlog = False  # the last claim filled every idle task: more may be due
         self.next_poll = 0.0
+        self.claimed_at = 0.0  # the last turn that claimed (monotonic)
+        self.split = False  # the last turn split a bundle
         self.busy = 0  # rows claimed whose POST's end is not recorded yet
-        self.work: queue.SimpleQueue[tuple[int, str, bytes] | None] = queue.SimpleQueue()
+        self.work: asyncio.Queue[tuple[int, str, bytes]] = asyncio.Queue()
         self.done: list[Outcome] = []
         self.failure: BaseException | None = None  # the listener's, raised by the loop
-        self.lock = threading.Lock()
+        self.tasks: list[asyncio.Task[None]] = []
 
-    def __enter__(self) -> _Session:
+    async def __aenter__(self) -> _Session:
         url = self.settings.database_url
-        self.conn = _connect(url, "duologue-webhook")
+        self.conn = await _connect(url, "duologue-webhook")
         try:
-            self.listening = _connect(url, "duologue-webhook-listen")
-            self.listening.execute(f"LISTEN {CHANNEL}")
+            self.listening = await _connect(url, "duologue-webhook-listen")
+            await self.listening.execute(f"LISTEN {CHANNEL}")
         except BaseException:
-            self.conn.close()
+            await self.conn.close()
             raise
         concurrency = self.settings.webhook_concurrency
-        # Each POST thread has its own httpx transport holding one keep-alive connection:
-        # with one shared pool, its lock and its scan of every idle connection took a
-        # fifth of the sender's samples. The transport without the Client around it (no
-        # redirects, cookies, auth or hooks to run): 0.22 ms of CPU per POST here against
-        # 0.34 ms through Client.post.
-        self.transports = [httpx.HTTPTransport(limits=httpx.Limits(
-            max_connections=1, max_keepalive_connections=1)) for _ in range(concurrency)]
-        self.threads = [threading.Thread(target=self._listen, name="webhook-listen",
-                                         daemon=True)]
-        self.threads += [threading.Thread(target=self._post_loop, args=(transport,),
-                                          name=f"webhook-post-{n}", daemon=True)
-                         for n, transport in enumerate(self.transports)]
-        for thread in self.threads:
-            thread.start()
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=concurrency),
+            timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout),
+            headers={"User-Agent": USER_AGENT})
+        self.tasks = [asyncio.create_task(self._listen(), name="webhook-listen")]
+        self.tasks += [asyncio.create_task(self._post_loop(), name=f"webhook-post-{n}")
+                       for n in range(concurrency)]
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.over.set()
-        for _ in range(self.settings.webhook_concurrency):
-            self.work.put(None)
-        self.conn.close()
-        self.listening.close()  # ends the listener's wait
-        for thread in self.threads:
-            thread.join(0.5)
-        for transport in self.transports:
-            transport.close()
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.http.close()
+        await self.conn.close()
+        await self.listening.close()
 
     # -- the loop -------------------------------------------------------------------------
-    def run(self) -> None:
+    async def run(self) -> None:
         stop = self.sender.stop
-        held = 2 * self.settings.webhook_concurrency  # rows in flight or waiting for a thread
+        held = 2 * self.settings.webhook_concurrency  # rows in flight or waiting for a task
         turn = 0.0
         try:
             while not stop.is_set():
@@ -215,22 +256,31 @@ class _Session:
                 free = held - self.busy + len(self.done)
                 now = time.monotonic()
                 claim = free > 0 and (self.notified or self.backlog or now >= self.next_poll)
-                self._turn(free if claim else 0)
+                holding = claim and self._holding(now)
+                await self._turn(free if claim and not holding else 0)
                 now = time.monotonic()
-                if not (self.done or (self.backlog and self.busy < held)):
-                    self.wake.wait(min(max(0.0, self.next_poll - now), 0.25))  # 0.25: stop
+                if holding:  # look again soon: caught up, the projector's rows go out at once
+                    await asyncio.sleep(TURN_S * 4)
+                    self.sender.progress(0, 0, 0, time.monotonic() - now)
+                elif not (self.done or (self.backlog and self.busy < held)):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), min(
+                            max(0.0, self.next_poll - now), STOP_CHECK_S))
                 # let the POSTs ending meanwhile join the next turn's batch (a few ms at most)
-                time.sleep(max(0.0, turn + TURN_S - time.monotonic()))
+                await asyncio.sleep(max(0.0, turn + TURN_S - time.monotonic()))
                 turn = time.monotonic()
         finally:
-            self._drain()
+            await self._drain()
 
-    def _turn(self, claim: int) -> None:
+    def _holding(self, now: float) -> bool:
+        """Hold this claim: the projector is behind (see the module doc)?"""
+        return self.sender.lag() > YIELD_LAG_S and now - self.claimed_at < TRICKLE_S
+
+    async def _turn(self, claim: int) -> None:
         """One round trip (pipeline mode): write the outcomes of the POSTs that ended (a
         2xx deletes the row; a failure schedules the next attempt or marks the row dead),
-        then claim up to ``claim`` due rows and hand them to the POST threads."""
-        with self.lock:
-            outcomes, self.done = self.done, []
+        then claim up to ``claim`` due rows and hand them to the POST tasks."""
+        outcomes, self.done = self.done, []
         self.busy -= len(outcomes)
         delivered = [o.seq for o in outcomes if o.ok]
         failures = [{"s": o.seq, "e": o.error} for o in outcomes if not o.ok]
@@ -239,28 +289,33 @@ class _Session:
             return
         if claim:
             self.notified = False
-        with self.conn.pipeline():
+            self.claimed_at = time.monotonic()
+        conn = self.conn
+        async with conn.pipeline():
             if delivered:
-                self.conn.execute(_DONE, (delivered,))
-            failed = self.conn.execute(_FAILED, {
+                await conn.execute(_DONE, (delivered,))
+            failed = await conn.execute(_FAILED, {
                 "rows": as_json(failures),
                 "retry": self.settings.webhook_retry_for, "base": self.settings.webhook_backoff,
                 "max": MAX_DELAY_S, "me": self.sender.name}) if errors else None
-            claimed = self.conn.execute(_CLAIM, {
+            split = await conn.execute(_SPLIT) if claim else None
+            claimed = await conn.execute(_CLAIM, {
                 "n": claim, "lease": self.sender.lease_s, "me": self.sender.name}
             ) if claim else None
-        dead = self._log_failures(failed.fetchall(), errors) if failed is not None else 0
+        dead = self._log_failures(await failed.fetchall(), errors) if failed is not None else 0
         self.sender.progress(len(delivered), len(errors), dead)
         if claimed is not None:
-            self._hand_out(claimed.fetchall(), claim)
+            # a bundle split: more bundles may be due (the next turn splits one more)
+            self.split = split is not None and split.rowcount > 0
+            await self._hand_out(await claimed.fetchall(), claim)
 
-    def _hand_out(self, rows: list[tuple[int, str, str, int]], asked: int) -> None:
+    async def _hand_out(self, rows: list[tuple[int, str, str, int]], asked: int) -> None:
         self.busy += len(rows)
         for seq, delivery, body, _attempts in rows:
-            self.work.put((seq, delivery, body.encode()))
-        self.backlog = len(rows) == asked
-        if not rows:  # read again when the next row is due (or after POLL_S)
-            row = self.conn.execute(_DUE_IN).fetchone()
+            self.work.put_nowait((seq, delivery, body.encode()))
+        self.backlog = len(rows) == asked or self.split
+        if not rows and not self.split:  # read again when the next row is due (or after POLL_S)
+            row = await (await self.conn.execute(_DUE_IN)).fetchone()
             due_in = row[0] if row and row[0] is not None else POLL_S
             self.next_poll = time.monotonic() + min(POLL_S, max(0.0, due_in))
         elif not self.backlog:  # all due rows taken; our own retries set next_poll
@@ -281,58 +336,49 @@ class _Session:
                 self.next_poll = min(self.next_poll, time.monotonic() + max(0.0, next_in))
         return dead
 
-    def _drain(self) -> None:
+    async def _drain(self) -> None:
         """SIGTERM (or a crash): let the POSTs in flight end (each within its timeout) and
         record them; a row left unrecorded is retried when its lease ends."""
         deadline = time.monotonic() + self.settings.webhook_timeout + 1
         while self.busy > len(self.done) and time.monotonic() < deadline:
-            self.wake.wait(0.05)
             self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), 0.05)
         try:
-            self._turn(0)
+            await self._turn(0)
         except psycopg.Error as exc:
             log.warning("webhook_unrecorded", error=str(exc))
 
-    # -- the other threads ----------------------------------------------------------------
-    def _post_loop(self, http: httpx.HTTPTransport) -> None:
-        headers = {"Content-Type": "application/json"}
+    # -- the other tasks ------------------------------------------------------------------
+    async def _post_loop(self) -> None:
         secret, url = self.settings.webhook_secret, self.settings.webhook_url
         timeout = self.settings.webhook_timeout
-        timeouts = httpx.Timeout(timeout).as_dict()
         while True:
-            item = self.work.get()
-            if item is None:
-                return
-            seq, delivery, body = item
-            sent = {**headers, DELIVERY_HEADER: delivery,
-                    SIGNATURE_HEADER: sign(secret, body)}
+            seq, delivery, body = await self.work.get()
+            headers = {"Content-Type": "application/json", DELIVERY_HEADER: delivery,
+                       SIGNATURE_HEADER: sign(secret, body)}
             try:
-                request = httpx.Request("POST", url, content=body, headers=sent,
-                                        extensions={"timeout": timeouts})
-                response = http.handle_request(request)
-                try:
-                    response.read()
-                finally:
-                    response.close()
-                status = response.status_code
+                async with self.http.post(url, data=body, headers=headers,
+                                          allow_redirects=False) as response:
+                    await response.read()
+                    status = response.status
                 outcome = (Outcome(seq, delivery, True) if 200 <= status < 300
                            else Outcome(seq, delivery, False, f"HTTP {status}"))
-            except httpx.TimeoutException:
+            except TimeoutError:
                 outcome = Outcome(seq, delivery, False, f"no answer within {timeout:g} s")
             except Exception as exc:  # any failure of one POST is that delivery's failure
                 outcome = Outcome(seq, delivery, False, f"{type(exc).__name__}: {exc}"[:300])
-            with self.lock:
-                self.done.append(outcome)
+            self.done.append(outcome)
             self.wake.set()
 
-    def _listen(self) -> None:
+    async def _listen(self) -> None:
         """Every NOTIFY on the channel wakes the loop (a commit enqueued rows)."""
         try:
-            while not self.over.is_set():
-                for _ in self.listening.notifies(timeout=0.5, stop_after=1):
-                    self.notified = True
-                    self.wake.set()
-        except Exception as exc:
-            if not self.over.is_set():
-                self.failure = exc  # the loop raises it: the session restarts
+            async for _ in self.listening.notifies():
+                self.notified = True
                 self.wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failure = exc  # the loop raises it: the session restarts
+            self.wake.set()

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -24,7 +25,7 @@ import structlog
 
 from adapters.record import Keys
 from adapters.settings import Settings
-from domain.ids import event_key
+from domain.ids import event_key, ms_of
 from projector import attempts, ledger
 from projector.entries import Entry, Poison
 from projector.ownership import Ownership
@@ -43,7 +44,8 @@ POISONOUS = (psycopg.DataError, psycopg.IntegrityError)
 
 class Worker:
     def __init__(self, settings: Settings, *, burst: bool = False,
-                 stop: threading.Event | None = None, batch: int = 1000) -> None:
+                 stop: threading.Event | None = None, batch: int = 1000,
+                 report_lag: Callable[[float], None] | None = None) -> None:
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
         self.burst = burst
@@ -55,6 +57,7 @@ class Worker:
         self.retention = Retention(self.keys, settings.retain_events, settings.retain_idle,
                                    settings.retention_every)
         self.outbox = Outbox(settings)  # offline notifications, in each batch's transaction
+        self.report_lag = report_lag  # how far behind each read is (the webhook senders')
 
     def run(self) -> None:
         """Project until stopped (or, in burst mode, until every owned log is drained)."""
@@ -94,6 +97,8 @@ class Worker:
                 if chunks is None or not _still_at(owner, ends) or covered != set(owner.owned):
                     chunks = self._read(client, owner, {})  # from every checkpoint
                 chunks = usable(chunks, owner.owned)
+                if self.report_lag is not None:
+                    self.report_lag(_behind(chunks))
                 if chunks:
                     if not any(o.narrow for o in owner.owned.values()):
                         ends = {c.owned.partition: c.last for c in chunks}
@@ -119,7 +124,9 @@ class Worker:
         if not after:
             self.stop.wait(0.5)
             return []
-        return read(client, after, self.batch, 100 if self.burst else 500)
+        chunks = read(client, after, self.batch, 100 if self.burst else 500)
+        self.outbox.prefetch(chunks)  # off the commit's path: this runs while one commits
+        return chunks
 
     def _apply(self, conns: list[psycopg.Connection], lanes: ThreadPoolExecutor,
                client: redis.Redis, chunks: list[Chunk], owner: Ownership) -> None:
@@ -217,7 +224,7 @@ class Worker:
             conflicts: list[Refusal] = []
             fresh: list[Entry] = []
             applied = project(cur, LIVE, good, refused=conflicts, applied=fresh)
-            self.outbox.enqueue(cur, fresh)
+            self.outbox.enqueue(cur, fresh, _online(group))
             chunk_of = {id(e): c for c in group for e in c.parsed}
             refused += [(chunk_of[id(e)], _bury(e, why)) for e, why in conflicts]
             for chunk, dead in refused:
@@ -231,6 +238,21 @@ class Worker:
         self.retention.archived(heads_of(good).items())
         with self._count:
             self.applied += applied
+
+
+def _online(group: list[Chunk]) -> frozenset[str] | None:
+    """The recipients online when the group's chunks were read, if known for all."""
+    known = [c.online for c in group if c.online is not None]
+    return frozenset[str]().union(*known) if len(known) == len(group) else None
+
+
+def _behind(chunks: list[Chunk]) -> float:
+    """Seconds since the oldest entry of a read was appended (its log id's ms, the Redis
+    clock); 0 for an empty read: caught up."""
+    if not chunks:
+        return 0.0
+    oldest = min(ms_of(c.raw[0][0].decode()) for c in chunks)
+    return max(0.0, time.time() - oldest / 1000)
 
 
 def _still_at(owner: Ownership, ends: dict[int, str]) -> bool:

@@ -72,9 +72,11 @@ class Receiver:
                     return
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Length", "2")
+                    answer = b"" if status in (204, 304) else b"ok"  # they have no body
+                    if answer:
+                        self.send_header("Content-Length", str(len(answer)))
                     self.end_headers()
-                    self.wfile.write(b"ok")
+                    self.wfile.write(answer)
                 except OSError:  # the sender gave up first
                     status = 0
                 with receiver._lock:
@@ -169,9 +171,12 @@ def online(client: redis.Redis, prefix: str, user: str, age_ms: int = 0) -> None
 
 
 def outbox(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
-    """(id, attempts, dead) of every outbox row."""
-    return conn.execute("SELECT id, attempts, dead_at IS NOT NULL FROM webhook_outbox "
-                        "ORDER BY id").fetchall()
+    """(id, attempts, dead) of every notification in the outbox, a bundle's (a projector
+    batch's row, not yet split by a sender) one by one."""
+    return conn.execute(
+        "SELECT id, attempts, dead_at IS NOT NULL FROM webhook_outbox WHERE deliveries = 1 "
+        "UNION ALL SELECT n->>'id', o.attempts, o.dead_at IS NOT NULL FROM webhook_outbox o, "
+        "json_array_elements(o.body::json) AS n WHERE o.deliveries > 1 ORDER BY 1").fetchall()
 
 
 def projected(conn: psycopg.Connection, thread: str, event_id: str) -> bool:
