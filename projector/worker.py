@@ -58,6 +58,7 @@ class Worker:
                                    settings.retention_every)
         self.outbox = Outbox(settings)  # offline notifications, in each batch's transaction
         self.report_lag = report_lag  # how far behind each read is (the webhook senders')
+        self._redis_clock = RedisClock()
 
     def run(self) -> None:
         """Project until stopped (or, in burst mode, until every owned log is drained)."""
@@ -98,7 +99,7 @@ class Worker:
                     chunks = self._read(client, owner, {})  # from every checkpoint
                 chunks = usable(chunks, owner.owned)
                 if self.report_lag is not None:
-                    self.report_lag(_behind(chunks))
+                    self.report_lag(_behind(chunks, self._redis_clock.now(client)))
                 if chunks:
                     if not any(o.narrow for o in owner.owned.values()):
                         ends = {c.owned.partition: c.last for c in chunks}
@@ -246,13 +247,34 @@ def _online(group: list[Chunk]) -> frozenset[str] | None:
     return frozenset[str]().union(*known) if len(known) == len(group) else None
 
 
-def _behind(chunks: list[Chunk]) -> float:
-    """Seconds since the oldest entry of a read was appended (its log id's ms, the Redis
-    clock); 0 for an empty read: caught up."""
+class RedisClock:
+    """Redis's time (log ids are its milliseconds), from this machine's clock and an offset
+    read with ``TIME`` at most every ``EVERY_S``: a projector whose clock is off by seconds
+    must not look behind (its senders would hold) or ahead."""
+
+    EVERY_S = 10.0
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.read_at = -self.EVERY_S
+
+    def now(self, client: redis.Redis) -> float:
+        mono = time.monotonic()
+        if mono - self.read_at >= self.EVERY_S:
+            with contextlib.suppress(redis.RedisError):
+                seconds, micros = client.time()
+                self.offset = seconds + micros / 1e6 - time.time()
+            self.read_at = mono
+        return time.time() + self.offset
+
+
+def _behind(chunks: list[Chunk], now: float) -> float:
+    """Seconds from the oldest entry of a read being appended (its log id's ms, the Redis
+    clock) to ``now`` (Redis's); 0 for an empty read: caught up."""
     if not chunks:
         return 0.0
     oldest = min(ms_of(c.raw[0][0].decode()) for c in chunks)
-    return max(0.0, time.time() - oldest / 1000)
+    return max(0.0, now - oldest / 1000)
 
 
 def _still_at(owner: Ownership, ends: dict[int, str]) -> bool:

@@ -16,7 +16,7 @@ import pytest
 from adapters.settings import Settings
 from domain.ids import thread_id
 from projector.webhook_sender import TRICKLE_S, YIELD_LAG_S, Sender, _Session
-from projector.worker import _behind
+from projector.worker import RedisClock, _behind
 from tests.ops_support import duologue
 from tests.support import uid
 from tests.webhook_support import Receiver, outbox, send_many, wait_until, webhook_env
@@ -110,5 +110,20 @@ def test_the_projectors_lag_is_the_age_of_the_oldest_entry_it_read() -> None:
     chunks = [Chunk(None, "0", [(f"{now_ms - 5000}-0".encode(), None),  # type: ignore[arg-type]
                                 (f"{now_ms}-0".encode(), None)], [None]),  # type: ignore[list-item]
               Chunk(None, "0", [(f"{now_ms - 100}-0".encode(), None)], [None])]  # type: ignore[arg-type,list-item]
-    assert 4.9 <= _behind(chunks) <= 6
-    assert _behind([]) == 0.0
+    now = now_ms / 1000
+    assert _behind(chunks, now) == pytest.approx(5.0)
+    assert _behind(chunks, now + 60) == pytest.approx(65.0)
+    assert _behind([], now + 60) == 0.0
+
+
+def test_the_lag_is_read_on_redis_clock_not_this_machines(rclient) -> None:
+    """Attacks: a projector whose clock runs ahead of Redis's looking behind for ever (its
+    senders would hold every delivery), or one running behind looking caught up."""
+    clock = RedisClock()
+    seconds, micros = rclient.time()
+    redis_now = seconds + micros / 1e6
+    assert clock.now(rclient) == pytest.approx(redis_now, abs=0.5)
+    clock.offset, clock.read_at = 3600.0, time.monotonic()  # as if this clock were an hour off
+    assert clock.now(rclient) == pytest.approx(redis_now + 3600, abs=0.5)  # cached ...
+    clock.read_at -= RedisClock.EVERY_S
+    assert clock.now(rclient) == pytest.approx(redis_now, abs=0.5)  # ... then read again
