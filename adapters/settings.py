@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-DEV_DIR = Path(".duologue")
-DEV_SECRET = DEV_DIR / "secret"
+MIN_SECRET_BYTES = 32  # protocol.md section 8: a gateway refuses a shorter DUOLOGUE_SECRET
 
 
 WS_COMPRESSION = ("per-message", "context", "off")  # gateway/ws_protocol.py's policies
@@ -36,13 +34,6 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if value not in choices:
         raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
-
-
-def _secret(env: Mapping[str, str]) -> str:
-    secret = env.get("DUOLOGUE_SECRET") or ""
-    if not secret and DEV_SECRET.exists():
-        secret = DEV_SECRET.read_text().strip()
-    return secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +77,7 @@ class Settings:
         return cls(
             redis_url=env.get("REDIS_URL", ""),
             database_url=env.get("DATABASE_URL", ""),
-            secret=_secret(env),
+            secret=env.get("DUOLOGUE_SECRET") or "",
             partitions=int(_number(env, "DUOLOGUE_PARTITIONS", 64, minimum=1)),
             prefix=env.get("DUOLOGUE_PREFIX") or "dl",
             rate=_number(env, "DUOLOGUE_RATE", 20),
@@ -114,6 +105,21 @@ class Settings:
                                             minimum=1)),
             webhook_senders=int(_number(env, "DUOLOGUE_WEBHOOK_SENDERS", 1, minimum=1)),
         )
+
+    def require_gateway_secret(self) -> Settings:
+        """A gateway signs and checks every token with ``DUOLOGUE_SECRET``: set (from the
+        environment: the CLI gives a gateway no dev secret file) and at least
+        ``MIN_SECRET_BYTES`` long, else anyone could forge tokens."""
+        if not self.secret:
+            raise SettingsError(
+                f"DUOLOGUE_SECRET is not set: a gateway needs a random secret of at least "
+                f"{MIN_SECRET_BYTES} bytes (`duologue dev` makes its own), e.g. "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        size = len(self.secret.encode())
+        if size < MIN_SECRET_BYTES:
+            raise SettingsError(f"DUOLOGUE_SECRET is {size} bytes long: a gateway needs at "
+                                f"least {MIN_SECRET_BYTES} random bytes")
+        return self
 
     def require(self, *names: str) -> Settings:
         """Fail with a clear message when a required value is empty."""

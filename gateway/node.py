@@ -7,6 +7,7 @@ import time
 
 import structlog
 
+from adapters.logs import clip
 from adapters.record import Keys
 from adapters.settings import Settings
 from domain.commands import SendMessage
@@ -15,7 +16,7 @@ from gateway import handlers
 from gateway.archive import Archive
 from gateway.backfill import schedule_catch_up
 from gateway.connection import POLICY, Connection
-from gateway.errors import REFUSALS, FrameError, RateLimitedError, code_for
+from gateway.errors import REFUSALS, FrameError, RateLimitedError, client_message, code_for
 from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.presence_leases import Leases
@@ -96,7 +97,7 @@ class Gateway:
             if code is None:
                 raise
             ref = exc.ref if isinstance(exc, FrameError) else ref
-            self.refuse(conn, code, str(getattr(exc, "message", exc)), ref, exc)
+            self.refuse(conn, code, client_message(exc, code), ref, exc)
         else:
             self.metrics.command(kind, "ok")
 
@@ -143,7 +144,12 @@ class Gateway:
         if retry is not None:
             error = Error(code=code, message=message, ref=ref, retry_after_ms=retry)
         conn.push(encode_frame(error))
-        log.info("frame_refused", user=conn.user, code=code, reason=message, ref=ref)
+        if code == "unavailable":  # what Redis or Postgres said, for the operator
+            log.warning("frame_unavailable", user=conn.user, ref=clip(ref),
+                        error=clip(f"{type(exc).__name__}: {exc}"))
+        else:
+            log.info("frame_refused", user=conn.user, code=code, reason=clip(message),
+                     ref=clip(ref))
         if code in REFUSALS and conn.refused():
             conn.close(POLICY, "too many refused frames", flush=True)
 

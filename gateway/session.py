@@ -9,6 +9,7 @@ import structlog
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from adapters.logs import clip
 from adapters.tokens import AuthError, Identity, bearer, read_token
 from gateway.backfill import schedule_catch_up
 from gateway.connection import Connection
@@ -27,7 +28,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     try:
         identity = read_token(token, gateway.settings.secret)
     except AuthError as exc:
-        log.info("ws_refused", reason=str(exc), client=_client(ws))
+        log.info("ws_refused", reason=clip(str(exc)), client=_client(ws))
         await ws.close(1008)  # before accept: the handshake is refused with HTTP 403
         return
     await ws.accept()
