@@ -41,7 +41,7 @@ from schemas.client import (
     Unreact,
     Watch,
 )
-from schemas.server import Error, Hello, Limits, ThreadSummary, encode_frame
+from schemas.server import HELLO_THREADS, Error, Hello, Limits, ThreadSummary, encode_frame
 
 log = structlog.get_logger("duologue.gateway")
 SHUTTING_DOWN = 1001
@@ -77,10 +77,14 @@ class Gateway:
         await self.redis.aclose()
 
     def hello(self, conn: Connection, threads: list[tuple[str, str]]) -> str:
+        """The hello frame: the newest ``HELLO_THREADS`` threads (``threads`` is newest
+        first), and ``more_threads`` when there are more (the client pages the rest with
+        ``GET /v1/threads``; the connection still tracks them all)."""
         summaries = [ThreadSummary(thread=t, with_=check_participant(t, conn.user), last_id=last)
-                     for t, last in threads]
+                     for t, last in threads[:HELLO_THREADS]]
         limits = Limits(max_body=self.settings.max_body, max_frame=self.settings.max_frame)
-        return encode_frame(Hello(user=conn.user, threads=summaries, limits=limits))
+        return encode_frame(Hello(user=conn.user, threads=summaries, limits=limits,
+                                  more_threads=len(threads) > HELLO_THREADS))
 
     async def handle(self, conn: Connection, text: str | None) -> None:
         """Answer one client frame; refusals become error frames, the socket stays open."""

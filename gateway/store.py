@@ -157,7 +157,8 @@ class EventStore:
         return Loaded(None, payload, lo, found)
 
     async def threads(self, user: str) -> list[tuple[str, str]]:
-        """The user's threads with their last event id, newest activity first."""
+        """The user's threads with their last event id, newest activity first (ties by
+        thread)."""
         parts = range(self.keys.partitions)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.execute_command("INFO", "server")
@@ -170,7 +171,8 @@ class EventStore:
         if any(e is not None and e.decode() != run_id for e in found[:len(parts)]):
             raise FencedError()
         pairs = [(t.decode(), i.decode()) for part in found[len(parts):] for t, i in part.items()]
-        pairs.sort(key=lambda pair: event_key(pair[1]), reverse=True)
+        pairs.sort()  # ties (one ms in two streams) by thread, as GET /v1/threads orders
+        pairs.sort(key=lambda pair: event_key(pair[1]), reverse=True)  # stable
         return pairs
 
     async def page(self, thread: str, user: str, after: str, count: int) -> Page:

@@ -42,6 +42,7 @@ class ThreadView(msgspec.Struct, frozen=True, kw_only=True):
 
 class ThreadList(msgspec.Struct, frozen=True, kw_only=True):
     threads: list[ThreadView]
+    next_before: str | None = None  # the next page's ``before``; null on the last page
 
 
 class MessagePage(msgspec.Struct, frozen=True, kw_only=True):

@@ -23,10 +23,15 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_frame: int
 
 
-class Hello(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="hello"):
+class Hello(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="hello",
+            omit_defaults=True):
     user: str
-    threads: list[ThreadSummary]
+    threads: list[ThreadSummary]  # the newest HELLO_THREADS at most (protocol.md section 8)
     limits: Limits
+    more_threads: bool = False  # sent (true) only when the user has more threads
+
+
+HELLO_THREADS = 500
 
 
 class EventFrame(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="event"):
