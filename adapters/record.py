@@ -131,6 +131,10 @@ class Keys:
     def dedupe(self, thread: str, sender: str, client_msg_id: str) -> str:
         return f"{self._tag(self.partition(thread))}:d:{thread}:{sender}:{client_msg_id}"
 
+    def typing(self, thread: str, sender: str) -> str:
+        """Set for ``typing_every`` ms after a relayed typing notice: the throttle."""
+        return f"{self._tag(self.partition(thread))}:ty:{thread}:{sender}"
+
     def log(self, partition: int) -> str:
         """The partition log the projector consumes."""
         return f"{self._tag(partition)}:log"

@@ -55,7 +55,8 @@ class Gateway:
         self.keys = Keys(settings.prefix, settings.partitions)
         self.redis = connect_redis(settings.redis_url, settings.redis_pool)
         self.store = EventStore(self.redis, self.keys, settings.dedupe_ttl,
-                                Archive(history), observe=metrics.appends.observe)
+                                Archive(history), observe=metrics.appends.observe,
+                                typing_every_ms=int(settings.typing_every * 1000))
         self.hub = Hub(self.redis, self.keys.channel,
                        lambda conn: schedule_catch_up(self.store, conn))
         self.limiter = RateLimiter(settings.rate, settings.burst)

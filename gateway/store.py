@@ -103,11 +103,12 @@ def append_call(k: Keys, ttl: int, thread: str, sender: str, client_msg_id: str,
 class EventStore:
     def __init__(
         self, redis: Redis, keys: Keys, dedupe_ttl: int, archive: Archive | None = None,
-        observe: Callable[[float], None] | None = None,
+        observe: Callable[[float], None] | None = None, typing_every_ms: int = 2000,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.dedupe_ttl = dedupe_ttl
+        self.typing_every_ms = typing_every_ms  # one relayed per sender and thread (0: all)
         self.archive = archive or Archive(None)
         self.observe = observe  # called with each append's seconds, failed ones included
         self._append = ScriptBatcher(redis, APPEND_LUA)
@@ -189,7 +190,11 @@ class EventStore:
         return Page([(i.decode(), fields[1].decode()) for i, fields in entries],
                     lo.decode() or None, newest.decode() or None)
 
-    async def typing(self, thread: str, receiver: str, message: str) -> None:
-        """Relay a typing notice to ``receiver`` unless they block the thread."""
-        await self._typing(keys=[self.keys.state(thread)],
-                           args=[BLOCKED + receiver, self.keys.channel(receiver), message])
+    async def typing(self, thread: str, sender: str, receiver: str, message: str) -> bool:
+        """Relay a typing notice to ``receiver`` unless they block the thread or ``sender``
+        had one relayed in this thread in the last ``typing_every_ms``; True if relayed."""
+        relayed = await self._typing(
+            keys=[self.keys.state(thread), self.keys.typing(thread, sender)],
+            args=[BLOCKED + receiver, self.keys.channel(receiver), message,
+                  self.typing_every_ms])
+        return bool(relayed)
