@@ -45,6 +45,7 @@ class Settings:
     prefix: str = "dl"
     rate: float = 20.0
     burst: int = 40
+    rate_bytes: float = 65536.0  # body bytes per second per user; the burst is 4 s' worth
     typing_every: float = 2.0  # s between relayed typing notices per user and thread (0: off)
     max_body: int = 4000
     max_frame: int = 65536
@@ -83,6 +84,7 @@ class Settings:
             prefix=env.get("DUOLOGUE_PREFIX") or "dl",
             rate=_number(env, "DUOLOGUE_RATE", 20),
             typing_every=_number(env, "DUOLOGUE_TYPING_EVERY", 2),
+            rate_bytes=_number(env, "DUOLOGUE_RATE_BYTES", 65536),
             burst=int(_number(env, "DUOLOGUE_BURST", 40, minimum=1)),
             max_body=int(_number(env, "DUOLOGUE_MAX_BODY", 4000, minimum=1)),
             outbox=int(_number(env, "DUOLOGUE_OUTBOX", 1024, minimum=16)),

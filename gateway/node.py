@@ -22,10 +22,9 @@ from gateway.metrics import Metrics
 from gateway.presence_leases import Leases
 from gateway.presence_watch import Watchers
 from gateway.protocol import parse
-from gateway.ratelimit import RateLimiter
 from gateway.read_model import ReadModel
 from gateway.redis_client import connect_redis
-from gateway.store import Appended, EventStore
+from gateway.store import Appended, Budget, EventStore
 from schemas.client import (
     Block,
     ClientFrame,
@@ -56,10 +55,12 @@ class Gateway:
         self.redis = connect_redis(settings.redis_url, settings.redis_pool)
         self.store = EventStore(self.redis, self.keys, settings.dedupe_ttl,
                                 Archive(history), observe=metrics.appends.observe,
-                                typing_every_ms=int(settings.typing_every * 1000))
+                                typing_every_ms=int(settings.typing_every * 1000),
+                                budget=Budget(settings.rate, settings.burst if settings.rate
+                                              else 0, settings.rate_bytes,
+                                              4 * settings.rate_bytes))
         self.hub = Hub(self.redis, self.keys.channel,
                        lambda conn: schedule_catch_up(self.store, conn))
-        self.limiter = RateLimiter(settings.rate, settings.burst)
         self.leases = Leases(self.redis, settings.prefix, settings.presence_lease_ms)
         self.watchers = Watchers(self.redis, self.keys, self.hub, settings.presence_lease_ms)
         self.connections: set[Connection] = set()
@@ -106,16 +107,9 @@ class Gateway:
         else:
             self.metrics.command(kind, "ok")
 
-    def admit(self, user: str) -> None:
-        """Take one token of ``user``'s command rate (WebSocket and HTTP share it)."""
-        wait_ms = self.limiter.take(user)
-        if wait_ms:
-            raise RateLimitedError(wait_ms)
-
     async def post(self, command: SendMessage) -> Appended:
-        """An HTTP send: the rate limit, rules and idempotency of a WebSocket send."""
+        """An HTTP send: the budget, rules and idempotency of a WebSocket send."""
         try:
-            self.admit(command.sender)
             appended = await handlers.send_message(self.store, command, self.settings.max_body)
         except Exception as exc:
             self.metrics.command("send", code_for(exc) or "internal")
@@ -127,7 +121,7 @@ class Gateway:
         settings, store = self.settings, self.store
         match frame:
             case Send() | Edit() | Delete() | Read() | React() | Unreact() | Block() | Unblock():
-                self.admit(conn.user)
+                # the user's budget (commands, body bytes) is taken by the append script
                 if isinstance(frame, Send):
                     await handlers.send(store, conn, frame, settings.max_body)
                 else:

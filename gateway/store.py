@@ -22,6 +22,7 @@ from adapters.record import (
     FENCED,
     GUARD_FAILED,
     MISSING,
+    RATE_LIMITED,
     Keys,
     lua,
 )
@@ -29,7 +30,7 @@ from domain.errors import BlockedError, NotFoundError
 from domain.ids import event_key, participants
 from gateway.archive import Archive
 from gateway.batching import ScriptBatcher
-from gateway.errors import FencedError
+from gateway.errors import FencedError, RateLimitedError
 from schemas.events import Event, encode_event
 
 APPEND_LUA = lua("gateway", "fence.lua", "append.lua")  # every gateway script is fenced
@@ -84,15 +85,39 @@ class Page:
     newest: str | None  # the thread's newest event id
 
 
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Per-user limits the append script enforces (protocol.md section 8): commands per
+    second with a burst, and body bytes per second with a burst; a rate of 0 is off."""
+
+    rate: float = 0.0
+    burst: float = 0.0
+    byte_rate: float = 0.0
+    byte_burst: float = 0.0
+
+    def argument(self, cost: int) -> str:
+        return f"{self.rate:g} {self.burst:g} {self.byte_rate:g} {self.byte_burst:g} {cost}"
+
+
+NO_BUDGET = Budget()
+
+
+def body_bytes(event: Event) -> int:
+    """What an event costs the byte budget: its body's UTF-8 bytes (0 without a body)."""
+    body = getattr(event, "body", None)
+    return len(body.encode()) if isinstance(body, str) else 0
+
+
 def append_call(k: Keys, ttl: int, thread: str, sender: str, client_msg_id: str,
-                event: Event, guard: Guard = Guard()) -> tuple[list[str], list[Any]]:
+                event: Event, guard: Guard = Guard(), budget: Budget = NO_BUDGET
+                ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of ``append.lua`` (also used by the benchmarks' backlog filler)."""
     a, b = participants(thread)
     part = k.partition(thread)
     keys = [k.epoch(part), k.stream(thread), k.log(part), k.dedupe(thread, sender, client_msg_id),
-            k.state(thread), k.index(part, a), k.index(part, b)]
+            k.state(thread), k.index(part, a), k.index(part, b), k.budget(sender)]
     args: list[Any] = [encode_event(event), thread, ttl, k.channel(a), k.channel(b),
-                       len(guard.checks)]
+                       budget.argument(body_bytes(event)), len(guard.checks)]
     for check in guard.checks:
         args += check
     for name, value in guard.sets:
@@ -104,11 +129,13 @@ class EventStore:
     def __init__(
         self, redis: Redis, keys: Keys, dedupe_ttl: int, archive: Archive | None = None,
         observe: Callable[[float], None] | None = None, typing_every_ms: int = 2000,
+        budget: Budget = NO_BUDGET,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.dedupe_ttl = dedupe_ttl
         self.typing_every_ms = typing_every_ms  # one relayed per sender and thread (0: all)
+        self.budget = budget
         self.archive = archive or Archive(None)
         self.observe = observe  # called with each append's seconds, failed ones included
         self._append = ScriptBatcher(redis, APPEND_LUA)
@@ -120,7 +147,7 @@ class EventStore:
         self, thread: str, sender: str, client_msg_id: str, event: Event, guard: Guard = Guard()
     ) -> Appended:
         keys, args = append_call(self.keys, self.dedupe_ttl, thread, sender, client_msg_id,
-                                 event, guard)
+                                 event, guard, self.budget)
         started = time.perf_counter()
         try:
             reply: list[Any] = await self._append(keys, args)
@@ -137,6 +164,8 @@ class EventStore:
             raise NotFoundError("reply_to is not a message of this thread")
         if reply[0] == ARCHIVED:
             raise ArchivedTargetError(thread)
+        if reply[0] == RATE_LIMITED:
+            raise RateLimitedError(int(reply[1]))
         return Appended(reply[1].decode(), reply[0] == DUPLICATE)
 
     async def load(self, thread: str, user: str, client_msg_id: str, target: str | None,

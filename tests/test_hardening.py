@@ -5,12 +5,13 @@ clipped. Real gateways, real Redis servers (a private one to disturb)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
 
-import pytest
 import httpx
+import pytest
 import redis
 
 from tests.support import SECRET, uid
@@ -64,11 +65,8 @@ async def test_a_redis_refusal_is_unavailable_for_that_command_and_the_socket_st
 
 
 def _hog(url: str) -> None:
-    with redis.Redis.from_url(url) as client:
-        try:
-            client.eval("while true do end", 0)
-        except redis.RedisError:
-            pass  # killed by SCRIPT KILL
+    with redis.Redis.from_url(url) as client, contextlib.suppress(redis.RedisError):
+        client.eval("while true do end", 0)  # until SCRIPT KILL
 
 
 def _kill_script(admin: redis.Redis) -> None:

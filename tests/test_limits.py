@@ -56,3 +56,66 @@ async def test_typing_never_closes_a_receiver_whose_queue_is_filling():
     for n in range(4):
         conn.push(f'{{"type":"event","n":{n}}}')  # events still have the other half
     assert conn.close_code is None and len(conn.frames) == 8
+
+
+async def _burst(clients: list[Client], to: str, count: int, body: str = "hi") -> list[dict]:
+    """``count`` sends, alternating over ``clients``, all in flight at once."""
+    answers = await asyncio.gather(*(clients[n % len(clients)].say(
+        to, body, client_msg_id=uid(f"b{n}")) for n in range(count)))
+    return list(answers)
+
+
+async def test_the_command_budget_holds_across_gateways(start_gateway):
+    """Attacks: a budget kept per gateway process (a user with sockets on N gateways gets
+    N times the rate), a duplicate resend charged (a client retrying after a lost ack is
+    refused), a retry hint that does not work."""
+    env = {"DUOLOGUE_RATE": "5", "DUOLOGUE_BURST": "10"}
+    one, two = start_gateway(**env), start_gateway(**env)
+    alice, bob = uid("a"), uid("b")
+    a1 = await Client.connect(one.ws_url, alice)
+    a2 = await Client.connect(two.ws_url, alice)
+    try:
+        answers = await _burst([a1, a2], bob, 24)
+        acked = [x for x in answers if x["type"] == "ack"]
+        limited = [x for x in answers if x.get("code") == "rate_limited"]
+        assert 10 <= len(acked) <= 11 and len(acked) + len(limited) == 24, answers
+        assert all(0 < x["retry_after_ms"] <= 200 for x in limited), limited
+        again = await a2.say(bob, "again", client_msg_id=_cmid_of(a1, acked))
+        assert again["type"] == "ack" and again["duplicate"] is True  # free
+        await asyncio.sleep(max(x["retry_after_ms"] for x in limited) / 1000 + 0.05)
+        assert (await a1.say(bob, "after the wait"))["type"] == "ack"
+    finally:
+        await a1.close()
+        await a2.close()
+
+
+def _cmid_of(client: Client, acked: list[dict]) -> str:
+    """The client_msg_id of an acked send (the ack carries it as ``ref``)."""
+    return str(acked[0]["ref"])
+
+
+async def test_the_body_byte_budget_holds_across_gateways(start_gateway):
+    """Attacks: bodies limited by count only (one account fills Redis with 4,000-character
+    messages), bytes counted as characters (a multi-byte body costs its UTF-8 size)."""
+    env = {"DUOLOGUE_RATE_BYTES": "1000"}  # a burst of 4,000 bytes, then 1,000 a second
+    one, two = start_gateway(**env), start_gateway(**env)
+    alice, bob = uid("a"), uid("b")
+    a1 = await Client.connect(one.ws_url, alice)
+    a2 = await Client.connect(two.ws_url, alice)
+    try:
+        body = "é" * 750  # 750 characters, 1,500 bytes
+        first = [await a1.say(bob, body, client_msg_id=uid("x")),
+                 await a2.say(bob, body, client_msg_id=uid("y"))]
+        assert [x["type"] for x in first] == ["ack", "ack"]
+        third = await a1.say(bob, body, client_msg_id=uid("z"))  # 1,000 bytes left
+        assert third["code"] == "rate_limited", third
+        assert 300 <= third["retry_after_ms"] <= 600, third  # 500 bytes at 1,000/s
+        assert (await a2.say(bob, "é" * 400, client_msg_id=uid("w")))["type"] == "ack"
+        other = await Client.connect(two.ws_url, bob)  # another user's budget is its own
+        try:
+            assert (await other.say(alice, body))["type"] == "ack"
+        finally:
+            await other.close()
+    finally:
+        await a1.close()
+        await a2.close()
