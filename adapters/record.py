@@ -138,6 +138,10 @@ class Keys:
         a partition's slot: one per user across all of them (single-node Redis)."""
         return f"{self.prefix}:rl:{{{user}}}"
 
+    def read_budget(self, user: str) -> str:
+        """The user's read budget (``sync``, ``watch``, HTTP reads): a token bucket."""
+        return f"{self.prefix}:rr:{{{user}}}"
+
     def typing(self, thread: str, sender: str) -> str:
         """Set for ``typing_every`` ms after a relayed typing notice: the throttle."""
         return f"{self._tag(self.partition(thread))}:ty:{thread}:{sender}"

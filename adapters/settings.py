@@ -46,6 +46,8 @@ class Settings:
     rate: float = 20.0
     burst: int = 40
     rate_bytes: float = 65536.0  # body bytes per second per user; the burst is 4 s' worth
+    read_rate: float = 50.0  # sync, watch and HTTP reads per second per user (0: off)
+    read_burst: float = 100.0
     typing_every: float = 2.0  # s between relayed typing notices per user and thread (0: off)
     max_body: int = 4000
     max_frame: int = 65536
@@ -84,6 +86,8 @@ class Settings:
             prefix=env.get("DUOLOGUE_PREFIX") or "dl",
             rate=_number(env, "DUOLOGUE_RATE", 20),
             typing_every=_number(env, "DUOLOGUE_TYPING_EVERY", 2),
+            read_rate=(read_rate := _number(env, "DUOLOGUE_READ_RATE", 50)),
+            read_burst=_number(env, "DUOLOGUE_READ_BURST", 2 * read_rate, minimum=1),
             rate_bytes=_number(env, "DUOLOGUE_RATE_BYTES", 65536),
             burst=int(_number(env, "DUOLOGUE_BURST", 40, minimum=1)),
             max_body=int(_number(env, "DUOLOGUE_MAX_BODY", 4000, minimum=1)),

@@ -41,6 +41,15 @@ def authenticate(request: Request) -> str:
     return identity.user
 
 
+async def authenticate_read(request: Request) -> str:
+    """``authenticate``, then one token of the user's read budget (protocol.md section 8:
+    HTTP reads share it with ``sync`` and ``watch``, across gateways)."""
+    user = authenticate(request)
+    gateway: Gateway = request.app.state.gateway
+    await gateway.store.take_read(user, gateway.settings.read_rate, gateway.settings.read_burst)
+    return user
+
+
 def history_of(request: Request) -> ReadModel:
     history: ReadModel | None = request.app.state.history
     if history is None:
@@ -52,7 +61,7 @@ def history_of(request: Request) -> ReadModel:
 async def list_threads(request: Request) -> Response:
     """The caller's threads, newest activity first, in pages of ``limit`` (at most 500);
     ``before`` is the previous page's ``next_before`` (opaque), null on the last page."""
-    user = authenticate(request)
+    user = await authenticate_read(request)
     limit = parse_limit(request.query_params.get("limit"), THREADS_PAGE, THREADS_PAGE)
     raw = request.query_params.get("before")
     before = thread_cursor.decode(raw) if raw is not None else None
@@ -67,7 +76,7 @@ async def list_threads(request: Request) -> Response:
 async def messages(request: Request) -> Response:
     if request.method == "POST":
         return await post_message(request)
-    user = authenticate(request)
+    user = await authenticate_read(request)
     thread = request.path_params["thread"]
     check_participant(thread, user)
     query = request.query_params

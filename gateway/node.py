@@ -127,12 +127,14 @@ class Gateway:
                 else:
                     await handlers.change(store, conn, frame, settings.max_body)
             case Sync():
+                await store.take_read(conn.user, settings.read_rate, settings.read_burst)
                 await handlers.sync(store, conn, frame)
             case Typing():
                 await handlers.typing(store, conn, frame)
             case Refresh():
                 handlers.refresh(conn, frame, settings.secret)
             case Watch():
+                await store.take_read(conn.user, settings.read_rate, settings.read_burst)
                 await self.watchers.watch(conn, frame.users)
 
     def refuse(

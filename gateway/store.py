@@ -37,6 +37,7 @@ APPEND_LUA = lua("gateway", "fence.lua", "append.lua")  # every gateway script i
 PAGE_LUA = lua("gateway", "fence.lua", "page.lua")
 LOAD_LUA = lua("gateway", "fence.lua", "load.lua")
 TYPING_LUA = lua("gateway", "typing.lua")
+READ_BUDGET_LUA = lua("gateway", "read_budget.lua")
 
 
 class GuardFailedError(Exception):
@@ -142,6 +143,7 @@ class EventStore:
         self._page = redis.register_script(PAGE_LUA)
         self._load = redis.register_script(LOAD_LUA)
         self._typing = redis.register_script(TYPING_LUA)
+        self._read_budget = redis.register_script(READ_BUDGET_LUA)
 
     async def append(
         self, thread: str, sender: str, client_msg_id: str, event: Event, guard: Guard = Guard()
@@ -218,6 +220,15 @@ class EventStore:
         _, lo, newest, entries = reply
         return Page([(i.decode(), fields[1].decode()) for i, fields in entries],
                     lo.decode() or None, newest.decode() or None)
+
+    async def take_read(self, user: str, rate: float, burst: float) -> None:
+        """One token of ``user``'s read budget, or ``RateLimitedError`` (a rate of 0: off)."""
+        if rate <= 0:
+            return
+        wait: int = await self._read_budget(keys=[self.keys.read_budget(user)],
+                                            args=[rate, burst])
+        if wait:
+            raise RateLimitedError(int(wait))
 
     async def typing(self, thread: str, sender: str, receiver: str, message: str) -> bool:
         """Relay a typing notice to ``receiver`` unless they block the thread or ``sender``

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+
 from gateway.connection import Connection
-from tests.support import Client, thread_of, uid
+from tests.support import Client, thread_of, token, uid
 
 
 async def _typings(client: Client, thread: str) -> int:
@@ -116,6 +118,42 @@ async def test_the_body_byte_budget_holds_across_gateways(start_gateway):
             assert (await other.say(alice, body))["type"] == "ack"
         finally:
             await other.close()
+    finally:
+        await a1.close()
+        await a2.close()
+
+
+async def test_sync_watch_and_http_reads_share_one_budget_across_gateways(start_gateway):
+    """Attacks: reads without a limit (a client looping sync or GET exhausts Redis and the
+    Postgres pool for everyone), a budget per gateway or per kind of read."""
+    env = {"DUOLOGUE_READ_RATE": "2", "DUOLOGUE_READ_BURST": "4"}
+    one, two = start_gateway(**env), start_gateway(**env)
+    alice, bob = uid("a"), uid("b")
+    thread = thread_of(alice, bob)
+    a1 = await Client.connect(one.ws_url, alice)
+    a2 = await Client.connect(two.ws_url, alice)
+    try:
+        await a1.send({"type": "sync", "thread": thread, "after": "0"})
+        await a1.next("synced", thread=thread)
+        await a2.send({"type": "watch", "users": [bob]})
+        await a2.next("presence", user=bob)
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token(alice)}"}) as http:
+            url = f"{two.http_url}/v1/presence"
+            assert (await http.get(url, params={"users": bob})).status_code == 200
+            await a2.send({"type": "sync", "thread": thread, "after": "0"})
+            await a2.next("synced", thread=thread)  # the fourth read: the burst is spent
+            await a1.send({"type": "sync", "thread": thread, "after": "0"})
+            refused = await a1.next("error")
+            assert refused["code"] == "rate_limited" and 0 < refused["retry_after_ms"] <= 500
+            answer = await http.get(url, params={"users": bob})
+            assert answer.status_code == 429 and answer.json()["error"]["code"] == "rate_limited"
+            assert answer.headers["Retry-After"] == "1"
+            await a2.send({"type": "watch", "users": [bob]})
+            assert (await a2.next("error"))["code"] == "rate_limited"
+            await asyncio.sleep(0.55)  # one token back (2 a second)
+            await a1.send({"type": "sync", "thread": thread, "after": "0"})
+            await a1.next("synced", thread=thread)
+        assert (await a1.say(bob, "sends have their own budget"))["type"] == "ack"
     finally:
         await a1.close()
         await a2.close()
