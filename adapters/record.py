@@ -138,6 +138,10 @@ class Keys:
         a partition's slot: one per user across all of them (single-node Redis)."""
         return f"{self.prefix}:rl:{{{user}}}"
 
+    def sockets(self, user: str) -> str:
+        """How many WebSockets the user has open, per gateway (``gateway/sockets.lua``)."""
+        return f"{self.prefix}:so:{{{user}}}"
+
     def read_budget(self, user: str) -> str:
         """The user's read budget (``sync``, ``watch``, HTTP reads): a token bucket."""
         return f"{self.prefix}:rr:{{{user}}}"

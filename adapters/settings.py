@@ -46,6 +46,7 @@ class Settings:
     rate: float = 20.0
     burst: int = 40
     rate_bytes: float = 65536.0  # body bytes per second per user; the burst is 4 s' worth
+    max_sockets: int = 20  # open WebSockets per user across gateways (0: no cap)
     read_rate: float = 50.0  # sync, watch and HTTP reads per second per user (0: off)
     read_burst: float = 100.0
     typing_every: float = 2.0  # s between relayed typing notices per user and thread (0: off)
@@ -86,6 +87,7 @@ class Settings:
             prefix=env.get("DUOLOGUE_PREFIX") or "dl",
             rate=_number(env, "DUOLOGUE_RATE", 20),
             typing_every=_number(env, "DUOLOGUE_TYPING_EVERY", 2),
+            max_sockets=int(_number(env, "DUOLOGUE_MAX_SOCKETS", 20)),
             read_rate=(read_rate := _number(env, "DUOLOGUE_READ_RATE", 50)),
             read_burst=_number(env, "DUOLOGUE_READ_BURST", 2 * read_rate, minimum=1),
             rate_bytes=_number(env, "DUOLOGUE_RATE_BYTES", 65536),

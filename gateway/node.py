@@ -24,6 +24,7 @@ from gateway.presence_watch import Watchers
 from gateway.protocol import parse
 from gateway.read_model import ReadModel
 from gateway.redis_client import connect_redis
+from gateway.socket_caps import SocketCaps
 from gateway.store import Appended, Budget, EventStore
 from schemas.client import (
     Block,
@@ -62,6 +63,8 @@ class Gateway:
         self.hub = Hub(self.redis, self.keys.channel,
                        lambda conn: schedule_catch_up(self.store, conn))
         self.leases = Leases(self.redis, settings.prefix, settings.presence_lease_ms)
+        self.sockets = SocketCaps(self.redis, self.keys, self.leases.gateway_id,
+                                  settings.max_sockets, settings.presence_lease_ms)
         self.watchers = Watchers(self.redis, self.keys, self.hub, settings.presence_lease_ms)
         self.connections: set[Connection] = set()
         self.closing = False
@@ -70,11 +73,13 @@ class Gateway:
     async def start(self) -> None:
         await self.hub.start()
         await self.leases.start()
+        await self.sockets.start()
         await self.watchers.start()
 
     async def stop(self) -> None:
         await self.watchers.stop()
         await self.leases.stop()  # the drain closed the sockets: their users go offline
+        await self.sockets.stop()
         await self.hub.stop()
         await self.redis.aclose()
 

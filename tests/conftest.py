@@ -124,7 +124,7 @@ def start_gateway(
 # protocol.md section 8's per-user limits, off in the gateways tests start unless a test
 # turns one on (tests/test_limits.py tests each): a test's bursts are not an attack
 LIMITS_OFF = {"DUOLOGUE_RATE": "0", "DUOLOGUE_RATE_BYTES": "0", "DUOLOGUE_READ_RATE": "0",
-              "DUOLOGUE_TYPING_EVERY": "0"}
+              "DUOLOGUE_TYPING_EVERY": "0", "DUOLOGUE_MAX_SOCKETS": "0"}
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import websockets
 
 from gateway.connection import Connection
 from tests.support import Client, thread_of, token, uid
@@ -157,3 +158,39 @@ async def test_sync_watch_and_http_reads_share_one_budget_across_gateways(start_
     finally:
         await a1.close()
         await a2.close()
+
+
+async def _refused_status(url: str, user: str) -> int | None:
+    """The HTTP status a handshake was refused with (None: it was accepted)."""
+    try:
+        client = await Client.connect(url, user)
+    except websockets.InvalidStatus as exc:
+        return exc.response.status_code
+    await client.close()
+    return None
+
+
+async def test_a_users_sockets_are_capped_across_gateways(start_gateway):
+    """Attacks: no cap (one account holds thousands of sockets), a cap per gateway
+    process, a place never given back when a socket closes, or when its gateway dies."""
+    env = {"DUOLOGUE_MAX_SOCKETS": "3", "DUOLOGUE_PRESENCE_LEASE": "1"}
+    one, two = start_gateway(**env), start_gateway(**env)
+    alice = uid("a")
+    held = [await Client.connect(one.ws_url, alice), await Client.connect(one.ws_url, alice),
+            await Client.connect(two.ws_url, alice)]
+    try:
+        assert await _refused_status(two.ws_url, alice) == 429
+        assert await _refused_status(one.ws_url, alice) == 429
+        assert await _refused_status(two.ws_url, uid("b")) is None  # others have their own
+        await held.pop().close()
+        await asyncio.sleep(0.3)  # the closed socket's place is written back
+        held.append(await Client.connect(two.ws_url, alice))
+        assert await _refused_status(two.ws_url, alice) == 429
+        one.kill()  # its two sockets count until its lease ends (1 s here)
+        await asyncio.sleep(1.5)
+        held.append(await Client.connect(two.ws_url, alice))
+        held.append(await Client.connect(two.ws_url, alice))
+        assert await _refused_status(two.ws_url, alice) == 429
+    finally:
+        for client in held:
+            await client.close()
