@@ -43,7 +43,7 @@ def _specs(
     return specs
 
 
-SUMMED = ("rate", "sent", "acked_in_window", "retried_unavailable", "senders",
+SUMMED = ("rate", "sent", "acked_in_window", "retried_unavailable", "rate_limited", "senders",
           "starved_senders", "ack_unanswered", "delivery_unanswered")
 
 

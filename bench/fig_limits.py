@@ -1,0 +1,53 @@
+"""Limits figure (protocol.md section 8, issue 10).
+
+``limits_sends``: acked sends/s (closed loop, as ``throughput``) with every per-user limit
+at its default (commands 20/s with a burst of 40, body bytes 65,536/s, reads 50/s, typing
+one per 2 s, 20 sockets), beside the same run with every limit off, on ``--limits-pairs``
+pairs both sending. Sized so that no user is over a limit: a limit refusing a flood is
+what it is for, and would say nothing of what checking it costs; with 500 pairs each user
+sends about 10 commands/s here. ``rate_limited`` refusals are counted (the load resends
+them after ``retry_after_ms``, as a client should). Row 3 is the ratio, target >= 0.95.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from functools import partial
+
+from bench.fig_chat import chat_run
+from bench.harness import Result, Row, counted_runs, value
+from bench.options import Options
+
+TARGET_RATIO = 0.95
+DEFAULTS = {"DUOLOGUE_RATE": "20", "DUOLOGUE_BURST": "40", "DUOLOGUE_RATE_BYTES": "65536",
+            "DUOLOGUE_READ_RATE": "50", "DUOLOGUE_READ_BURST": "100",
+            "DUOLOGUE_TYPING_EVERY": "2", "DUOLOGUE_MAX_SOCKETS": "20"}
+OFF = {"DUOLOGUE_RATE": "0", "DUOLOGUE_RATE_BYTES": "0", "DUOLOGUE_READ_RATE": "0",
+       "DUOLOGUE_TYPING_EVERY": "0", "DUOLOGUE_MAX_SOCKETS": "0"}
+
+
+async def limits_sends(opts: Options) -> Result:
+    result = Result()
+    series = {}
+    for on in (False, True):
+        sized = replace(opts, pairs=opts.limits_pairs,
+                        gateway_env=tuple((DEFAULTS if on else OFF).items()))
+        series[on] = await counted_runs(
+            sized, result, "chat, limits " + ("at their defaults" if on else "off"),
+            partial(chat_run, sized, 0.0, sized.pairs),
+            lambda r: (f"{r['rate']:,.0f} acked sends/s, exactly-once ok={r['check']['ok']}, "
+                       f"rate_limited {r.get('rate_limited', 0)}, cpu={r['cpu']}"))
+    rates = {on: [value(r, "rate", ok=r.get("check", {}).get("ok")) for r in runs]
+             for on, runs in series.items()}
+    plain = Row("", "", rates[False]).median
+    pairs = f"{opts.limits_pairs} pairs both sending"
+    result.rows += [
+        Row(f"acked sends/s, {pairs}, every limit off", "sends/s", rates[False]),
+        Row(f"acked sends/s, {pairs}, every limit at its default", "sends/s", rates[True]),
+        Row("  limits on / off (median of the runs off)", "x",
+            [r / plain if plain else math.nan for r in rates[True]], TARGET_RATIO, digits=2),
+        Row("  rate_limited refusals, limits on", "refusals",
+            [value(r, "rate_limited") for r in series[True]]),
+    ]
+    return result
