@@ -1,4 +1,4 @@
-"""Limits figure (protocol.md section 8, issue 10).
+"""Limits figures (protocol.md section 8, issue 10): ``limits_sends`` and ``hostile``.
 
 ``limits_sends``: acked sends/s (closed loop, as ``throughput``) with every per-user limit
 at its default (commands 20/s with a burst of 40, body bytes 65,536/s, reads 50/s, typing
@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from functools import partial
+from typing import Any
 
 from bench.fig_chat import chat_run
 from bench.harness import Result, Row, counted_runs, value
@@ -51,3 +52,59 @@ async def limits_sends(opts: Options) -> Result:
             [value(r, "rate_limited") for r in series[True]]),
     ]
     return result
+
+
+# ---------------------------------------------------------------- a hostile user
+
+
+def _attacker(opts: Options, port: int) -> dict[str, Any]:
+    return {"mode": "attack", "port": port, "user": "mallory", "victim": "u0000a",
+            "sockets": opts.hostile_sockets, "rate": opts.hostile_rate,
+            "seconds": opts.warmup + opts.duration * 0.6}
+
+
+async def hostile(opts: Options) -> Result:
+    """``hostile``: ``--pairs`` normal pairs sending ``--hostile-send-rate`` sends/s in all
+    (open loop), every limit at its default, without and then with one user flooding
+    typing (to a normal user), syncs and oversized frames on ``--hostile-sockets`` sockets
+    at ``--hostile-rate`` frames/s. Delivery p99 of the normal pairs with ÷ without
+    (target <= 2), and the gateway's RSS 2 s after the attacker left against when every
+    socket was open (target within 5 %)."""
+    result = Result()
+    sized = replace(opts, gateway_env=tuple(DEFAULTS.items()))
+    series = {}
+    for attacked in (False, True):
+        beside = partial(_attacker, sized) if attacked else None
+        series[attacked] = await counted_runs(
+            sized, result, "chat" + (" beside the hostile user" if attacked else ""),
+            partial(chat_run, sized, sized.hostile_send_rate, sized.pairs, beside=beside),
+            _say_hostile)
+    p99 = {a: [value(r, "delivery_ms", "p99") for r in runs] for a, runs in series.items()}
+    plain = Row("", "", p99[False]).median
+    attacked = series[True]
+    result.rows += [
+        Row(f"delivery p99, {opts.pairs} pairs at {opts.hostile_send_rate:,.0f} sends/s, "
+            "limits at their defaults", "ms", p99[False], lower=True, digits=1),
+        Row("  the same beside the hostile user", "ms", p99[True], lower=True, digits=1),
+        Row("  with the hostile user / without (median of the runs without)", "x",
+            [r / plain if plain else math.nan for r in p99[True]], 2.0, lower=True,
+            digits=2),
+        Row("  hostile frames/s sent", "frames/s", [value(r, "beside", "rate") for r in attacked]),
+        Row("  gateway RSS after the attacker left / when all were connected", "x",
+            [value(r, "beside", "rss_left_kib") / value(r, "beside", "rss_ready_kib")
+             for r in attacked], 1.05, lower=True, digits=3),
+        Row("  normal sends refused rate_limited", "refusals",
+            [value(r, "rate_limited") for r in attacked]),
+    ]
+    return result
+
+
+def _say_hostile(r: dict[str, Any]) -> str:
+    said = (f"{r['rate']:,.0f} acked sends/s, delivery p99 {r['delivery_ms']['p99']:.1f} ms, "
+            f"exactly-once ok={r['check']['ok']}, rate_limited {r.get('rate_limited', 0)}")
+    if "beside" in r:
+        b = r["beside"]
+        said += (f"; hostile: {b['rate']:,.0f} frames/s {b['sent']}, reopened "
+                 f"{b['reopened']}, answers {b['answers']}, RSS {b['rss_ready_kib']} -> "
+                 f"{b['rss_left_kib']} KiB")
+    return said + f", cpu={r['cpu']}"
