@@ -38,6 +38,7 @@ PAGE_LUA = lua("gateway", "fence.lua", "page.lua")
 LOAD_LUA = lua("gateway", "fence.lua", "load.lua")
 TYPING_LUA = lua("gateway", "typing.lua")
 READ_BUDGET_LUA = lua("gateway", "read_budget.lua")
+REMEMBERED = 10_000  # read refusals and typing relays remembered before ended ones go
 
 
 class GuardFailedError(Exception):
@@ -144,6 +145,8 @@ class EventStore:
         self._load = redis.register_script(LOAD_LUA)
         self._typing = redis.register_script(TYPING_LUA)
         self._read_budget = redis.register_script(READ_BUDGET_LUA)
+        self._reads_refused: dict[str, float] = {}  # user -> monotonic end of a refusal
+        self._typed: dict[tuple[str, str], float] = {}  # (sender, thread) -> relay + interval
 
     async def append(
         self, thread: str, sender: str, client_msg_id: str, event: Event, guard: Guard = Guard()
@@ -222,19 +225,38 @@ class EventStore:
                     lo.decode() or None, newest.decode() or None)
 
     async def take_read(self, user: str, rate: float, burst: float) -> None:
-        """One token of ``user``'s read budget, or ``RateLimitedError`` (a rate of 0: off)."""
+        """One token of ``user``'s read budget, or ``RateLimitedError`` (a rate of 0: off).
+        A refusal is remembered here until its wait ends: no token can come back sooner
+        (other gateways only take), so a flood of reads is refused without Redis."""
         if rate <= 0:
             return
+        now = time.monotonic()
+        until = self._reads_refused.get(user)
+        if until is not None:
+            if now < until:
+                raise RateLimitedError(max(1, int((until - now) * 1000)))
+            del self._reads_refused[user]
         wait: int = await self._read_budget(keys=[self.keys.read_budget(user)],
                                             args=[rate, burst])
         if wait:
+            if len(self._reads_refused) >= REMEMBERED:
+                self._reads_refused = {u: t for u, t in self._reads_refused.items() if t > now}
+            self._reads_refused[user] = now + int(wait) / 1000
             raise RateLimitedError(int(wait))
 
     async def typing(self, thread: str, sender: str, receiver: str, message: str) -> bool:
         """Relay a typing notice to ``receiver`` unless they block the thread or ``sender``
         had one relayed in this thread in the last ``typing_every_ms``; True if relayed."""
+        now = time.monotonic()
+        until = self._typed.get((sender, thread))
+        if until is not None and now < until:
+            return False  # relayed from here within the interval: Redis would drop it too
         relayed = await self._typing(
             keys=[self.keys.state(thread), self.keys.typing(thread, sender)],
             args=[BLOCKED + receiver, self.keys.channel(receiver), message,
                   self.typing_every_ms])
+        if relayed and self.typing_every_ms:
+            if len(self._typed) >= REMEMBERED:
+                self._typed = {k: t for k, t in self._typed.items() if t > now}
+            self._typed[(sender, thread)] = now + self.typing_every_ms / 1000
         return bool(relayed)
