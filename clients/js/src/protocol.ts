@@ -4,7 +4,6 @@
 // tests/test_js_client.py fails while this file is stale.
 /* eslint-disable */
 
-
 /** A client -> server frame (protocol.md sections 2, 5). */
 export type ClientFrame =
   | Send
