@@ -41,7 +41,7 @@ export interface DuologueOptions {
     };
     /** Resend a command not acked after this long on an open socket (default 10 s). */
     ackTimeoutMs?: number;
-    /** Commands in flight at once (default 16) and syncs in flight at once (default 32). */
+    /** Commands in flight at once (default 16) and syncs in flight at once (default 100). */
     window?: number;
     syncWindow?: number;
     /** Watch the presence of every thread's peer (default true). */

@@ -41,7 +41,7 @@ export interface DuologueOptions {
   backoff?: { minMs?: number; maxMs?: number };
   /** Resend a command not acked after this long on an open socket (default 10 s). */
   ackTimeoutMs?: number;
-  /** Commands in flight at once (default 16) and syncs in flight at once (default 32). */
+  /** Commands in flight at once (default 16) and syncs in flight at once (default 100). */
   window?: number;
   syncWindow?: number;
   /** Watch the presence of every thread's peer (default true). */
@@ -87,7 +87,9 @@ interface TokenInfo {
 
 const OPEN = 1;
 const TYPING_EVERY_MS = 2000;
-const FLUSH_MS = 250;
+const FLUSH_MS = 250; // the store is written this long after a change...
+const CATCHING_UP_FLUSH_MS = 2000; // ...or this long while a catch-up replays (its end flushes)
+const CHANGE_MS = 16; // `thread` events are coalesced over one frame
 const CONNECT_TIMEOUT_MS = 10_000; // from the socket's creation to the hello
 
 export class Duologue extends Emitter<DuologueEvents> {
@@ -139,7 +141,7 @@ export class Duologue extends Emitter<DuologueEvents> {
     this.opts = {
       url: options.url.replace(/\/$/, ""), token: options.token, store: options.store ?? new MemoryStore(),
       history: options.history ?? 50, ackTimeoutMs: options.ackTimeoutMs ?? 10_000,
-      window: options.window ?? 16, syncWindow: options.syncWindow ?? 32,
+      window: options.window ?? 16, syncWindow: options.syncWindow ?? 100,
       watchPresence: options.watchPresence ?? true, random: options.random ?? Math.random,
       minMs: options.backoff?.minMs ?? 250, maxMs: options.backoff?.maxMs ?? 10_000,
     };
@@ -341,8 +343,7 @@ export class Duologue extends Emitter<DuologueEvents> {
     this.emit("hello", hello);
     for (const summary of hello.threads) this.ensure(summary.thread, false);
     this.syncQueue = [...this.threads.keys()];
-    this.pumpSyncs();
-    this.updateWatch();
+    this.pumpSyncs(); // presence is watched once caught up: the missed events come first
     this.scheduleRefresh();
     this.pump();
   }
@@ -425,8 +426,9 @@ export class Duologue extends Emitter<DuologueEvents> {
     }
     if (!this.caughtUp && !this.syncing.size && !this.syncQueue.length && this.status === "online") {
       this.caughtUp = true;
-      this.flush();
       this.emit("caughtUp", { threads: this.threads.size, ms: Date.now() - this.helloAt });
+      this.updateWatch();
+      this.flush();
     }
   }
 
@@ -713,7 +715,7 @@ export class Duologue extends Emitter<DuologueEvents> {
   }
 
   private updateWatch(): void {
-    if (!this.opts.watchPresence || this.status !== "online" || !this.user) return;
+    if (!this.opts.watchPresence || this.status !== "online" || !this.caughtUp || !this.user) return;
     const peers = this.threadList().map((t) => t.peer).filter((u) => u !== this.user);
     const users = [...new Set([...this.extraWatch, ...peers])].slice(0, 200).sort();
     if (users.join(",") === this.watched.join(",")) return;
@@ -732,7 +734,7 @@ export class Duologue extends Emitter<DuologueEvents> {
         this.changed.clear();
         for (const c of changed) this.emit("thread", c);
         this.updateWatch();
-      }, 0);
+      }, CHANGE_MS);
     }
   }
 
@@ -760,7 +762,8 @@ export class Duologue extends Emitter<DuologueEvents> {
   }
 
   private scheduleFlush(): void {
-    if (!this.flushTimer) this.flushTimer = setTimeout(() => this.flush(), FLUSH_MS);
+    if (this.flushTimer) return;
+    this.flushTimer = setTimeout(() => this.flush(), this.caughtUp ? FLUSH_MS : CATCHING_UP_FLUSH_MS);
   }
 
   /** Write dirty thread snapshots and the outbox to the store now. */

@@ -9,7 +9,9 @@ import { MemoryStore } from "./store.js";
 import { Thread } from "./thread.js";
 const OPEN = 1;
 const TYPING_EVERY_MS = 2000;
-const FLUSH_MS = 250;
+const FLUSH_MS = 250; // the store is written this long after a change...
+const CATCHING_UP_FLUSH_MS = 2000; // ...or this long while a catch-up replays (its end flushes)
+const CHANGE_MS = 16; // `thread` events are coalesced over one frame
 const CONNECT_TIMEOUT_MS = 10_000; // from the socket's creation to the hello
 export class Duologue extends Emitter {
     http;
@@ -57,7 +59,7 @@ export class Duologue extends Emitter {
         this.opts = {
             url: options.url.replace(/\/$/, ""), token: options.token, store: options.store ?? new MemoryStore(),
             history: options.history ?? 50, ackTimeoutMs: options.ackTimeoutMs ?? 10_000,
-            window: options.window ?? 16, syncWindow: options.syncWindow ?? 32,
+            window: options.window ?? 16, syncWindow: options.syncWindow ?? 100,
             watchPresence: options.watchPresence ?? true, random: options.random ?? Math.random,
             minMs: options.backoff?.minMs ?? 250, maxMs: options.backoff?.maxMs ?? 10_000,
         };
@@ -265,8 +267,7 @@ export class Duologue extends Emitter {
         for (const summary of hello.threads)
             this.ensure(summary.thread, false);
         this.syncQueue = [...this.threads.keys()];
-        this.pumpSyncs();
-        this.updateWatch();
+        this.pumpSyncs(); // presence is watched once caught up: the missed events come first
         this.scheduleRefresh();
         this.pump();
     }
@@ -351,8 +352,9 @@ export class Duologue extends Emitter {
         }
         if (!this.caughtUp && !this.syncing.size && !this.syncQueue.length && this.status === "online") {
             this.caughtUp = true;
-            this.flush();
             this.emit("caughtUp", { threads: this.threads.size, ms: Date.now() - this.helloAt });
+            this.updateWatch();
+            this.flush();
         }
     }
     /** Sync again every thread whose `synced` has not come (a refused sync has no ref). */
@@ -632,7 +634,7 @@ export class Duologue extends Emitter {
         }
     }
     updateWatch() {
-        if (!this.opts.watchPresence || this.status !== "online" || !this.user)
+        if (!this.opts.watchPresence || this.status !== "online" || !this.caughtUp || !this.user)
             return;
         const peers = this.threadList().map((t) => t.peer).filter((u) => u !== this.user);
         const users = [...new Set([...this.extraWatch, ...peers])].slice(0, 200).sort();
@@ -653,7 +655,7 @@ export class Duologue extends Emitter {
                 for (const c of changed)
                     this.emit("thread", c);
                 this.updateWatch();
-            }, 0);
+            }, CHANGE_MS);
         }
     }
     // -- the store -----------------------------------------------------------------------
@@ -682,8 +684,9 @@ export class Duologue extends Emitter {
         }
     }
     scheduleFlush() {
-        if (!this.flushTimer)
-            this.flushTimer = setTimeout(() => this.flush(), FLUSH_MS);
+        if (this.flushTimer)
+            return;
+        this.flushTimer = setTimeout(() => this.flush(), this.caughtUp ? FLUSH_MS : CATCHING_UP_FLUSH_MS);
     }
     /** Write dirty thread snapshots and the outbox to the store now. */
     flush() {
