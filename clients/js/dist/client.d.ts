@@ -121,6 +121,8 @@ export declare class Duologue extends Emitter<DuologueEvents> {
     private helloAt;
     private syncQueue;
     private syncing;
+    private syncHeld;
+    private resyncTimer;
     private reloading;
     private caughtUp;
     private pausedUntil;
@@ -162,7 +164,11 @@ export declare class Duologue extends Emitter<DuologueEvents> {
     private onAck;
     private onError;
     private pumpSyncs;
-    /** Sync again every thread whose `synced` has not come (a refused sync has no ref). */
+    /** A sync (or watch) was refused, `rate_limited` or `unavailable`: its error has no
+     * ref, so every sync still unanswered goes back to the queue, and the queue waits
+     * long enough for the read budget to take them all (one `retry_after_ms` each). A
+     * sync that was in fact accepted answers later, and is ignored; its events are not
+     * folded twice (the cursor). */
     private resync;
     private onSynced;
     /** Load a thread's newest messages over HTTP, then sync after `projected_up_to`;

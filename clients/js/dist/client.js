@@ -33,6 +33,8 @@ export class Duologue extends Emitter {
     helloAt = 0;
     syncQueue = [];
     syncing = new Map(); // thread -> `after` of the sync in flight
+    syncHeld = false; // a refused sync: the queue waits for the read budget
+    resyncTimer = null;
     reloading = new Set(); // threads whose sync follows a reload
     caughtUp = true;
     pausedUntil = 0; // rate_limited: no command before this
@@ -162,6 +164,10 @@ export class Duologue extends Emitter {
         this.syncQueue = [];
         this.syncing.clear();
         this.reloading.clear();
+        if (this.resyncTimer)
+            clearTimeout(this.resyncTimer);
+        this.resyncTimer = null;
+        this.syncHeld = false;
         this.outbox.rewind();
         this.watched = [];
         this.flush();
@@ -308,7 +314,7 @@ export class Duologue extends Emitter {
         const retryMs = e.retry_after_ms ?? 0;
         if (!entry || entry.state !== "pending") {
             if (!e.ref && (e.code === "rate_limited" || e.code === "unavailable"))
-                this.resync(Math.max(retryMs, 500));
+                this.resync(Math.max(retryMs, 100));
             return;
         }
         entry.sentAt = 0;
@@ -336,7 +342,7 @@ export class Duologue extends Emitter {
     }
     // -- sync --------------------------------------------------------------------------
     pumpSyncs() {
-        while (this.syncing.size < this.opts.syncWindow && this.syncQueue.length) {
+        while (!this.syncHeld && this.syncing.size < this.opts.syncWindow && this.syncQueue.length) {
             const id = this.syncQueue.shift();
             const t = this.threads.get(id);
             if (!t.loaded && this.opts.history !== false) {
@@ -350,27 +356,39 @@ export class Duologue extends Emitter {
             this.syncing.set(id, t.cursor);
             this.sendFrame({ type: "sync", thread: id, after: t.cursor });
         }
-        if (!this.caughtUp && !this.syncing.size && !this.syncQueue.length && this.status === "online") {
+        if (!this.caughtUp && !this.syncHeld && !this.syncing.size && !this.syncQueue.length
+            && this.status === "online") {
             this.caughtUp = true;
             this.emit("caughtUp", { threads: this.threads.size, ms: Date.now() - this.helloAt });
             this.updateWatch();
             this.flush();
         }
     }
-    /** Sync again every thread whose `synced` has not come (a refused sync has no ref). */
-    resync(afterMs) {
+    /** A sync (or watch) was refused, `rate_limited` or `unavailable`: its error has no
+     * ref, so every sync still unanswered goes back to the queue, and the queue waits
+     * long enough for the read budget to take them all (one `retry_after_ms` each). A
+     * sync that was in fact accepted answers later, and is ignored; its events are not
+     * folded twice (the cursor). */
+    resync(retryMs) {
+        if (this.resyncTimer)
+            return; // the refusals of one burst: one wait
+        const socket = this.ws;
         const pending = [...this.syncing.entries()].filter(([, after]) => after !== "loading").map(([id]) => id);
-        if (!pending.length)
-            return;
-        setTimeout(() => {
-            for (const id of pending) {
-                const t = this.threads.get(id);
-                if (t && this.syncing.has(id)) {
-                    this.syncing.set(id, t.cursor);
-                    this.sendFrame({ type: "sync", thread: id, after: t.cursor });
-                }
-            }
-        }, afterMs);
+        const wait = Math.min(30_000, retryMs * Math.max(1, pending.length)) * (1 + 0.25 * this.opts.random());
+        this.syncHeld = true;
+        this.resyncTimer = setTimeout(() => {
+            this.resyncTimer = null;
+            this.syncHeld = false;
+            if (this.ws !== socket)
+                return;
+            const again = pending.filter((id) => this.syncing.get(id) !== undefined && this.syncing.get(id) !== "loading");
+            for (const id of again)
+                this.syncing.delete(id);
+            this.syncQueue.unshift(...again);
+            this.watched = []; // a refused watch is sent again once caught up
+            this.pumpSyncs();
+            this.updateWatch();
+        }, wait);
     }
     onSynced(s) {
         const after = this.syncing.get(s.thread);

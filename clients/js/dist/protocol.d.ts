@@ -77,6 +77,7 @@ export interface Hello {
     user: string;
     threads: ThreadSummary[];
     limits: Limits;
+    more_threads?: boolean;
 }
 export interface ThreadSummary {
     thread: string;
@@ -181,6 +182,7 @@ export interface PresenceFrame {
 }
 export interface ThreadList {
     threads: ThreadView[];
+    next_before?: string | null;
 }
 export interface ThreadView {
     thread: string;

@@ -126,6 +126,7 @@ export interface Hello {
   user: string;
   threads: ThreadSummary[];
   limits: Limits;
+  more_threads?: boolean;
 }
 
 export interface ThreadSummary {
@@ -248,6 +249,7 @@ export interface PresenceFrame {
 
 export interface ThreadList {
   threads: ThreadView[];
+  next_before?: string | null;
 }
 
 export interface ThreadView {

@@ -238,6 +238,30 @@ test("rate_limited: the client backs off and resends; every message once, none f
   assert.ok(a.thread(bob).list().every((m) => m.state === "sent"));
 });
 
+test("rate_limited syncs (the read budget): the client waits and syncs again; every thread caught up once", T, async () => {
+  const limited = await world.gateway({ DUOLOGUE_READ_RATE: "5", DUOLOGUE_READ_BURST: "5" });
+  const alice = uid("alice");
+  const store = new MemoryStore();
+  const a = await connect(alice, limited.url, { store, history: false, watchPresence: false });
+  const peers = await Promise.all(Array.from({ length: 12 }, (_, i) => connect(uid(`p${i}`), limited.url,
+    { history: false, watchPresence: false })));
+  peers.forEach((p) => p.send(alice, `from ${p.user}`));
+  await until(() => a.threadList().length === 12, 10_000, "twelve threads");
+  a.close();
+  await sleep(2500); // the read budget fills up again
+  peers.forEach((p) => p.send(alice, `missed from ${p.user}`));
+  await Promise.all(peers.map(acked));
+  const again = await connect(alice, limited.url, { store, history: false, watchPresence: false });
+  const limits = again.errors.filter((e) => e.code === "rate_limited" && !e.ref);
+  assert.ok(limits.length >= 1, "the read budget never refused a sync: the test proves nothing");
+  assert.ok(limits.length <= 12, `${limits.length} refused syncs: no backoff`);
+  for (const p of peers) {
+    assert.deepEqual(bodies(again, threadOf(alice, p.user)), [`from ${p.user}`, `missed from ${p.user}`]);
+  }
+  const ids = again.events.map((e) => `${e.thread}/${e.id}`);
+  assert.equal(new Set(ids).size, ids.length);
+});
+
 test("presence is watched and typing throttled to one frame per 2 s", T, async () => {
   const alice = uid("alice");
   const bob = uid("bob");
