@@ -126,9 +126,12 @@ class Node:
         await self.process.stdin.drain()
 
     async def stop(self) -> None:
-        if self.process.returncode is None:
+        """It exits by itself after the ceiling; killed if it does not within 5 s."""
+        try:
+            await asyncio.wait_for(self.process.wait(), 5)
+        except TimeoutError:
             self.process.kill()
-        await self.process.wait()
+            await self.process.wait()
 
 
 async def catchup_run(opts: Options) -> dict[str, Any]:

@@ -37,6 +37,8 @@ async function library() {
   let firstEventAt = 0;
   client.on("hello", () => { helloAt = Date.now(); cpuAtHello = process.cpuUsage(); firstEventAt = 0; });
   client.on("event", () => { firstEventAt ||= Date.now(); });
+  const refusals = [];
+  client.on("error", (e) => refusals.push(e.code));
   const first = client.once("caughtUp");
   await client.connect();
   await first;
@@ -48,7 +50,7 @@ async function library() {
   const cpu = process.cpuUsage(cpuAtHello);
   say({ stage: "caught_up", hello_at: helloAt, caught_up_at: at, ms: caught.ms, threads: caught.threads,
         first_event_ms: firstEventAt - helloAt, cpu_ms: Math.round((cpu.user + cpu.system) / 1000),
-        ...check(client) });
+        refusals: refusals.length, ...check(client) });
   client.close();
 }
 
