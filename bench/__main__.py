@@ -6,7 +6,8 @@ throughput, latency, sync, memory, deflate_memory, ceilings (gateway); projector
 pg_ceilings, history_read, search_read, rebuild (projector and history: each run also has a Postgres
 database of its own, dropped afterwards); idle_memory, archive_sync, retention (the two
 tiers of protocol.md section 7); presence_sends, presence_churn (presence, section 5);
-webhook (offline notifications, protocol.md section 6).
+webhook (offline notifications, protocol.md section 6); client_catchup (the JavaScript
+client's reconnect and catch-up, in Node).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import redis
 
 from adapters import logs
 from bench.ceilings import ceilings
+from bench.fig_catchup import client_catchup
 from bench.fig_chat import latency, throughput
 from bench.fig_history import history_read
 from bench.fig_limits import hostile, limits_sends
@@ -60,6 +62,8 @@ FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "webhook": webhook,
     # per-user limits (protocol.md section 8)
     "limits_sends": limits_sends, "hostile": hostile,
+    # the JavaScript client (clients/js): reconnect and catch-up, measured in Node
+    "client_catchup": client_catchup,
 }
 
 

@@ -22,10 +22,22 @@ from gateway.read_model import ReadModel
 from gateway.session import websocket_endpoint
 
 DEMO_PAGE = files("gateway").joinpath("static/index.html").read_text()
+# The demo page's client library: clients/js/dist, copied by its `npm run build`
+CLIENT_MODULES = {entry.name: entry.read_bytes()
+                  for entry in files("gateway").joinpath("static/client").iterdir()
+                  if entry.name.endswith(".js")}
 
 
 async def demo(_: Request) -> Response:
     return HTMLResponse(DEMO_PAGE)
+
+
+async def client_module(request: Request) -> Response:
+    body = CLIENT_MODULES.get(request.path_params["name"])
+    if body is None:
+        raise HTTPException(404, "no such module")
+    return Response(body, media_type="text/javascript; charset=utf-8",
+                    headers={"Cache-Control": "no-cache"})
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -53,6 +65,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         Route("/", demo),
+        Route("/client/{name}", client_module),
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
         Route("/metrics", health.metrics),

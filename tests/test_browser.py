@@ -59,8 +59,10 @@ class User:
     sockets: list[list[dict[str, Any]]] = field(default_factory=list)
 
     def event_ids(self, socket: int = -1) -> list[str]:
-        """Ids of the `event` frames received on one socket (default: the newest)."""
-        return [f["id"] for f in self.sockets[socket] if f.get("type") == "event"]
+        """Ids of the `event` frames received on one socket (default: the newest), read
+        receipts left out: the page sends one whenever a thread is on screen."""
+        return [f["id"] for f in self.sockets[socket]
+                if f.get("type") == "event" and f["event"]["kind"] != "ReadUpTo"]
 
     def bodies(self, text: str) -> Any:
         """The rendered messages whose body is exactly ``text``."""
@@ -134,13 +136,13 @@ def _converse(alice: User, bob: User) -> tuple[str, str]:
     thread = thread_of(alice.name, bob.name)
     first, reply = f"hello bob {uuid.uuid4().hex[:6]}", f"hi alice {uuid.uuid4().hex[:6]}"
     alice.open_thread(bob.name)
-    expect(alice.page.locator(f'#threads li.active[data-thread="{thread}"]')).to_have_text(
+    expect(alice.page.locator(f'#threads li.active[data-thread="{thread}"] .name')).to_have_text(
         bob.name)
     alice.send(first)
     expect(alice.bodies(first)).to_have_count(1)
 
     item = bob.page.locator(f'#threads li[data-thread="{thread}"]')
-    expect(item).to_have_text(alice.name)  # the thread appears live on bob's page
+    expect(item.locator(".name")).to_have_text(alice.name)  # the thread appears live on bob's page
     item.click()
     expect(item).to_have_class("active")
     expect(bob.bodies(first)).to_have_count(1)
@@ -231,15 +233,17 @@ def test_reload_rebuilds_history(open_page: Any) -> None:
     bob.page.reload()
     bob.wait_status("online")
     thread = thread_of(alice.name, bob.name)
-    # the only thread is selected on its own after the reload, and rebuilt from sync
+    # the only thread is selected on its own after the reload, restored from the page's
+    # localStorage (duologue-client's store) and synced after the id it had applied
     expect(bob.page.locator(f'#threads li.active[data-thread="{thread}"]')).to_have_count(1)
     expect(bob.bodies(first)).to_have_count(1)
     expect(bob.bodies(reply)).to_have_count(1)
     _barrier(alice, bob)
     assert bob.count(first) == 1 and bob.count(reply) == 1
     assert bob.log()[:2] == before
+    # the new socket replayed at most what the stored snapshot lacked, each event once
     ids = bob.event_ids()
-    assert len(ids) == len(set(ids)) == 3, ids
+    assert 1 <= len(ids) == len(set(ids)) <= 3, ids
 
     # and a second reload while a message is on its way changes nothing
     late = f"after reload {uuid.uuid4().hex[:6]}"

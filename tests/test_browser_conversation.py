@@ -3,6 +3,7 @@ the refusal shown, the text not lost), through the same fixtures as tests/test_b
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -49,10 +50,16 @@ def test_reply_react_and_block_between_two_pages(open_page: Any) -> None:  # noq
     refused = f"let me in {uuid.uuid4().hex[:6]}"
     alice.send(refused)
     expect(alice.page.locator("#error")).to_contain_text("blocked")
-    expect(alice.bodies(refused)).to_have_count(0)
+    # the refused message stays on alice's page, its text kept and the reason beside it
+    expect(alice.bodies(refused)).to_have_class(re.compile(r"\bfailed\b"))
+    expect(alice.bodies(refused).locator(".reason")).to_contain_text("blocked")
     expect(bob.bodies(refused)).to_have_count(0)
     bob.page.click("#block")
     expect(alice.page.locator("#blocked-note")).to_have_text("")
+    alice.bodies(refused).locator("button.retry").click()  # unblocked: sent again, once
+    expect(bob.bodies(refused)).to_have_count(1)
+    expect(alice.bodies(refused)).to_have_count(1)
+    expect(alice.bodies(refused).locator(".state")).to_have_text(re.compile("sent|read"))
     welcome = f"welcome back {uuid.uuid4().hex[:6]}"
     alice.send(welcome)
     expect(bob.bodies(welcome)).to_have_count(1)
