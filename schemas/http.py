@@ -42,6 +42,8 @@ class ThreadView(msgspec.Struct, frozen=True, kw_only=True):
 
 class ThreadList(msgspec.Struct, frozen=True, kw_only=True):
     threads: list[ThreadView]
+    # v1.1 (section 8): the `before` of the next page; null on the last page
+    next_before: str | None = None
 
 
 class MessagePage(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,3 +106,16 @@ def encode_body(body: HttpBody) -> bytes:
 def decode_post_message(data: bytes) -> PostMessage:
     """Raises ``msgspec.DecodeError`` (incl. ValidationError, with the JSON path)."""
     return _post_decoder.decode(data)
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /healthz``: the process is alive."""
+
+    status: str
+
+
+class Readiness(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /readyz``: each backing store's answer ("ok", "unavailable", "not configured")."""
+
+    redis: str
+    postgres: str

@@ -27,6 +27,8 @@ class Hello(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="he
     user: str
     threads: list[ThreadSummary]
     limits: Limits
+    # v1.1 (section 8): present, and true, when `threads` lists only the newest 500
+    more_threads: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class EventFrame(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="event"):
