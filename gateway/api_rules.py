@@ -33,6 +33,10 @@ def at_most(limit: int) -> str:
     return "(?:" + "|".join(options) + ")"
 
 
+# str.isspace's characters, spelled out: regex engines disagree on \s (\x1c-\x1f)
+SPACE = ("\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f"
+         "\\u205f\\u3000")
+
 _PART = at_most(U64)
 EVENT_ID_RE = f"(?:0|{_PART}-{_PART})"  # "0": before the first event
 THREAD_RE = f"dm:{USER}:{USER}"
@@ -50,14 +54,14 @@ CLIENT_MSG_ID: Schema = {"type": "string", "pattern": "^[!-~]{1,64}$",
                          "description": "1-64 printable ASCII characters, no space; commands "
                                         "are idempotent per (sender, thread, client_msg_id)"}
 EMOJI: Schema = {"type": "string", "minLength": 1, "maxLength": 16,
-                 "pattern": "^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$",
+                 "pattern": f"^[^{SPACE}\\x00-\\x1f\\x7f-\\x9f]+$",
                  "description": "1-16 code points, no whitespace or control character"}
 EPOCH_MS: Schema = {"type": "integer", "minimum": 0, "description": "epoch milliseconds"}
 
 
 def body(max_body: int) -> Schema:
     return {"type": "string", "minLength": 1, "maxLength": max_body,
-            "pattern": "^[^\\x00]*[^\\s\\x00][^\\x00]*$",
+            "pattern": f"^[^\\x00]*[^\\x00{SPACE}][^\\x00]*$",
             "description": f"1-{max_body} code points, not all whitespace, no NUL"}
 
 

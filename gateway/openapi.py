@@ -107,8 +107,11 @@ def users_pattern() -> str:
 
 def search_parameters() -> list[Schema]:
     cursor = f"^(?:{rules.THREAD_RE}/)?{rules.EVENT_ID_RE}$"
-    return [query("q", {"type": "string", "minLength": 1, "maxLength": 200},
-                  "the words to find (a trailing * matches a prefix)", required=True),
+    # q with no word (`!!!`, `*`) is 400 invalid (docs/search.md): what a word is, is
+    # Postgres's parser's to say, which no portable regex can (\w differs by engine)
+    q = {"type": "string", "minLength": 1, "maxLength": 200}
+    return [query("q", q, "the words to find (letters and digits; none is 400 invalid); a "
+                          "trailing * matches a prefix", required=True),
             query("thread", rules.THREAD, "only this thread (403 for a non-participant)"),
             query("before", {"type": "string", "pattern": cursor},
                   "an event id, or the next_before of the previous page"),

@@ -5,6 +5,7 @@ suite sees matches them is checked for each test (tests/contract_support.py)."""
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from typing import get_args
 
@@ -14,6 +15,9 @@ import pytest
 from openapi_spec_validator import validate as validate_openapi
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
+from domain.errors import InvalidError
+from domain.ids import check_body, check_emoji, event_key
+from gateway import api_rules
 from gateway.errors import STATUS
 from schemas.client import CLIENT_TYPES
 from schemas.server import ServerFrame
@@ -128,3 +132,31 @@ def test_a_frame_the_document_does_not_describe_is_a_mismatch():
     check_frame({"type": "gossip"})
     found = take_mismatches()
     assert len(found) == 4, found  # the thread, the id, the missing field, the type
+
+
+def test_the_body_and_emoji_patterns_say_what_the_domain_checks():
+    """Character by character, over all of Unicode: the regex is no wider and no narrower
+    than domain.ids (regex engines disagree on \\s, so the document spells it out)."""
+    body = re.compile(api_rules.body(4000)["pattern"])
+    emoji = re.compile(api_rules.EMOJI["pattern"])
+    for code in range(0x110000):
+        char = chr(code)
+        assert (body.fullmatch(char) is not None) == _accepted(check_body, char, 4000), code
+        assert (emoji.fullmatch(char) is not None) == _accepted(check_emoji, char), code
+
+
+def test_the_event_id_pattern_is_a_stream_id_of_two_u64():
+    pattern = re.compile(api_rules.EVENT_ID["pattern"])
+    top = 2**64 - 1
+    for value in ("0", "1-0", f"{top}-{top}", f"{top}-0", "1732467890123-0", f"{top + 1}-0",
+                  f"0-{top + 1}", "01-0", "1-00", "-1-0", "1", "1-", "0-0",
+                  "99999999999999999999-0"):
+        assert (pattern.fullmatch(value) is not None) == _accepted(event_key, value), value
+
+
+def _accepted(check, *args) -> bool:
+    try:
+        check(*args)
+    except InvalidError:
+        return False
+    return True
