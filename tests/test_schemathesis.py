@@ -21,7 +21,7 @@ import pytest
 from tests.http_support import Projection, auth, eid, start_api_gateway
 from tests.support import ROOT, token
 
-EXAMPLES = os.environ.get("DUOLOGUE_SCHEMATHESIS_EXAMPLES", "25")
+EXAMPLES = os.environ.get("DUOLOGUE_SCHEMATHESIS_EXAMPLES", "100")
 SEED = os.environ.get("DUOLOGUE_SCHEMATHESIS_SEED", "20261205")
 
 # A q with no word is 400 invalid (docs/search.md): what a word is, Postgres's parser says,
