@@ -15,12 +15,13 @@ import redis.asyncio as aioredis
 from adapters.postgres import migrate
 from adapters.record import Keys
 from duologue.embedded import EmbeddedRedis, start_postgres
-from tests.contract_support import take_mismatches
+from tests.contract_support import check_http_answers, take_mismatches
 from tests.faults_support import PrivatePostgres, private_postgres_server
 from tests.projection_support import PARTITIONS, Fleet, projector_env
 from tests.support import Client, GatewayProcess
 
 RUN_PREFIX = f"dltest{uuid.uuid4().hex[:8]}"
+check_http_answers()  # every httpx answer of a documented path, against /openapi.json
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,9 @@
 """Every frame and HTTP answer the tests see, checked against the served contracts.
 
-``tests/support.Client`` passes each frame it receives to ``check_frame``, and
-``tests/http_support.http`` each answer to ``check_response``; a mismatch is recorded and
-the autouse fixture ``contract_mismatches`` (conftest.py) fails the test that saw it.
+``tests/support.Client`` (and the projector tests' workload) passes each frame it
+receives to ``check_frame``; every httpx answer of a documented path goes to
+``check_response`` (``check_http_answers``, installed by conftest.py). A mismatch is
+recorded and the autouse fixture ``contract_mismatches`` fails the test that saw it.
 Validators are compiled once (jsonschema-rs), from the documents the gateway serves
 (``gateway.asyncapi``, ``gateway.openapi``: the test of the served bytes is
 test_api_docs.py).
@@ -16,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema_rs
 
 from adapters.settings import Settings
@@ -114,3 +116,32 @@ def take_mismatches() -> list[str]:
     found = list(MISMATCHES)
     MISMATCHES.clear()
     return found
+
+
+def check_http_answers() -> None:
+    """Check every answer httpx reads in the tests (sync and async clients) from now on."""
+    sync_send, async_send = httpx.Client.send, httpx.AsyncClient.send
+    if getattr(sync_send, "checked", False):
+        return
+
+    def send(self: httpx.Client, request: httpx.Request, **kw: Any) -> httpx.Response:
+        response = sync_send(self, request, **kw)
+        if not kw.get("stream"):
+            _check(response)
+        return response
+
+    async def asend(self: httpx.AsyncClient, request: httpx.Request,
+                    **kw: Any) -> httpx.Response:
+        response = await async_send(self, request, **kw)
+        if not kw.get("stream"):
+            _check(response)
+        return response
+
+    send.checked = True  # type: ignore[attr-defined]
+    httpx.Client.send = send  # type: ignore[method-assign]
+    httpx.AsyncClient.send = asend  # type: ignore[method-assign]
+
+
+def _check(response: httpx.Response) -> None:
+    check_response(response.request.method, response.request.url.path, response.status_code,
+                   response.headers.get("content-type", ""), response.content)
