@@ -93,6 +93,8 @@ class Conversations(RuleBasedStateMachine):
         self.acked: dict[tuple[str, str, str], tuple[str, str]] = {}  # (user, thread,
         # cmid) -> (event id, body)
         self.messages: dict[str, list[tuple[str, str]]] = {}  # thread -> (id, sender)
+        self.deleted: set[str] = set()  # ids of deleted messages
+        self.reactions: dict[tuple[str, str, str], str] = {}  # (user, target, emoji) -> id
         self.seq = 0
 
     def teardown(self) -> None:
@@ -164,23 +166,64 @@ class Conversations(RuleBasedStateMachine):
             self.messages.setdefault(thread, []).append((answer["id"], socket.user))
             self.appended(thread, answer["id"])
 
-    @rule(who=st.integers(0, 3), pick=st.integers(0, 1000), body=st.sampled_from(["e", " "]))
-    def edit(self, who: int, pick: int, body: str) -> None:
+    @rule(who=st.integers(0, 3), pick=st.integers(0, 1000),
+          kind=st.sampled_from(["edit", "edit", "delete", "react", "react"]),
+          emoji=st.sampled_from(["\U0001f44d", "\u2764\ufe0f", " "]))
+    def change(self, who: int, pick: int, kind: str, emoji: str) -> None:
+        """An edit, delete or reaction of a message of one of the user's threads."""
         socket = self.sockets[who]
-        mine = [(t, m) for t, ms in self.messages.items() for m in ms
-                if socket.user in t.split(":")[1:]]
-        if not mine or (body == " " and socket.refusals >= REFUSALS):
+        known = [(t, m) for t, ms in self.messages.items() for m in ms
+                 if socket.user in t.split(":")[1:]]
+        if not known or socket.refusals >= REFUSALS:
             return
-        thread, (target, sender) = mine[pick % len(mine)]
-        answer = self.command(socket, {"type": "edit", "thread": thread, "target": target,
-                                       "body": body, "client_msg_id": self.cmid()})
-        if body == " ":
+        thread, (target, sender) = known[pick % len(known)]
+        frame = {"type": kind, "thread": thread, "target": target,
+                 "client_msg_id": self.cmid()}
+        if kind == "edit":
+            frame["body"] = "edited" if emoji != " " else " "
+        if kind == "react":
+            frame["emoji"] = emoji
+        answer = self.command(socket, frame)
+        if emoji == " " and kind != "delete":
             self.refused(socket, answer, "invalid")
+        elif target in self.deleted:  # someone else's: the contract orders no check
+            other = kind != "react" and sender != socket.user and answer.get("code") != "not_found"
+            self.refused(socket, answer, "forbidden" if other else "not_found")
+        elif kind == "react":
+            self.reacted(socket, answer, thread, (socket.user, target, emoji))
         elif sender != socket.user:
             self.refused(socket, answer, "forbidden")
         else:
             assert answer["type"] == "ack" and not answer["duplicate"], answer
+            if kind == "delete":
+                self.deleted.add(target)
             self.appended(thread, answer["id"])
+
+    def reacted(self, socket: Socket, answer: dict, thread: str,
+                reaction: tuple[str, str, str]) -> None:
+        """A reaction already present is acked duplicate with the id that added it."""
+        assert answer["type"] == "ack", answer
+        if reaction in self.reactions:
+            assert answer["duplicate"] and answer["id"] == self.reactions[reaction], answer
+        else:
+            assert not answer["duplicate"], answer
+            self.reactions[reaction] = answer["id"]
+            self.appended(thread, answer["id"])
+
+    @rule(who=st.integers(0, 3), gateway=st.integers(0, 1))
+    def reconnect(self, who: int, gateway: int) -> None:
+        """A socket closes and its user connects again: the hello lists every thread of
+        the user that has events, with the newest acked id, newest first."""
+        old = self.sockets[who]
+        run(old.client.close())
+        client = run(Client.connect(URLS[gateway], old.user))
+        self.sockets[who] = Socket(client)
+        listed = [(t["thread"], t["last_id"]) for t in client.hello["threads"]]
+        expected = {t: ids[-1] for t, ids in self.events.items()
+                    if old.user in t.split(":")[1:]}
+        assert dict(listed) == expected and len(listed) == len(expected), (listed, expected)
+        keys = [event_key(last) for _, last in listed]
+        assert keys == sorted(keys, reverse=True), listed
 
     @rule(who=st.integers(0, 3))
     def write_to_a_stranger_thread(self, who: int) -> None:
