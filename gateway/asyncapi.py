@@ -42,6 +42,7 @@ def asyncapi(settings: Settings) -> Schema:
         "channels": {"ws": {
             "address": "/v1/ws", "title": "One user's connection",
             "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in messages},
+            "bindings": {"ws": HANDSHAKE},
         }},
         "operations": {
             "receiveClientFrames": operation("receive", CLIENT, "Frames a client sends"),
@@ -59,6 +60,14 @@ DESCRIPTION = (
     "large, 1011 internal error, 1013 slow consumer. A handshake with a bad token is "
     "refused with HTTP 403; over the sockets per user, with HTTP 429. The HTTP API is "
     "described at /openapi.json.")
+
+HANDSHAKE = {  # the HTTP request that opens the socket: a token in one of two places
+    "method": "GET", "bindingVersion": "0.1.0",
+    "query": {"type": "object", "properties": {"token": {
+        "type": "string", "description": "the token, for browsers (never logged)"}}},
+    "headers": {"type": "object", "properties": {"Authorization": {
+        "type": "string", "pattern": "^Bearer ", "description": "Bearer <token>"}}},
+}
 
 SECURITY = {
     "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
