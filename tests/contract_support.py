@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,8 @@ def _body_validator(ref: str) -> Any:
     return _validator(openapi_document(), ref)
 
 
-def check_response(method: str, path: str, status: int, content_type: str,
-                   body: bytes) -> None:
+def check_response(method: str, path: str, status: int, content_type: str, body: bytes,
+                   headers: Mapping[str, str] | None = None) -> None:
     """Record an HTTP answer of a documented path whose status or body is undocumented."""
     found = [op for pattern, verb, op in _operations() if verb == method and pattern.match(path)]
     if not found:
@@ -102,6 +103,9 @@ def check_response(method: str, path: str, status: int, content_type: str,
         return
     if "$ref" in answer:
         answer = openapi_document()["components"]["responses"][answer["$ref"].rsplit("/")[-1]]
+    for name, header in answer.get("headers", {}).items():
+        if header.get("required") and headers is not None and name not in headers:
+            MISMATCHES.append(f"{where}: no {name} header")
     schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
     if "$ref" not in schema:
         return
@@ -144,4 +148,5 @@ def check_http_answers() -> None:
 
 def _check(response: httpx.Response) -> None:
     check_response(response.request.method, response.request.url.path, response.status_code,
-                   response.headers.get("content-type", ""), response.content)
+                   response.headers.get("content-type", ""), response.content,
+                   response.headers)

@@ -21,6 +21,8 @@ import pytest
 from tests.http_support import Projection, auth, eid, start_api_gateway
 from tests.support import ROOT, token
 
+# protocol.md section 8's per-user limits (0 = off): fuzzing answered 429 tests nothing else
+LIMITS_OFF = {"DUOLOGUE_RATE": "0", "DUOLOGUE_RATE_BYTES": "0", "DUOLOGUE_READ_RATE": "0"}
 EXAMPLES = os.environ.get("DUOLOGUE_SCHEMATHESIS_EXAMPLES", "100")
 SEED = os.environ.get("DUOLOGUE_SCHEMATHESIS_SEED", "20261205")
 
@@ -49,7 +51,8 @@ def api(redis_url: str, fresh_database: str, log_dir: Path, prefix: str):
         for n, sender in ((1, "alice"), (2, other), (3, "alice")):
             projection.message(thread, eid(n), sender, f"hello number {n}")
     projection.close()
-    gateway = start_api_gateway(redis_url, log_dir, prefix, DATABASE_URL=fresh_database)
+    gateway = start_api_gateway(redis_url, log_dir, prefix, DATABASE_URL=fresh_database,
+                                **LIMITS_OFF)
     yield gateway
     gateway.terminate()
 
