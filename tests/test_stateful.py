@@ -7,18 +7,21 @@ step against a simple model of protocol.md section 2:
 - delivery: every acked event reaches every socket of both participants;
 - no gap after `sync`: the replay is exactly the model's events after `after`, in order;
 - idempotency: a resend with the same client_msg_id is acked `duplicate` with the first id
-  and appends nothing;
+  and appends nothing (and so are a reaction already present and a receipt at or before
+  the reader's, with the id of the event that stands);
+- a reconnect's hello lists the user's threads with their newest acked id, newest first;
 - refusals (bad_frame, unknown_type, invalid, forbidden) answer an error and the socket
   stays open.
 
-Rate limits are off (LIMITS_OFF). Each example has fresh users, so
-the two gateways serve the whole test. Every frame is also checked against
-/asyncapi.json by the shared client (tests/contract_support.py).
+Rate limits are off (LIMITS_OFF); ``DUOLOGUE_STATEFUL_EXAMPLES`` changes the budget. Each
+example has fresh users, so the two gateways serve the whole test. Every frame is also
+checked against /asyncapi.json by the shared client (tests/contract_support.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +37,7 @@ from tests.support import Client, GatewayProcess, thread_of, uid
 # protocol.md section 8's per-user limits (0 = off; typing has no switch and is not checked)
 LIMITS_OFF = {"DUOLOGUE_RATE": "0", "DUOLOGUE_RATE_BYTES": "0", "DUOLOGUE_READ_RATE": "0",
               "DUOLOGUE_MAX_SOCKETS": "0"}
+EXAMPLES = int(os.environ.get("DUOLOGUE_STATEFUL_EXAMPLES", "300"))  # ~25 s on two cores
 STEP_TIMEOUT = 10.0  # seconds a socket may take to see an answer or an event
 REFUSALS = 18  # per socket and example: more than 20 within a minute closes it (1008)
 FUTURE = "99999999999999-0"  # newer than any event: a sync answered recovered:false
@@ -98,6 +102,8 @@ class Conversations(RuleBasedStateMachine):
         self.messages: dict[str, list[tuple[str, str]]] = {}  # thread -> (id, sender)
         self.deleted: set[str] = set()  # ids of deleted messages
         self.reactions: dict[tuple[str, str, str], str] = {}  # (user, target, emoji) -> id
+        self.receipts: dict[tuple[str, str], tuple[str, str]] = {}  # (reader, thread) ->
+        # (up_to, id of its ReadUpTo)
         self.seq = 0
 
     def teardown(self) -> None:
@@ -211,6 +217,27 @@ class Conversations(RuleBasedStateMachine):
         else:
             assert not answer["duplicate"], answer
             self.reactions[reaction] = answer["id"]
+            self.appended(thread, answer["id"])
+
+    @rule(who=st.integers(0, 3), pick=st.integers(0, 1000))
+    def read(self, who: int, pick: int) -> None:
+        """A receipt up to an event of the thread; one at or before the reader's current
+        one is acked duplicate with the id of the ReadUpTo that stands, appending nothing."""
+        socket = self.sockets[who]
+        known = [(t, i) for t, ids in self.events.items() for i in ids
+                 if socket.user in t.split(":")[1:]]
+        if not known:
+            return
+        thread, up_to = known[pick % len(known)]
+        answer = self.command(socket, {"type": "read", "thread": thread, "up_to": up_to,
+                                       "client_msg_id": self.cmid()})
+        assert answer["type"] == "ack", answer
+        current = self.receipts.get((socket.user, thread))
+        if current is not None and event_key(up_to) <= event_key(current[0]):
+            assert answer["duplicate"] and answer["id"] == current[1], (answer, current)
+        else:
+            assert not answer["duplicate"], answer
+            self.receipts[(socket.user, thread)] = (up_to, answer["id"])
             self.appended(thread, answer["id"])
 
     @rule(who=st.integers(0, 3), gateway=st.integers(0, 1))
@@ -335,7 +362,7 @@ def two_gateways(start_gateway: Callable[..., GatewayProcess]) -> Iterator[list[
 def test_conversations_keep_the_guarantees(two_gateways: list[str]) -> None:
     machine = Conversations
     machine.TestCase.settings = settings(
-        max_examples=300, stateful_step_count=60, deadline=None,
+        max_examples=EXAMPLES, stateful_step_count=60, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     machine.TestCase().runTest()
 
