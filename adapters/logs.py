@@ -22,8 +22,18 @@ class _DropPerConnection(logging.Filter):
         return record.msg not in _NOISE
 
 
+CLIENT_TEXT_MAX = 200  # protocol.md section 8: a logged field of client text, at most
+
+
 def redact(text: str) -> str:
     return _TOKEN.sub(r"\1<redacted>", text)
+
+
+def clip(text: str | None, limit: int = CLIENT_TEXT_MAX) -> str | None:
+    """Client-supplied text for a log line: at most ``limit`` characters, and says so."""
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit - 1]}…"
 
 
 def _redact_event(

@@ -60,8 +60,9 @@ B_EVENT, B_LOG_THREAD, B_LOG_ID, B_LOG_EVENT = (
 
 # the status a script answers first; BLOCKED: the other participant blocks the thread;
 # MISSING: a reply's target is not a MessageSent of the thread; ARCHIVED: it may be one
-# that only the Postgres archive holds (the caller checks there)
-OK, DUPLICATE, GUARD_FAILED, FENCED, BLOCKED_STATUS, MISSING, ARCHIVED = range(7)
+# that only the Postgres archive holds (the caller checks there); RATE_LIMITED: the
+# sender's budget (protocol.md section 8) is spent, the reply's second item is the wait in ms
+OK, DUPLICATE, GUARD_FAILED, FENCED, BLOCKED_STATUS, MISSING, ARCHIVED, RATE_LIMITED = range(8)
 
 _LUA_NAMES = {
     "EVENT": EVENT, "LOG_THREAD": LOG_THREAD, "LOG_ID": LOG_ID, "LOG_EVENT": LOG_EVENT,
@@ -70,6 +71,7 @@ _LUA_NAMES = {
     "ARCHIVED_BELOW": ARCHIVED_BELOW, "ALL_ARCHIVED": ALL_ARCHIVED, "NEW_ID": NEW_ID,
     "OK": OK, "DUPLICATE": DUPLICATE, "GUARD_FAILED": GUARD_FAILED, "FENCED": FENCED,
     "BLOCKED_STATUS": BLOCKED_STATUS, "MISSING": MISSING, "ARCHIVED": ARCHIVED,
+    "RATE_LIMITED": RATE_LIMITED,
 }
 
 
@@ -130,6 +132,23 @@ class Keys:
 
     def dedupe(self, thread: str, sender: str, client_msg_id: str) -> str:
         return f"{self._tag(self.partition(thread))}:d:{thread}:{sender}:{client_msg_id}"
+
+    def budget(self, user: str) -> str:
+        """The user's command and body-byte budget (token buckets, ``append.lua``). Not in
+        a partition's slot: one per user across all of them (single-node Redis)."""
+        return f"{self.prefix}:rl:{{{user}}}"
+
+    def sockets(self, user: str) -> str:
+        """How many WebSockets the user has open, per gateway (``gateway/sockets.lua``)."""
+        return f"{self.prefix}:so:{{{user}}}"
+
+    def read_budget(self, user: str) -> str:
+        """The user's read budget (``sync``, ``watch``, HTTP reads): a token bucket."""
+        return f"{self.prefix}:rr:{{{user}}}"
+
+    def typing(self, thread: str, sender: str) -> str:
+        """Set for ``typing_every`` ms after a relayed typing notice: the throttle."""
+        return f"{self._tag(self.partition(thread))}:ty:{thread}:{sender}"
 
     def log(self, partition: int) -> str:
         """The partition log the projector consumes."""

@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-DEV_DIR = Path(".duologue")
-DEV_SECRET = DEV_DIR / "secret"
+MIN_SECRET_BYTES = 32  # protocol.md section 8: a gateway refuses a shorter DUOLOGUE_SECRET
 
 
 WS_COMPRESSION = ("per-message", "context", "off")  # gateway/ws_protocol.py's policies
@@ -38,13 +36,6 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
-def _secret(env: Mapping[str, str]) -> str:
-    secret = env.get("DUOLOGUE_SECRET") or ""
-    if not secret and DEV_SECRET.exists():
-        secret = DEV_SECRET.read_text().strip()
-    return secret
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str = ""
@@ -54,6 +45,11 @@ class Settings:
     prefix: str = "dl"
     rate: float = 20.0
     burst: int = 40
+    rate_bytes: float = 65536.0  # body bytes per second per user; the burst is 4 s' worth
+    max_sockets: int = 20  # open WebSockets per user across gateways (0: no cap)
+    read_rate: float = 50.0  # sync, watch and HTTP reads per second per user (0: off)
+    read_burst: float = 100.0
+    typing_every: float = 2.0  # s between relayed typing notices per user and thread (0: off)
     max_body: int = 4000
     max_frame: int = 65536
     outbox: int = 1024
@@ -86,10 +82,15 @@ class Settings:
         return cls(
             redis_url=env.get("REDIS_URL", ""),
             database_url=env.get("DATABASE_URL", ""),
-            secret=_secret(env),
+            secret=env.get("DUOLOGUE_SECRET") or "",
             partitions=int(_number(env, "DUOLOGUE_PARTITIONS", 64, minimum=1)),
             prefix=env.get("DUOLOGUE_PREFIX") or "dl",
             rate=_number(env, "DUOLOGUE_RATE", 20),
+            typing_every=_number(env, "DUOLOGUE_TYPING_EVERY", 2),
+            max_sockets=int(_number(env, "DUOLOGUE_MAX_SOCKETS", 20)),
+            read_rate=(read_rate := _number(env, "DUOLOGUE_READ_RATE", 50)),
+            read_burst=_number(env, "DUOLOGUE_READ_BURST", 2 * read_rate, minimum=1),
+            rate_bytes=_number(env, "DUOLOGUE_RATE_BYTES", 65536),
             burst=int(_number(env, "DUOLOGUE_BURST", 40, minimum=1)),
             max_body=int(_number(env, "DUOLOGUE_MAX_BODY", 4000, minimum=1)),
             outbox=int(_number(env, "DUOLOGUE_OUTBOX", 1024, minimum=16)),
@@ -114,6 +115,21 @@ class Settings:
                                             minimum=1)),
             webhook_senders=int(_number(env, "DUOLOGUE_WEBHOOK_SENDERS", 1, minimum=1)),
         )
+
+    def require_gateway_secret(self) -> Settings:
+        """A gateway signs and checks every token with ``DUOLOGUE_SECRET``: set (from the
+        environment: the CLI gives a gateway no dev secret file) and at least
+        ``MIN_SECRET_BYTES`` long, else anyone could forge tokens."""
+        if not self.secret:
+            raise SettingsError(
+                f"DUOLOGUE_SECRET is not set: a gateway needs a random secret of at least "
+                f"{MIN_SECRET_BYTES} bytes (`duologue dev` makes its own), e.g. "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        size = len(self.secret.encode())
+        if size < MIN_SECRET_BYTES:
+            raise SettingsError(f"DUOLOGUE_SECRET is {size} bytes long: a gateway needs at "
+                                f"least {MIN_SECRET_BYTES} random bytes")
+        return self
 
     def require(self, *names: str) -> Settings:
         """Fail with a clear message when a required value is empty."""

@@ -32,6 +32,7 @@ from adapters import logs
 from bench.ceilings import ceilings
 from bench.fig_chat import latency, throughput
 from bench.fig_history import history_read
+from bench.fig_limits import hostile, limits_sends
 from bench.fig_memory import deflate_memory, memory
 from bench.fig_presence import presence_churn, presence_sends
 from bench.fig_projector import freshness, projector_rate
@@ -57,6 +58,8 @@ FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "presence_sends": presence_sends, "presence_churn": presence_churn,
     # offline notifications (protocol.md section 6)
     "webhook": webhook,
+    # per-user limits (protocol.md section 8)
+    "limits_sends": limits_sends, "hostile": hostile,
 }
 
 

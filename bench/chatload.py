@@ -102,6 +102,7 @@ class Run:
         self.sending = True
         self.acked = 0
         self.retried = 0  # `unavailable` refusals, resent with the same client_msg_id
+        self.rate_limited = 0  # `rate_limited` refusals, resent after retry_after_ms
         self.retry_samples: list[str] = []
         self.sent_at: dict[str, float] = {}
         self.ack_samples: list[tuple[float, float]] = []  # (sent at, seconds to ack)
@@ -166,13 +167,20 @@ class Peer:
             if not self.hello.done():
                 self.hello.set_result(None)
         elif kind == "error":
-            self.refused(frame.code, frame.message, frame.ref)
+            self.refused(frame.code, frame.message, frame.ref,
+                         getattr(frame, "retry_after_ms", None))
         elif kind == "presence" and not self.presence.done():
             self.presence.set_result(None)
 
-    def refused(self, code: str, message: str, ref: str) -> None:
-        """``unavailable`` is retried with the same client_msg_id (as the contract says)."""
+    def refused(self, code: str, message: str, ref: str, retry_after_ms: object = None
+                ) -> None:
+        """``unavailable`` is retried with the same client_msg_id (as the contract says),
+        and ``rate_limited`` after its ``retry_after_ms`` (counted apart)."""
         tries = self.retries.get(ref, 0)
+        if code == "rate_limited" and ref and isinstance(retry_after_ms, int):
+            self.run.rate_limited += 1
+            asyncio.get_running_loop().call_later(retry_after_ms / 1000, self.resend, ref)
+            return
         if code == "unavailable" and ref and tries < MAX_RETRIES and self.run.sending:
             self.retries[ref] = tries + 1
             self.run.retried += 1
@@ -276,7 +284,8 @@ async def chat(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
         "window": [t1, t2], "acks": [list(a) for a in run.ack_log if t1 <= a[0] < t2],
         "acked_in_window": window.counted, "seconds": window.seconds,
         "rate": window.counted / window.seconds, "sent": sent_total,
-        "drain_seconds": drained, "retried_unavailable": run.retried, "senders": len(senders),
+        "drain_seconds": drained, "retried_unavailable": run.retried,
+        "rate_limited": run.rate_limited, "senders": len(senders),
         "starved_senders": sum(1 for p in senders if not p.got.acks),
         "check": check.as_dict(), "error_samples": errors, "retry_samples": run.retry_samples,
         "cpu": window.cpu(),

@@ -15,7 +15,6 @@ from bench.harness import (
     Result,
     Row,
     counted_runs,
-    go_all,
     loads,
     percentile,
     rss_kib,
@@ -43,7 +42,7 @@ def _specs(
     return specs
 
 
-SUMMED = ("rate", "sent", "acked_in_window", "retried_unavailable", "senders",
+SUMMED = ("rate", "sent", "acked_in_window", "retried_unavailable", "rate_limited", "senders",
           "starved_senders", "ack_unanswered", "delivery_unanswered")
 
 
@@ -70,21 +69,41 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def chat_run(opts: Options, rate: float, active: int, profile: bool = False,
                    watch: bool = False,
-                   prepare: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   prepare: Callable[[str], None] | None = None,
+                   beside: Callable[[int], dict[str, Any]] | None = None) -> dict[str, Any]:
     """One run on a fresh gateway and prefix; keys deleted and processes stopped after.
-    ``watch``: every peer watches its partner's presence; ``prepare(prefix)`` runs first."""
+    ``watch``: every peer watches its partner's presence; ``prepare(prefix)`` runs first;
+    ``beside(port)``: the spec of a worker run beside the chat (the hostile user), whose
+    result is ``run["beside"]``, with the gateway's RSS when every worker was ready and 2 s
+    after that worker ``left``."""
     profile_task = None
     async with scratch(opts, "chat", gateway=True, settings=opts.experiment) as world:
         server = world.server
         if prepare is not None:
             await asyncio.to_thread(prepare, world.prefix)
-        async with loads(_specs(opts, server.port, server.pid, rate, active, watch)) as ws:
-            await go_all(ws, "ready", 120)
+        specs = _specs(opts, server.port, server.pid, rate, active, watch)
+        extra = [beside(server.port)] if beside is not None else []
+        async with loads(specs + extra) as workers:
+            ws, others = workers[:len(specs)], workers[len(specs):]
+            await asyncio.gather(*(w.expect("ready", 120) for w in workers))
+            rss_ready = rss_kib(server.pid)
+            for w in workers:
+                await w.say("go")
             if profile:
                 profile_task = asyncio.create_task(profiling.record(
                     server.pid, min(opts.profile_seconds, opts.duration), opts.warmup + 0.2))
             timeout = opts.warmup + opts.duration + 120
+            beside_run: dict[str, Any] | None = None
+            if others:
+                await others[0].expect("left", timeout)
+                await asyncio.sleep(2.0)
+                rss_left = rss_kib(server.pid)
+                await others[0].say("go")
+                beside_run = (await others[0].result(60)) | {
+                    "rss_ready_kib": rss_ready, "rss_left_kib": rss_left}
             run = _merge(list(await asyncio.gather(*(w.result(timeout) for w in ws))))
+            if beside_run is not None:
+                run["beside"] = beside_run
         run |= {"gateway_rss_kib": rss_kib(server.pid), "busy_before": world.busy_before,
                 "active_pairs": active}
     for name in ("ack_ms", "delivery_ms"):  # the samples are summed up in the details

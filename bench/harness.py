@@ -323,8 +323,8 @@ def gateway_child(prefix: str, settings: dict[str, str] | None = None, database_
                   argv: list[str] | None = None) -> Child:
     """The gateway as it is in the tree (``DUOLOGUE_RATE=0``), plus ``settings``;
     ``argv``: another command line serving it (an experiment's)."""
-    command, env = duologue("gateway", prefix, database_url, DUOLOGUE_RATE="0",
-                            **(settings or {}))
+    shipped = {"DUOLOGUE_RATE": "0", "DUOLOGUE_READ_RATE": "0"}  # the load is no attack
+    command, env = duologue("gateway", prefix, database_url, **(shipped | (settings or {})))
     return Child(argv or command, env, port=free_port())
 
 

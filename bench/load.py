@@ -24,7 +24,7 @@ from typing import Any
 
 import uvloop
 
-from bench import chatload, httpload, presenceload, wire
+from bench import attackload, chatload, httpload, presenceload, wire
 from bench.harness import CpuMeter, raise_nofile
 from bench.wire import Stage, WsClient
 from domain.ids import event_key
@@ -136,7 +136,8 @@ async def idle(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
 
 
 MODES = {"chat": chatload.chat, "echo": echo, "sync": sync, "idle": idle,
-         "http_get": httpload.http_get, "presence_churn": presenceload.churn}
+         "http_get": httpload.http_get, "presence_churn": presenceload.churn,
+         "attack": attackload.attack}
 
 
 async def stage(name: str, **info: Any) -> None:

@@ -55,6 +55,10 @@ class Options:
     webhook_duration: float = 10.0  # seconds the webhook figure sends for
     webhook_pairs: int = 200  # user pairs the webhook figure's sends go between
     webhook_backlog: int = 50_000  # events of the backlog projected with and without webhooks
+    limits_pairs: int = 500  # pairs of the limits figure (each user under every limit)
+    hostile_send_rate: float = 1000.0  # sends/s of the normal pairs in the hostile figure
+    hostile_sockets: int = 10  # the hostile user's sockets
+    hostile_rate: float = 5000.0  # the hostile user's frames/s, all sockets together
 
     @property
     def experiment(self) -> dict[str, str]:
@@ -77,4 +81,5 @@ SMOKE = Options(
     history_duration=1.0, idle_threads=100, rebuild_events=2000, rebuild_threads=40,
     churn_users=10, churn_rate=20.0, churn_duration=1.0,
     search_messages=300, search_others=3000, search_rate=20.0, search_duration=1.0,
-    webhook_rate=50.0, webhook_duration=1.0, webhook_pairs=4, webhook_backlog=400)
+    webhook_rate=50.0, webhook_duration=1.0, webhook_pairs=4, webhook_backlog=400,
+    limits_pairs=4, hostile_send_rate=50.0, hostile_rate=200.0)

@@ -49,6 +49,7 @@ class Incoming(msgspec.Struct):
     event: EventBody | None = None
     code: str = ""
     message: str = ""
+    retry_after_ms: int | None = None  # rate_limited
     user: str = ""  # presence
     online: bool = False
 

@@ -21,7 +21,8 @@ log = structlog.get_logger("duologue.cli")
 def cmd_gateway(args: argparse.Namespace) -> int:
     from gateway.runner import serve
 
-    serve(Settings.from_env().require("redis_url", "secret"), args.host, args.port)
+    serve(Settings.from_env().require("redis_url").require_gateway_secret(),
+          args.host, args.port)
     return 0
 
 
@@ -99,8 +100,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logs.configure(os.environ.get("DUOLOGUE_LOG_LEVEL", "INFO"))
-    if args.run is not cmd_dev:
-        devenv.load_into(os.environ)  # a running `duologue dev`, from any directory
+    if args.run is not cmd_dev:  # a running `duologue dev`, from any directory; a gateway
+        # never takes the dev secret file (a production gateway must not start on it)
+        devenv.load_into(os.environ, secret_file=args.run is not cmd_gateway)
     try:
         return int(args.run(args))
     except SettingsError as exc:

@@ -34,16 +34,17 @@ def state_dir(start: Path | None = None) -> Path:
     return project_root(start) / STATE
 
 
-def load_into(environ: MutableMapping[str, str], start: Path | None = None) -> None:
-    """Fill unset variables from ``.duologue/env`` (while its ``duologue dev`` runs) and
-    the dev secret."""
+def load_into(environ: MutableMapping[str, str], start: Path | None = None,
+              secret_file: bool = True) -> None:
+    """Fill unset variables from ``.duologue/env`` (while its ``duologue dev`` runs) and,
+    with ``secret_file``, the dev secret."""
     state = state_dir(start)
     found = read_env(state / ENV_FILE) if running(state) else {}
     for name, value in found.items():
         if not environ.get(name):
             environ[name] = value
     secret = state / SECRET_FILE
-    if not environ.get("DUOLOGUE_SECRET") and secret.is_file():
+    if secret_file and not environ.get("DUOLOGUE_SECRET") and secret.is_file():
         environ["DUOLOGUE_SECRET"] = secret.read_text().strip()
 
 

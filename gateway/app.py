@@ -29,7 +29,7 @@ async def demo(_: Request) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    settings.require("redis_url", "secret")
+    settings.require("redis_url").require_gateway_secret()
     metrics = Metrics()
 
     @asynccontextmanager

@@ -1,20 +1,60 @@
 -- Append one event to a thread, atomically, or answer why not (after the record prelude,
 -- ids.lua and fence.lua; the names in capitals are adapters/record.py's).
 -- KEYS: 1 partition epoch, 2 thread stream, 3 partition log, 4 dedupe key, 5 thread state,
---       6 index of participant a, 7 index of participant b
+--       6 index of participant a, 7 index of participant b, 8 the sender's budget
 -- ARGV: 1 payload (JSON event), 2 thread, 3 dedupe ttl (s), 4 channel a, 5 channel b,
---       6 n, then n checks (kind, state field, value), then pairs of (state field, value)
---       to set ('' deletes the field; NEW_ID inside a value becomes the new event id).
+--       6 the budget: 'rate burst byte_rate byte_burst cost' (per second; a rate of 0 turns
+--       that bucket off; cost: the body's UTF-8 bytes), 7 n, then n checks (kind, state
+--       field, value), then pairs of (state field, value) to set ('' deletes the field;
+--       NEW_ID inside a value becomes the new event id).
 -- Checks: 'absent' the field is not set; 'after' value is newer than the field's;
 --       'equals' the field holds value ('' = not set); 'open' the field (the other
 --       participant's block) is not set, else BLOCKED_STATUS; 'sent' value is the id of a
 --       MessageSent of the thread, else MISSING, or ARCHIVED when only the archive can say.
+-- Budget: two token buckets per user (commands, body bytes), refilled by Redis TIME; a
+--       duplicate costs nothing, a command to decide again (GUARD_FAILED, ARCHIVED) is
+--       charged only when it is decided; BLOCKED and MISSING refusals are charged.
 -- Returns {OK, id} appended, {DUPLICATE, id} of an earlier command, {GUARD_FAILED} (decide
--- again), {BLOCKED_STATUS}, {MISSING}, {ARCHIVED} ({FENCED}: see fence.lua).
+-- again), {BLOCKED_STATUS}, {MISSING}, {ARCHIVED}, {RATE_LIMITED, wait ms} ({FENCED}: see
+-- fence.lua).
 
 local prior = redis.call('GET', KEYS[4])
 if prior then
   return {DUPLICATE, prior}
+end
+
+local rate, burst, brate, bburst, cost = string.match(ARGV[6], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+rate, burst, brate, bburst, cost = tonumber(rate), tonumber(burst), tonumber(brate),
+  tonumber(bburst), tonumber(cost)
+local budget = nil  -- {commands, bytes, ms} after this command, when a bucket is on
+if rate > 0 or brate > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local got = redis.call('HMGET', KEYS[8], 'c', 'b', 't')
+  local c, b = tonumber(got[1]) or burst, tonumber(got[2]) or bburst
+  local dt = math.max(0, now - (tonumber(got[3]) or now)) / 1000
+  local wait = 0
+  if rate > 0 then
+    c = math.min(burst, c + dt * rate)
+    if c < 1 then wait = math.ceil((1 - c) / rate * 1000) end
+  end
+  if brate > 0 then
+    cost = math.min(cost, bburst)  -- a body above the burst passes when the bucket is full
+    b = math.min(bburst, b + dt * brate)
+    if b < cost then wait = math.max(wait, math.ceil((cost - b) / brate * 1000)) end
+  end
+  if wait > 0 then return {RATE_LIMITED, wait} end
+  budget = {c - 1, b - cost, now}
+end
+
+local function charge()
+  if not budget then return end
+  redis.call('HSET', KEYS[8], 'c', string.format('%.6f', budget[1]),
+    'b', string.format('%.3f', budget[2]), 't', string.format('%d', budget[3]))
+  local full = 0  -- until both buckets are full again: then the key says nothing
+  if rate > 0 then full = math.max(full, (burst - budget[1]) / rate) end
+  if brate > 0 then full = math.max(full, (bburst - budget[2]) / brate) end
+  redis.call('PEXPIRE', KEYS[8], math.ceil(full * 1000) + 1000)
 end
 
 local function archived_only(target)
@@ -25,8 +65,8 @@ local function archived_only(target)
   return lo and newer(lo, target)
 end
 
-local checks = tonumber(ARGV[6])
-for i = 7, 6 + 3 * checks, 3 do
+local checks = tonumber(ARGV[7])
+for i = 8, 7 + 3 * checks, 3 do
   local kind, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if kind == 'absent' then
     if redis.call('HEXISTS', KEYS[5], field) == 1 then return {GUARD_FAILED} end
@@ -36,16 +76,18 @@ for i = 7, 6 + 3 * checks, 3 do
   elseif kind == 'equals' then
     if (redis.call('HGET', KEYS[5], field) or '') ~= value then return {GUARD_FAILED} end
   elseif kind == 'open' then
-    if redis.call('HEXISTS', KEYS[5], field) == 1 then return {BLOCKED_STATUS} end
+    if redis.call('HEXISTS', KEYS[5], field) == 1 then charge(); return {BLOCKED_STATUS} end
   elseif kind == 'sent' then
     local found = redis.call('XRANGE', KEYS[2], value, value)
     if #found == 1 then
       if string.find(found[1][2][2], '{"kind":"MessageSent"', 1, true) ~= 1 then
+        charge()
         return {MISSING}
       end
     elseif archived_only(value) then
       return {ARCHIVED}
     else
+      charge()
       return {MISSING}
     end
   end
@@ -66,11 +108,12 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   end
 end
 
+charge()
 local id = redis.call('XADD', KEYS[2], next_id, EVENT, ARGV[1])
 if floor then redis.call('HSET', KEYS[5], ARCHIVED_BELOW, id) end
 redis.call('XADD', KEYS[3], '*', LOG_THREAD, ARGV[2], LOG_ID, id, LOG_EVENT, ARGV[1])
 redis.call('SET', KEYS[4], id, 'EX', ARGV[3])
-for i = 7 + 3 * checks, #ARGV, 2 do
+for i = 8 + 3 * checks, #ARGV, 2 do
   local value = string.gsub(ARGV[i + 1], NEW_ID, id)
   if value == '' then
     redis.call('HDEL', KEYS[5], ARGV[i])

@@ -101,6 +101,12 @@ class Connection:
         self.frames.append(frame)
         self.wake.set()
 
+    def push_droppable(self, frame: str) -> None:
+        """Queue an ephemeral frame (typing) only while the queue is under half full: a
+        receiver is never closed for them (protocol.md section 8)."""
+        if len(self.frames) < self.capacity // 2:
+            self.push(frame)
+
     async def push_paced(self, frame: str) -> None:
         """Queue a replayed frame, waiting while the queue is half full."""
         while len(self.frames) >= self.capacity // 2 and self.close_code is None:

@@ -106,7 +106,8 @@ class Delivery:
             if key > top:
                 top = key
                 out.append(frame)
-        self.last[thread] = top
+        if top > BEFORE_FIRST or thread in self.last:
+            self.last[thread] = top  # a thread without events leaves no state (section 8)
         return out
 
     def fail_replay(self, thread: str, newest: str | None = None) -> None:

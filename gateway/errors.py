@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import psycopg
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from domain.errors import BlockedError, DomainError, ForbiddenError, InvalidError, NotFoundError
@@ -89,6 +89,10 @@ TABLE: dict[type[BaseException], WireError] = {
     RedisTimeoutError: UNAVAILABLE,
     ReadOnlyError: UNAVAILABLE,  # a replica after failover
     OutOfMemoryError: UNAVAILABLE,  # maxmemory with noeviction: nothing was written
+    # protocol.md section 8: every other Redis answer too (NOREPLICAS, MASTERDOWN, BUSY,
+    # MISCONF, LOADING, a cluster's TRYAGAIN ...): that command is unavailable, the socket
+    # stays open
+    RedisError: UNAVAILABLE,
     psycopg.OperationalError: UNAVAILABLE,  # PoolTimeout included
     ConnectionError: UNAVAILABLE,
     TimeoutError: UNAVAILABLE,
@@ -101,12 +105,22 @@ REFUSALS = frozenset({"bad_frame", "unknown_type", "invalid"})  # counted toward
 
 def wire_error(exc: BaseException) -> WireError | None:
     """The table's row for ``exc``: the first class of its hierarchy the table names."""
-    if isinstance(exc, ResponseError) and str(exc).startswith(("MISCONF", "LOADING")):
-        return UNAVAILABLE  # Redis refuses writes until its disk or load recovers
     for cls in type(exc).__mro__:
         if cls in TABLE:
             return TABLE[cls]
     return None
+
+
+UNAVAILABLE_MESSAGE = ("the event store could not take this now; retry with the same "
+                       "client_msg_id (a repeat is never appended twice)")
+
+
+def client_message(exc: BaseException, code: str) -> str:
+    """What the client is told: a driver's own words (hosts, ports, Redis's script names)
+    stay in the logs."""
+    if code == "unavailable" and not isinstance(exc, UnavailableError):
+        return UNAVAILABLE_MESSAGE
+    return str(getattr(exc, "message", None) or exc) or code
 
 
 def code_for(exc: BaseException) -> str | None:

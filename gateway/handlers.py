@@ -189,7 +189,7 @@ async def typing(store: EventStore, conn: Connection, frame: Typing) -> None:
         return  # nobody else to tell in a note-to-self thread
     notice = encode_frame(TypingNotice(thread=frame.thread, user=conn.user))
     with contextlib.suppress(RedisError, OSError):  # typing is ephemeral: never an error
-        await store.typing(frame.thread, other, f"{frame.thread} ~ {notice}")
+        await store.typing(frame.thread, conn.user, other, f"{frame.thread} ~ {notice}")
 
 
 def refresh(conn: Connection, frame: Refresh, secret: str) -> None:

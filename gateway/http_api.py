@@ -16,6 +16,7 @@ from adapters.tokens import AuthError, bearer, read_token
 from domain.commands import SendMessage
 from domain.errors import InvalidError
 from domain.ids import check_participant, ms_of, sort_key
+from gateway import thread_cursor
 from gateway.errors import FrameError, TooLargeError, UnauthorizedError, UnavailableError
 from gateway.http_errors import api, json_response
 from gateway.node import Gateway
@@ -24,6 +25,7 @@ from schemas.http import MessagePage, Posted, PostMessage, ThreadList, decode_po
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+THREADS_PAGE = 500  # GET /v1/threads: the default and largest page (protocol.md section 8)
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -39,6 +41,15 @@ def authenticate(request: Request) -> str:
     return identity.user
 
 
+async def authenticate_read(request: Request) -> str:
+    """``authenticate``, then one token of the user's read budget (protocol.md section 8:
+    HTTP reads share it with ``sync`` and ``watch``, across gateways)."""
+    user = authenticate(request)
+    gateway: Gateway = request.app.state.gateway
+    await gateway.store.take_read(user, gateway.settings.read_rate, gateway.settings.read_burst)
+    return user
+
+
 def history_of(request: Request) -> ReadModel:
     history: ReadModel | None = request.app.state.history
     if history is None:
@@ -48,16 +59,24 @@ def history_of(request: Request) -> ReadModel:
 
 @api
 async def list_threads(request: Request) -> Response:
-    user = authenticate(request)
-    threads = await history_of(request).threads(user)
-    return json_response(ThreadList(threads=threads))
+    """The caller's threads, newest activity first, in pages of ``limit`` (at most 500);
+    ``before`` is the previous page's ``next_before`` (opaque), null on the last page."""
+    user = await authenticate_read(request)
+    limit = parse_limit(request.query_params.get("limit"), THREADS_PAGE, THREADS_PAGE)
+    raw = request.query_params.get("before")
+    before = thread_cursor.decode(raw) if raw is not None else None
+    threads = await history_of(request).threads(user, limit + 1, before)
+    shown = threads[:limit]
+    more = len(threads) > limit
+    return json_response(ThreadList(
+        threads=shown, next_before=thread_cursor.encode(shown[-1]) if more else None))
 
 
 @api
 async def messages(request: Request) -> Response:
     if request.method == "POST":
         return await post_message(request)
-    user = authenticate(request)
+    user = await authenticate_read(request)
     thread = request.path_params["thread"]
     check_participant(thread, user)
     query = request.query_params
@@ -84,16 +103,17 @@ async def post_message(request: Request) -> Response:
     return json_response(Posted(id=appended.id, ts=ts, duplicate=appended.duplicate), 201)
 
 
-def parse_limit(raw: str | None) -> int:
-    """``limit``: default 50; above 200 is 200; not a positive integer is ``invalid``."""
+def parse_limit(raw: str | None, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+    """``limit``: ``default`` when absent; above ``maximum`` is ``maximum``; not a positive
+    integer is ``invalid``."""
     if raw is None:
-        return DEFAULT_LIMIT
+        return default
     if _DIGITS.fullmatch(raw) is None:
         raise InvalidError(f"limit must be a positive integer, got {raw[:40]!r}")
     digits = raw.lstrip("0")
     if not digits:
         raise InvalidError("limit must be at least 1")
-    return MAX_LIMIT if len(digits) > 3 else min(int(digits), MAX_LIMIT)
+    return maximum if len(digits) > 6 else min(int(digits), maximum)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -11,13 +11,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import STATUS, RateLimitedError, UnauthorizedError, UnavailableError, wire_error
+from adapters.logs import clip
+from gateway.errors import STATUS, RateLimitedError, UnauthorizedError, client_message, wire_error
 from schemas.http import ErrorBody, ErrorDetail, HttpBody, encode_body
 
 log = structlog.get_logger("duologue.http")
 
-UNAVAILABLE = ("the event store could not be reached; retry with the same client_msg_id "
-               "(a repeat is never appended twice)")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -42,13 +41,9 @@ def response_for(exc: Exception) -> Response:
         headers["WWW-Authenticate"] = exc.challenge
     elif isinstance(exc, RateLimitedError):
         headers["Retry-After"] = str(max(1, -(-exc.retry_after_ms // 1000)))
-    return error_response(row.code, _message(exc, row.code), headers)
-
-
-def _message(exc: Exception, code: str) -> str:
-    if code == "unavailable" and not isinstance(exc, UnavailableError):
-        return UNAVAILABLE  # driver messages name hosts and ports: not for clients
-    return str(getattr(exc, "message", None) or exc) or code
+    if row.code == "unavailable":
+        log.warning("http_unavailable", error=clip(f"{type(exc).__name__}: {exc}"))
+    return error_response(row.code, client_message(exc, row.code), headers)
 
 
 def api(endpoint: Endpoint) -> Endpoint:

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from domain.errors import InvalidError
 from domain.ids import check_user_id
-from gateway.http_api import authenticate
+from gateway.http_api import authenticate_read
 from gateway.http_errors import api, json_response
 from gateway.node import Gateway
 from gateway.presence_read import presence_of
@@ -32,7 +32,7 @@ def parse_users(values: list[str]) -> list[str]:
 
 @api
 async def presence(request: Request) -> Response:
-    user = authenticate(request)
+    user = await authenticate_read(request)
     gateway: Gateway = request.app.state.gateway
     users = parse_users(request.query_params.getlist("users"))
     found = await presence_of(gateway.redis, gateway.keys, user, users,

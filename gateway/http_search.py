@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from domain.errors import InvalidError
-from gateway.http_api import authenticate, history_of
+from gateway.http_api import authenticate_read, history_of
 from gateway.http_errors import api, json_response
 from gateway.search import parse_before, parse_limit, search
 from schemas.http import SearchResults
@@ -14,7 +14,7 @@ from schemas.http import SearchResults
 
 @api
 async def search_messages(request: Request) -> Response:
-    user = authenticate(request)
+    user = await authenticate_read(request)
     query = request.query_params
     q = query.get("q")
     if q is None:

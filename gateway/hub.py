@@ -197,9 +197,9 @@ class Hub:
         thread, _, rest = data.partition(b" ")
         event_id, _, frame = rest.partition(b" ")
         text, thread_s = frame.decode(), thread.decode()
-        if event_id == b"~":
+        if event_id == b"~":  # typing: ephemeral, dropped rather than closing a socket
             for conn in conns:
-                conn.push(text)
+                conn.push_droppable(text)
             return
         id_s = event_id.decode()
         for conn in conns:

@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.exposition import choose_encoder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from adapters.logs import clip
+
 log = structlog.get_logger("duologue.http")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -77,6 +79,6 @@ class HttpMetricsMiddleware:
         self.metrics.http_requests.labels(route, method, str(status)).inc()
         self.metrics.http_latency.labels(route, method).observe(seconds)
         if route.startswith("/v1/"):
-            log.info("http_request", method=method, route=route, path=scope["path"],
+            log.info("http_request", method=method, route=route, path=clip(scope["path"]),
                      status=status, ms=round(seconds * 1000, 2),
                      user=scope.get("state", {}).get("user"))

@@ -7,6 +7,7 @@ import time
 
 import structlog
 
+from adapters.logs import clip
 from adapters.record import Keys
 from adapters.settings import Settings
 from domain.commands import SendMessage
@@ -15,16 +16,16 @@ from gateway import handlers
 from gateway.archive import Archive
 from gateway.backfill import schedule_catch_up
 from gateway.connection import POLICY, Connection
-from gateway.errors import REFUSALS, FrameError, RateLimitedError, code_for
+from gateway.errors import REFUSALS, FrameError, RateLimitedError, client_message, code_for
 from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.presence_leases import Leases
 from gateway.presence_watch import Watchers
 from gateway.protocol import parse
-from gateway.ratelimit import RateLimiter
 from gateway.read_model import ReadModel
 from gateway.redis_client import connect_redis
-from gateway.store import Appended, EventStore
+from gateway.socket_caps import SocketCaps
+from gateway.store import Appended, Budget, EventStore
 from schemas.client import (
     Block,
     ClientFrame,
@@ -40,7 +41,7 @@ from schemas.client import (
     Unreact,
     Watch,
 )
-from schemas.server import Error, Hello, Limits, ThreadSummary, encode_frame
+from schemas.server import HELLO_THREADS, Error, Hello, Limits, ThreadSummary, encode_frame
 
 log = structlog.get_logger("duologue.gateway")
 SHUTTING_DOWN = 1001
@@ -54,11 +55,16 @@ class Gateway:
         self.keys = Keys(settings.prefix, settings.partitions)
         self.redis = connect_redis(settings.redis_url, settings.redis_pool)
         self.store = EventStore(self.redis, self.keys, settings.dedupe_ttl,
-                                Archive(history), observe=metrics.appends.observe)
+                                Archive(history), observe=metrics.appends.observe,
+                                typing_every_ms=int(settings.typing_every * 1000),
+                                budget=Budget(settings.rate, settings.burst if settings.rate
+                                              else 0, settings.rate_bytes,
+                                              4 * settings.rate_bytes))
         self.hub = Hub(self.redis, self.keys.channel,
                        lambda conn: schedule_catch_up(self.store, conn))
-        self.limiter = RateLimiter(settings.rate, settings.burst)
         self.leases = Leases(self.redis, settings.prefix, settings.presence_lease_ms)
+        self.sockets = SocketCaps(self.redis, self.keys, self.leases.gateway_id,
+                                  settings.max_sockets, settings.presence_lease_ms)
         self.watchers = Watchers(self.redis, self.keys, self.hub, settings.presence_lease_ms)
         self.connections: set[Connection] = set()
         self.closing = False
@@ -67,19 +73,25 @@ class Gateway:
     async def start(self) -> None:
         await self.hub.start()
         await self.leases.start()
+        await self.sockets.start()
         await self.watchers.start()
 
     async def stop(self) -> None:
         await self.watchers.stop()
         await self.leases.stop()  # the drain closed the sockets: their users go offline
+        await self.sockets.stop()
         await self.hub.stop()
         await self.redis.aclose()
 
     def hello(self, conn: Connection, threads: list[tuple[str, str]]) -> str:
+        """The hello frame: the newest ``HELLO_THREADS`` threads (``threads`` is newest
+        first), and ``more_threads`` when there are more (the client pages the rest with
+        ``GET /v1/threads``; the connection still tracks them all)."""
         summaries = [ThreadSummary(thread=t, with_=check_participant(t, conn.user), last_id=last)
-                     for t, last in threads]
+                     for t, last in threads[:HELLO_THREADS]]
         limits = Limits(max_body=self.settings.max_body, max_frame=self.settings.max_frame)
-        return encode_frame(Hello(user=conn.user, threads=summaries, limits=limits))
+        return encode_frame(Hello(user=conn.user, threads=summaries, limits=limits,
+                                  more_threads=len(threads) > HELLO_THREADS))
 
     async def handle(self, conn: Connection, text: str | None) -> None:
         """Answer one client frame; refusals become error frames, the socket stays open."""
@@ -96,20 +108,13 @@ class Gateway:
             if code is None:
                 raise
             ref = exc.ref if isinstance(exc, FrameError) else ref
-            self.refuse(conn, code, str(getattr(exc, "message", exc)), ref, exc)
+            self.refuse(conn, code, client_message(exc, code), ref, exc)
         else:
             self.metrics.command(kind, "ok")
 
-    def admit(self, user: str) -> None:
-        """Take one token of ``user``'s command rate (WebSocket and HTTP share it)."""
-        wait_ms = self.limiter.take(user)
-        if wait_ms:
-            raise RateLimitedError(wait_ms)
-
     async def post(self, command: SendMessage) -> Appended:
-        """An HTTP send: the rate limit, rules and idempotency of a WebSocket send."""
+        """An HTTP send: the budget, rules and idempotency of a WebSocket send."""
         try:
-            self.admit(command.sender)
             appended = await handlers.send_message(self.store, command, self.settings.max_body)
         except Exception as exc:
             self.metrics.command("send", code_for(exc) or "internal")
@@ -121,18 +126,20 @@ class Gateway:
         settings, store = self.settings, self.store
         match frame:
             case Send() | Edit() | Delete() | Read() | React() | Unreact() | Block() | Unblock():
-                self.admit(conn.user)
+                # the user's budget (commands, body bytes) is taken by the append script
                 if isinstance(frame, Send):
                     await handlers.send(store, conn, frame, settings.max_body)
                 else:
                     await handlers.change(store, conn, frame, settings.max_body)
             case Sync():
+                await store.take_read(conn.user, settings.read_rate, settings.read_burst)
                 await handlers.sync(store, conn, frame)
             case Typing():
                 await handlers.typing(store, conn, frame)
             case Refresh():
                 handlers.refresh(conn, frame, settings.secret)
             case Watch():
+                await store.take_read(conn.user, settings.read_rate, settings.read_burst)
                 await self.watchers.watch(conn, frame.users)
 
     def refuse(
@@ -143,7 +150,12 @@ class Gateway:
         if retry is not None:
             error = Error(code=code, message=message, ref=ref, retry_after_ms=retry)
         conn.push(encode_frame(error))
-        log.info("frame_refused", user=conn.user, code=code, reason=message, ref=ref)
+        if code == "unavailable":  # what Redis or Postgres said, for the operator
+            log.warning("frame_unavailable", user=conn.user, ref=clip(ref),
+                        error=clip(f"{type(exc).__name__}: {exc}"))
+        else:
+            log.info("frame_refused", user=conn.user, code=code, reason=clip(message),
+                     ref=clip(ref))
         if code in REFUSALS and conn.refused():
             conn.close(POLICY, "too many refused frames", flush=True)
 

@@ -66,10 +66,11 @@ def paths() -> Schema:
     return {
         "/v1/threads": {"get": read(
             "The caller's threads, newest activity first, a page at a time",
-            "ThreadList", [query("limit", {"type": "integer", "minimum": 1, "maximum": 500,
-                                           "default": 500}),
+            "ThreadList", [query("limit", {"type": "integer", "minimum": 1, "default": 500},
+                                 "above 500 is served as 500"),
                            query("before", {"type": "string", "minLength": 1},
-                                 "the next_before of the previous page (opaque)")])},
+                                 "the next_before of the previous page (an opaque cursor: "
+                                 "one this API did not make is 400 invalid)")])},
         "/v1/threads/{thread}/messages": {
             "parameters": [thread_path],
             "get": read("A page of the thread's messages, newest first", "MessagePage",

@@ -55,10 +55,16 @@ SELECT t.thread, t.other, t.last_id, m.id, m.sender, m.body, m.sent_ms, m.edited
        (SELECT coalesce(json_agg(by ORDER BY since, by), '[]')::text FROM blocks
          WHERE thread = t.thread)
 FROM (
-    SELECT thread, user_b AS other, last_id, last_key FROM threads WHERE user_a = %(user)s
-    UNION ALL
-    SELECT thread, user_a, last_id, last_key FROM threads
-     WHERE user_b = %(user)s AND user_a <> %(user)s
+    SELECT * FROM (
+        SELECT thread, user_b AS other, last_id, last_key FROM threads WHERE user_a = %(user)s
+        UNION ALL
+        SELECT thread, user_a, last_id, last_key FROM threads
+         WHERE user_b = %(user)s AND user_a <> %(user)s
+    ) AS mine
+    WHERE %(bkey)s::numeric IS NULL OR last_key < %(bkey)s
+       OR (last_key = %(bkey)s AND thread > %(bthread)s)
+    ORDER BY last_key DESC, thread
+    LIMIT %(limit)s
 ) AS t
 LEFT JOIN LATERAL (
     SELECT id, key, sender, body, {_ms("sent_at")} AS sent_ms,
@@ -121,8 +127,14 @@ class ReadModel:
     async def ping(self) -> None:
         await self.fetch("SELECT 1", {}, PING_TIMEOUT)
 
-    async def threads(self, user: str) -> list[ThreadView]:
-        rows = await self.fetch(THREADS_SQL, {"user": user})
+    async def threads(self, user: str, limit: int,
+                      before: tuple[int, str] | None = None) -> list[ThreadView]:
+        """Up to ``limit`` of the user's threads, newest activity first (ties by thread),
+        after the (last key, thread) ``before``; the page is cut before the per-thread
+        work (last message, unread count, blocks)."""
+        bkey, bthread = before if before is not None else (None, "")
+        rows = await self.fetch(THREADS_SQL, {"user": user, "limit": limit, "bkey": bkey,
+                                              "bthread": bthread})
         return [ThreadView(thread=thread, with_=other, last_id=last_id,
                            last_message=_message(rest[:6], False, rest[7]) if rest[0] else None,
                            unread=rest[6], blocked_by=_users.decode(rest[8]))

@@ -9,10 +9,12 @@ import structlog
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from adapters.logs import clip
 from adapters.tokens import AuthError, Identity, bearer, read_token
 from gateway.backfill import schedule_catch_up
 from gateway.connection import Connection
 from gateway.errors import UnavailableError
+from gateway.http_errors import error_response
 from gateway.node import SHUTTING_DOWN, Gateway
 from schemas.server import Error, encode_frame
 
@@ -27,9 +29,31 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     try:
         identity = read_token(token, gateway.settings.secret)
     except AuthError as exc:
-        log.info("ws_refused", reason=str(exc), client=_client(ws))
+        log.info("ws_refused", reason=clip(str(exc)), client=_client(ws))
         await ws.close(1008)  # before accept: the handshake is refused with HTTP 403
         return
+    if not await gateway.sockets.admit(identity.user):
+        log.info("ws_refused", reason="too many sockets", user=identity.user,
+                 client=_client(ws), max_sockets=gateway.settings.max_sockets)
+        await _deny(ws, gateway.settings.max_sockets)
+        return
+    try:
+        await _accepted(gateway, ws, identity)
+    finally:
+        gateway.sockets.release(identity.user)
+
+
+async def _deny(ws: WebSocket, maximum: int) -> None:
+    """HTTP 429 instead of the upgrade (protocol.md section 8)."""
+    answer = error_response("rate_limited", f"at most {maximum} open WebSockets per user",
+                            {"Retry-After": "1"})
+    try:
+        await ws.send_denial_response(answer)
+    except RuntimeError:  # a server without the denial extension: 403 is all it can say
+        await ws.close(1008)
+
+
+async def _accepted(gateway: Gateway, ws: WebSocket, identity: Identity) -> None:
     await ws.accept()
     conn = Connection(identity.user, gateway.settings.outbox)
     started = time.monotonic()

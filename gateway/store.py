@@ -22,6 +22,7 @@ from adapters.record import (
     FENCED,
     GUARD_FAILED,
     MISSING,
+    RATE_LIMITED,
     Keys,
     lua,
 )
@@ -29,13 +30,15 @@ from domain.errors import BlockedError, NotFoundError
 from domain.ids import event_key, participants
 from gateway.archive import Archive
 from gateway.batching import ScriptBatcher
-from gateway.errors import FencedError
+from gateway.errors import FencedError, RateLimitedError
 from schemas.events import Event, encode_event
 
 APPEND_LUA = lua("gateway", "fence.lua", "append.lua")  # every gateway script is fenced
 PAGE_LUA = lua("gateway", "fence.lua", "page.lua")
 LOAD_LUA = lua("gateway", "fence.lua", "load.lua")
 TYPING_LUA = lua("gateway", "typing.lua")
+READ_BUDGET_LUA = lua("gateway", "read_budget.lua")
+REMEMBERED = 10_000  # read refusals and typing relays remembered before ended ones go
 
 
 class GuardFailedError(Exception):
@@ -84,15 +87,39 @@ class Page:
     newest: str | None  # the thread's newest event id
 
 
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Per-user limits the append script enforces (protocol.md section 8): commands per
+    second with a burst, and body bytes per second with a burst; a rate of 0 is off."""
+
+    rate: float = 0.0
+    burst: float = 0.0
+    byte_rate: float = 0.0
+    byte_burst: float = 0.0
+
+    def argument(self, cost: int) -> str:
+        return f"{self.rate:g} {self.burst:g} {self.byte_rate:g} {self.byte_burst:g} {cost}"
+
+
+NO_BUDGET = Budget()
+
+
+def body_bytes(event: Event) -> int:
+    """What an event costs the byte budget: its body's UTF-8 bytes (0 without a body)."""
+    body = getattr(event, "body", None)
+    return len(body.encode()) if isinstance(body, str) else 0
+
+
 def append_call(k: Keys, ttl: int, thread: str, sender: str, client_msg_id: str,
-                event: Event, guard: Guard = Guard()) -> tuple[list[str], list[Any]]:
+                event: Event, guard: Guard = Guard(), budget: Budget = NO_BUDGET
+                ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of ``append.lua`` (also used by the benchmarks' backlog filler)."""
     a, b = participants(thread)
     part = k.partition(thread)
     keys = [k.epoch(part), k.stream(thread), k.log(part), k.dedupe(thread, sender, client_msg_id),
-            k.state(thread), k.index(part, a), k.index(part, b)]
+            k.state(thread), k.index(part, a), k.index(part, b), k.budget(sender)]
     args: list[Any] = [encode_event(event), thread, ttl, k.channel(a), k.channel(b),
-                       len(guard.checks)]
+                       budget.argument(body_bytes(event)), len(guard.checks)]
     for check in guard.checks:
         args += check
     for name, value in guard.sets:
@@ -103,23 +130,29 @@ def append_call(k: Keys, ttl: int, thread: str, sender: str, client_msg_id: str,
 class EventStore:
     def __init__(
         self, redis: Redis, keys: Keys, dedupe_ttl: int, archive: Archive | None = None,
-        observe: Callable[[float], None] | None = None,
+        observe: Callable[[float], None] | None = None, typing_every_ms: int = 2000,
+        budget: Budget = NO_BUDGET,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.dedupe_ttl = dedupe_ttl
+        self.typing_every_ms = typing_every_ms  # one relayed per sender and thread (0: all)
+        self.budget = budget
         self.archive = archive or Archive(None)
         self.observe = observe  # called with each append's seconds, failed ones included
         self._append = ScriptBatcher(redis, APPEND_LUA)
         self._page = redis.register_script(PAGE_LUA)
         self._load = redis.register_script(LOAD_LUA)
         self._typing = redis.register_script(TYPING_LUA)
+        self._read_budget = redis.register_script(READ_BUDGET_LUA)
+        self._reads_refused: dict[str, float] = {}  # user -> monotonic end of a refusal
+        self._typed: dict[tuple[str, str], float] = {}  # (sender, thread) -> relay + interval
 
     async def append(
         self, thread: str, sender: str, client_msg_id: str, event: Event, guard: Guard = Guard()
     ) -> Appended:
         keys, args = append_call(self.keys, self.dedupe_ttl, thread, sender, client_msg_id,
-                                 event, guard)
+                                 event, guard, self.budget)
         started = time.perf_counter()
         try:
             reply: list[Any] = await self._append(keys, args)
@@ -136,6 +169,8 @@ class EventStore:
             raise NotFoundError("reply_to is not a message of this thread")
         if reply[0] == ARCHIVED:
             raise ArchivedTargetError(thread)
+        if reply[0] == RATE_LIMITED:
+            raise RateLimitedError(int(reply[1]))
         return Appended(reply[1].decode(), reply[0] == DUPLICATE)
 
     async def load(self, thread: str, user: str, client_msg_id: str, target: str | None,
@@ -157,7 +192,8 @@ class EventStore:
         return Loaded(None, payload, lo, found)
 
     async def threads(self, user: str) -> list[tuple[str, str]]:
-        """The user's threads with their last event id, newest activity first."""
+        """The user's threads with their last event id, newest activity first (ties by
+        thread)."""
         parts = range(self.keys.partitions)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.execute_command("INFO", "server")
@@ -170,7 +206,8 @@ class EventStore:
         if any(e is not None and e.decode() != run_id for e in found[:len(parts)]):
             raise FencedError()
         pairs = [(t.decode(), i.decode()) for part in found[len(parts):] for t, i in part.items()]
-        pairs.sort(key=lambda pair: event_key(pair[1]), reverse=True)
+        pairs.sort()  # ties (one ms in two streams) by thread, as GET /v1/threads orders
+        pairs.sort(key=lambda pair: event_key(pair[1]), reverse=True)  # stable
         return pairs
 
     async def page(self, thread: str, user: str, after: str, count: int) -> Page:
@@ -187,7 +224,39 @@ class EventStore:
         return Page([(i.decode(), fields[1].decode()) for i, fields in entries],
                     lo.decode() or None, newest.decode() or None)
 
-    async def typing(self, thread: str, receiver: str, message: str) -> None:
-        """Relay a typing notice to ``receiver`` unless they block the thread."""
-        await self._typing(keys=[self.keys.state(thread)],
-                           args=[BLOCKED + receiver, self.keys.channel(receiver), message])
+    async def take_read(self, user: str, rate: float, burst: float) -> None:
+        """One token of ``user``'s read budget, or ``RateLimitedError`` (a rate of 0: off).
+        A refusal is remembered here until its wait ends: no token can come back sooner
+        (other gateways only take), so a flood of reads is refused without Redis."""
+        if rate <= 0:
+            return
+        now = time.monotonic()
+        until = self._reads_refused.get(user)
+        if until is not None:
+            if now < until:
+                raise RateLimitedError(max(1, int((until - now) * 1000)))
+            del self._reads_refused[user]
+        wait: int = await self._read_budget(keys=[self.keys.read_budget(user)],
+                                            args=[rate, burst])
+        if wait:
+            if len(self._reads_refused) >= REMEMBERED:
+                self._reads_refused = {u: t for u, t in self._reads_refused.items() if t > now}
+            self._reads_refused[user] = now + int(wait) / 1000
+            raise RateLimitedError(int(wait))
+
+    async def typing(self, thread: str, sender: str, receiver: str, message: str) -> bool:
+        """Relay a typing notice to ``receiver`` unless they block the thread or ``sender``
+        had one relayed in this thread in the last ``typing_every_ms``; True if relayed."""
+        now = time.monotonic()
+        until = self._typed.get((sender, thread))
+        if until is not None and now < until:
+            return False  # relayed from here within the interval: Redis would drop it too
+        relayed = await self._typing(
+            keys=[self.keys.state(thread), self.keys.typing(thread, sender)],
+            args=[BLOCKED + receiver, self.keys.channel(receiver), message,
+                  self.typing_every_ms])
+        if relayed and self.typing_every_ms:
+            if len(self._typed) >= REMEMBERED:
+                self._typed = {k: t for k, t in self._typed.items() if t > now}
+            self._typed[(sender, thread)] = now + self.typing_every_ms / 1000
+        return bool(relayed)

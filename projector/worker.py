@@ -38,7 +38,9 @@ from projector.webhook_outbox import Outbox
 log = structlog.get_logger("duologue.projector")
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, redis.ConnectionError,
              redis.TimeoutError, redis.BusyLoadingError)
-RETRY_IN_PLACE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+RETRY_IN_PLACE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
+                  psycopg.errors.LockNotAvailable)  # a lock wait over LOCK_TIMEOUT: logged
+LOCK_TIMEOUT = "5s"  # the most a batch waits for a lock (a stray session holding one)
 POISONOUS = (psycopg.DataError, psycopg.IntegrityError)
 
 
@@ -195,8 +197,13 @@ class Worker:
             try:
                 self._commit(conn, group, poison=False)
                 break
-            except RETRY_IN_PLACE:
+            except RETRY_IN_PLACE as exc:
                 attempt += 1
+                if isinstance(exc, psycopg.errors.LockNotAvailable):
+                    log.warning("projector_lock_wait", waited=LOCK_TIMEOUT, attempt=attempt,
+                                error=str(exc).splitlines()[0],
+                                hint="a session holds a lock the batch needs: "
+                                     "pg_locks / pg_stat_activity name it")
                 time.sleep(min(0.05 * attempt, 1.0))
             except POISONOUS as exc:
                 if sum(len(c.raw) for c in group) == 1:
@@ -330,6 +337,7 @@ def _connect(url: str) -> psycopg.Connection:
     # client is gone, and so frees the worker's partitions (PostgreSQL 14+)
     with contextlib.suppress(psycopg.errors.UndefinedObject):
         conn.execute("SET client_connection_check_interval = '1s'")
+    conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")  # waits bounded, then logged
     return conn
 
 

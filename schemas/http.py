@@ -42,8 +42,7 @@ class ThreadView(msgspec.Struct, frozen=True, kw_only=True):
 
 class ThreadList(msgspec.Struct, frozen=True, kw_only=True):
     threads: list[ThreadView]
-    # v1.1 (section 8): the `before` of the next page; null on the last page
-    next_before: str | None = None
+    next_before: str | None = None  # the next page's ``before``; null on the last page
 
 
 class MessagePage(msgspec.Struct, frozen=True, kw_only=True):

@@ -23,12 +23,15 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_frame: int
 
 
-class Hello(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="hello"):
+class Hello(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="hello",
+            omit_defaults=True):
     user: str
-    threads: list[ThreadSummary]
+    threads: list[ThreadSummary]  # the newest HELLO_THREADS at most (protocol.md section 8)
     limits: Limits
-    # v1.1 (section 8): present, and true, when `threads` lists only the newest 500
-    more_threads: bool | msgspec.UnsetType = msgspec.UNSET
+    more_threads: bool = False  # sent (true) only when the user has more threads
+
+
+HELLO_THREADS = 500
 
 
 class EventFrame(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="event"):

@@ -124,7 +124,7 @@ def start_gateway(
     started: list[GatewayProcess] = []
 
     def start(**env: str) -> GatewayProcess:
-        base = {"REDIS_URL": redis_url, "DUOLOGUE_PREFIX": prefix, "DUOLOGUE_RATE": "0"}
+        base = {"REDIS_URL": redis_url, "DUOLOGUE_PREFIX": prefix, **LIMITS_OFF}
         gateway = GatewayProcess({**base, **env}).start(log_dir)
         started.append(gateway)
         return gateway
@@ -134,11 +134,16 @@ def start_gateway(
         gateway.terminate()
 
 
+# protocol.md section 8's per-user limits, off in the gateways tests start unless a test
+# turns one on (tests/test_limits.py tests each): a test's bursts are not an attack
+LIMITS_OFF = {"DUOLOGUE_RATE": "0", "DUOLOGUE_RATE_BYTES": "0", "DUOLOGUE_READ_RATE": "0",
+              "DUOLOGUE_TYPING_EVERY": "0", "DUOLOGUE_MAX_SOCKETS": "0"}
+
+
 @pytest.fixture(scope="session")
 def shared_gateway(redis_url: str, log_dir: Path) -> Iterator[GatewayProcess]:
     """One gateway for tests that need no special settings (random user ids keep apart)."""
-    env = {"REDIS_URL": redis_url, "DUOLOGUE_PREFIX": f"{RUN_PREFIX}-shared",
-           "DUOLOGUE_RATE": "0"}
+    env = {"REDIS_URL": redis_url, "DUOLOGUE_PREFIX": f"{RUN_PREFIX}-shared", **LIMITS_OFF}
     gateway = GatewayProcess(env).start(log_dir)
     yield gateway
     gateway.terminate()

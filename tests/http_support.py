@@ -45,7 +45,9 @@ def auth(user: str, ttl: int = 3600) -> dict[str, str]:
 def start_api_gateway(
     redis_url: str, log_dir: Path, prefix: str, **env: str
 ) -> GatewayProcess:
-    base = {"REDIS_URL": redis_url, "DUOLOGUE_PREFIX": prefix, "DUOLOGUE_RATE": "0"}
+    base = {"REDIS_URL": redis_url, "DUOLOGUE_PREFIX": prefix, "DUOLOGUE_RATE": "0",
+            "DUOLOGUE_RATE_BYTES": "0", "DUOLOGUE_READ_RATE": "0", "DUOLOGUE_TYPING_EVERY": "0",
+            "DUOLOGUE_MAX_SOCKETS": "0"}
     return GatewayProcess({**base, **env}).start(log_dir)
 
 

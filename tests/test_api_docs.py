@@ -95,7 +95,7 @@ def test_asyncapi_names_every_frame_and_error_code(documents):
     error = document["components"]["schemas"]["Error"]["properties"]
     assert error["retry_after_ms"]["type"] == "integer"
     hello = document["components"]["schemas"]["Hello"]
-    assert hello["properties"]["more_threads"] == {"type": "boolean"}
+    assert hello["properties"]["more_threads"]["type"] == "boolean"
     assert "more_threads" not in hello["required"]
 
 

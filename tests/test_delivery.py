@@ -140,3 +140,15 @@ def test_more_waiting_frames_than_the_capacity_is_a_slow_consumer(setup):
         live(d, f"{10 + n}-0")
     with pytest.raises(SlowConsumerError):
         live(d, "20-0")
+
+
+def test_a_sync_of_a_thread_without_events_leaves_no_state():
+    """Attacks (protocol.md section 8): `sync` on threads with no events leaving ~290 bytes
+    of state each on the connection, for ever (a client naming 10,000 empty threads)."""
+    delivery = Delivery(capacity=8)
+    delivery.hello([("dm:a:b", "5-0")])
+    for n in range(10_000):
+        thread = f"dm:a:z{n}"
+        delivery.begin_replay(thread)
+        assert delivery.end_replay(thread, "0") == []
+    assert delivery.last == {"dm:a:b": (5, 0)} and delivery.held == {}

@@ -61,12 +61,16 @@ def test_page_reads_the_primary_key_backwards(database_url, big_thread):
                     for n in scans] == [("Index Scan", "messages_pkey", "Backward")], plan
 
 
-def test_thread_list_uses_only_indexes(database_url, big_thread):
+@pytest.mark.parametrize("cursor", [(None, ""), (sort_key(eid(5)), "dm:a:b")])
+def test_thread_list_uses_only_indexes(database_url, big_thread, cursor):
     alice, _, _ = big_thread
+    bkey, bthread = cursor
     with psycopg.connect(database_url) as conn:
         # the tables of a test database are tiny; the point is that index access exists
         conn.execute("SET enable_seqscan = off")
-        plan = explain(conn, THREADS_SQL, {"user": alice})
+        plan = explain(conn, THREADS_SQL, {"user": alice, "limit": 501, "bkey": bkey,
+                                           "bthread": bthread})
+    assert any(n["Node Type"] == "Limit" for n in plan), plan  # a page, not every thread
     assert not [n for n in plan if n["Node Type"] == "Seq Scan"], plan
     used = {n["Index Name"] for n in plan if "Index Name" in n}
     assert {"threads_user_a", "threads_user_b", "read_receipts_pkey"} <= used, used

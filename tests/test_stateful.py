@@ -13,9 +13,10 @@ step against a simple model of protocol.md section 2:
 - refusals (bad_frame, unknown_type, invalid, forbidden) answer an error and the socket
   stays open.
 
-Rate limits are off (LIMITS_OFF); ``DUOLOGUE_STATEFUL_EXAMPLES`` changes the budget. Each
-example has fresh users, so the two gateways serve the whole test. Every frame is also
-checked against /asyncapi.json by the shared client (tests/contract_support.py).
+Rate limits are off (conftest's LIMITS_OFF); ``DUOLOGUE_STATEFUL_EXAMPLES`` changes the
+budget. Each example has fresh users, so the two gateways serve the whole test. Every
+frame is also checked against /asyncapi.json by the shared client
+(tests/contract_support.py).
 """
 
 from __future__ import annotations
@@ -34,9 +35,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from domain.ids import event_key
 from tests.support import Client, GatewayProcess, thread_of, uid
 
-# protocol.md section 8's per-user limits (0 = off; typing has no switch and is not checked)
-LIMITS_OFF = {"DUOLOGUE_RATE": "0", "DUOLOGUE_RATE_BYTES": "0", "DUOLOGUE_READ_RATE": "0",
-              "DUOLOGUE_MAX_SOCKETS": "0"}
 EXAMPLES = int(os.environ.get("DUOLOGUE_STATEFUL_EXAMPLES", "300"))  # ~25 s on two cores
 STEP_TIMEOUT = 10.0  # seconds a socket may take to see an answer or an event
 REFUSALS = 18  # per socket and example: more than 20 within a minute closes it (1008)
@@ -350,7 +348,7 @@ async def _first(client: Client, start: int, match: Callable[[dict], bool]) -> d
 @pytest.fixture
 def two_gateways(start_gateway: Callable[..., GatewayProcess]) -> Iterator[list[str]]:
     global RUN
-    gateways = [start_gateway(**LIMITS_OFF), start_gateway(**LIMITS_OFF)]
+    gateways = [start_gateway(), start_gateway()]  # every section 8 limit off (conftest)
     URLS[:] = [g.ws_url for g in gateways]
     RUN = Runner()
     yield URLS

@@ -10,7 +10,6 @@ from typing import Any
 
 import jwt
 
-from gateway.ratelimit import PRUNE_ABOVE, RateLimiter
 from tests.support import SECRET, Client, thread_of, token, uid
 from tests.ws_errors_support import assert_error, assert_usable, opened, settle
 
@@ -191,29 +190,6 @@ async def test_rate_limited(start_gateway):
         await asyncio.sleep(limited[-1]["retry_after_ms"] / 1000)
         assert not a.reader.done(), a.ws.close_code
         await assert_usable(a, bob)
-
-
-# -- rate_limited: the token bucket on its own --------------------------------------------
-
-
-def test_burst_then_rate_then_retry_hint():
-    limiter = RateLimiter(rate=10, burst=3)
-    assert [limiter.take("a") for _ in range(3)] == [0, 0, 0]
-    wait = limiter.take("a")
-    assert 1 <= wait <= 100
-    assert limiter.take("b") == 0  # buckets are per user
-    time.sleep(wait / 1000 + 0.01)
-    assert limiter.take("a") == 0
-
-
-def test_zero_rate_means_off_and_idle_buckets_are_pruned():
-    assert all(RateLimiter(rate=0, burst=1).take("a") == 0 for _ in range(100))
-    limiter = RateLimiter(rate=1000, burst=1)
-    for n in range(PRUNE_ABOVE):
-        limiter.take(f"u{n}")
-    time.sleep(0.01)  # every bucket refills
-    limiter.take("late")
-    assert len(limiter.buckets) == 1
 
 
 # -- unavailable --------------------------------------------------------------------------

@@ -1,0 +1,114 @@
+"""At most ``DUOLOGUE_MAX_SOCKETS`` open WebSockets per user across every gateway
+(protocol.md section 8): the next handshake is refused with HTTP 429.
+
+Each gateway writes, per user with sockets here, how many it holds and until when that
+count is good (a lease renewed by a heartbeat, as presence is); ``sockets.lua`` admits a
+handshake when the live counts of the other gateways plus this one's stay within the cap.
+A gateway killed with SIGKILL renews nothing: its counts stop counting when their lease
+ends (``DUOLOGUE_PRESENCE_LEASE``, 45 s by default).
+
+The count here is this process's truth, reserved before the script runs, so two
+handshakes racing on one gateway cannot both take the last place; across gateways the
+script is atomic on the user's key. If Redis cannot answer, the handshake is admitted:
+the ``hello`` that follows needs Redis anyway and answers for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from adapters import presence
+from adapters.record import Keys, lua
+
+log = structlog.get_logger("duologue.sockets")
+SOCKETS_LUA = lua("gateway", "sockets.lua")
+BATCH = 1000  # renewals per pipeline
+
+
+class SocketCaps:
+    def __init__(self, redis: Redis, keys: Keys, gateway_id: str, maximum: int,
+                 lease_ms: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.gateway_id = gateway_id
+        self.maximum = maximum  # 0: no cap
+        self.lease_ms = lease_ms
+        self.local: dict[str, int] = {}  # user -> sockets open (or being admitted) here
+        self.script = redis.register_script(SOCKETS_LUA)
+        self.writes: set[asyncio.Task[None]] = set()
+        self.heartbeat: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self.maximum > 0:
+            self.heartbeat = asyncio.create_task(self._beat(), name="duologue-socket-caps")
+
+    async def stop(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            await asyncio.gather(self.heartbeat, return_exceptions=True)
+        if self.writes:
+            await asyncio.wait(list(self.writes), timeout=2)
+
+    async def admit(self, user: str) -> bool:
+        """Take a place for a new socket of ``user``; False when the cap is reached."""
+        if self.maximum <= 0:
+            return True
+        count = self.local.get(user, 0) + 1
+        if count > self.maximum:
+            return False
+        self.local[user] = count  # reserved before the await
+        try:
+            admitted = await self.script(
+                keys=[self.keys.sockets(user)],
+                args=["join", self.gateway_id, count, self.lease_ms, self.maximum])
+        except (RedisError, OSError) as exc:
+            log.warning("socket_cap_unknown", user=user, error=str(exc))
+            return True
+        if not admitted:
+            self._drop(user)
+            self._write(user)  # what this gateway holds now, for the others to count
+        return bool(admitted)
+
+    def release(self, user: str) -> None:
+        """A socket of ``user`` admitted here closed."""
+        if self.maximum <= 0:
+            return
+        self._drop(user)
+        self._write(user)
+
+    def _drop(self, user: str) -> None:
+        count = self.local.get(user, 0) - 1
+        if count > 0:
+            self.local[user] = count
+        else:
+            self.local.pop(user, None)
+
+    def _write(self, user: str) -> None:
+        task = asyncio.create_task(self._set(user))
+        self.writes.add(task)
+        task.add_done_callback(self.writes.discard)
+
+    async def _set(self, user: str, client: Redis | None = None) -> None:
+        with contextlib.suppress(RedisError, OSError):  # the heartbeat writes it again
+            await self.script(keys=[self.keys.sockets(user)],
+                              args=["set", self.gateway_id, self.local.get(user, 0),
+                                    self.lease_ms], client=client)
+
+    async def _beat(self) -> None:
+        every = presence.heartbeat_s(self.lease_ms)
+        while True:
+            await asyncio.sleep(every)
+            users = list(self.local)
+            for start in range(0, len(users), BATCH):
+                try:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for user in users[start:start + BATCH]:
+                            await self._set(user, pipe)
+                        await pipe.execute()
+                except (RedisError, OSError) as exc:
+                    log.warning("socket_caps_heartbeat_failed", error=str(exc))
