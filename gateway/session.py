@@ -7,13 +7,14 @@ import time
 
 import structlog
 from redis.exceptions import RedisError
+from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from adapters.logs import clip
 from adapters.tokens import AuthError, Identity, bearer, read_token
 from gateway.backfill import schedule_catch_up
 from gateway.connection import Connection
-from gateway.errors import UnavailableError
+from gateway.errors import RateLimitedError, UnavailableError
 from gateway.http_errors import error_response
 from gateway.node import SHUTTING_DOWN, Gateway
 from schemas.server import Error, encode_frame
@@ -32,10 +33,23 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         log.info("ws_refused", reason=clip(str(exc)), client=_client(ws))
         await ws.close(1008)  # before accept: the handshake is refused with HTTP 403
         return
+    settings = gateway.settings
+    try:  # the hello reads the user's threads: a read (protocol.md section 8)
+        await gateway.store.take_read(identity.user, settings.read_rate, settings.read_burst)
+    except RateLimitedError as exc:
+        log.info("ws_refused", reason="read budget spent", user=identity.user,
+                 client=_client(ws), retry_after_ms=exc.retry_after_ms)
+        await _deny(ws, error_response("rate_limited", str(exc),
+                                       {"Retry-After": str(-(-exc.retry_after_ms // 1000))}))
+        return
+    except (RedisError, OSError):
+        pass  # the hello after it needs Redis too, and answers for it
     if not await gateway.sockets.admit(identity.user):
         log.info("ws_refused", reason="too many sockets", user=identity.user,
-                 client=_client(ws), max_sockets=gateway.settings.max_sockets)
-        await _deny(ws, gateway.settings.max_sockets)
+                 client=_client(ws), max_sockets=settings.max_sockets)
+        await _deny(ws, error_response(
+            "rate_limited", f"at most {settings.max_sockets} open WebSockets per user",
+            {"Retry-After": "1"}))
         return
     try:
         await _accepted(gateway, ws, identity)
@@ -43,10 +57,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         gateway.sockets.release(identity.user)
 
 
-async def _deny(ws: WebSocket, maximum: int) -> None:
-    """HTTP 429 instead of the upgrade (protocol.md section 8)."""
-    answer = error_response("rate_limited", f"at most {maximum} open WebSockets per user",
-                            {"Retry-After": "1"})
+async def _deny(ws: WebSocket, answer: Response) -> None:
+    """``answer`` (HTTP 429) instead of the upgrade (protocol.md section 8)."""
     try:
         await ws.send_denial_response(answer)
     except RuntimeError:  # a server without the denial extension: 403 is all it can say
