@@ -58,8 +58,8 @@ DESCRIPTION = (
     "bytes (hello.limits) closes the socket with 1009. Close codes: 1000 normal, 1001 "
     "server shutting down, 1008 policy (token expired, too many refusals), 1009 frame too "
     "large, 1011 internal error, 1013 slow consumer. A handshake with a bad token is "
-    "refused with HTTP 403; over the sockets per user, with HTTP 429. The HTTP API is "
-    "described at /openapi.json.")
+    "refused with HTTP 403; over the user's sockets (DUOLOGUE_MAX_SOCKETS) or read budget, "
+    "with HTTP 429 and Retry-After. The HTTP API is described at /openapi.json.")
 
 HANDSHAKE = {  # the HTTP request that opens the socket: a token in one of two places
     "method": "GET", "bindingVersion": "0.1.0",
