@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from adapters.settings import Settings
-from gateway import health, http_api, http_presence, http_search
+from gateway import api_docs, health, http_api, http_presence, http_search
 from gateway.http_errors import http_exception
 from gateway.metrics import HttpMetricsMiddleware, Metrics
 from gateway.node import Gateway
@@ -69,6 +69,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
         Route("/metrics", health.metrics),
+        Route("/openapi.json", api_docs.openapi_json),
+        Route("/asyncapi.json", api_docs.asyncapi_json),
         Route("/v1/threads", http_api.list_threads),
         Route("/v1/threads/{thread}/messages", http_api.messages, methods=["GET", "POST"]),
         Route("/v1/presence", http_presence.presence),

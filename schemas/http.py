@@ -105,3 +105,16 @@ def encode_body(body: HttpBody) -> bytes:
 def decode_post_message(data: bytes) -> PostMessage:
     """Raises ``msgspec.DecodeError`` (incl. ValidationError, with the JSON path)."""
     return _post_decoder.decode(data)
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /healthz``: the process is alive."""
+
+    status: str
+
+
+class Readiness(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /readyz``: each backing store's answer ("ok", "unavailable", "not configured")."""
+
+    redis: str
+    postgres: str

@@ -15,11 +15,24 @@ import redis.asyncio as aioredis
 from adapters.postgres import migrate
 from adapters.record import Keys
 from duologue.embedded import EmbeddedRedis, start_postgres
+from tests.contract_support import check_http_answers, take_mismatches
 from tests.faults_support import PrivatePostgres, private_postgres_server
 from tests.projection_support import PARTITIONS, Fleet, projector_env
 from tests.support import Client, GatewayProcess
 
 RUN_PREFIX = f"dltest{uuid.uuid4().hex[:8]}"
+check_http_answers()  # every httpx answer of a documented path, against /openapi.json
+
+
+@pytest.fixture(autouse=True)
+def contract_mismatches() -> Iterator[None]:
+    """Fail a test that received a frame or an HTTP answer its contract does not describe
+    (tests/contract_support.py)."""
+    take_mismatches()
+    yield
+    found = take_mismatches()
+    assert not found, "answers that /asyncapi.json or /openapi.json do not describe:\n" + \
+        "\n".join(found[:20])
 
 
 def _reachable(port: int) -> bool:

@@ -17,6 +17,7 @@ import httpx
 import psycopg
 
 from domain.ids import ms_of, sort_key
+from tests.contract_support import check_response
 from tests.support import GatewayProcess, token
 
 BASE_MS = 1_700_000_000_000
@@ -55,9 +56,16 @@ async def http(
     gateway: GatewayProcess, user: str | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
     headers = auth(user) if user else {}
-    async with httpx.AsyncClient(base_url=gateway.http_url, headers=headers,
-                                 timeout=15) as client:
+    async with httpx.AsyncClient(base_url=gateway.http_url, headers=headers, timeout=15,
+                                 event_hooks={"response": [_check_contract]}) as client:
         yield client
+
+
+async def _check_contract(response: httpx.Response) -> None:
+    """Every answer against /openapi.json; a mismatch fails the test."""
+    await response.aread()
+    check_response(response.request.method, response.request.url.path, response.status_code,
+                   response.headers.get("content-type", ""), response.content)
 
 
 def message_json(event_id: str, sender: str, body: str | None, edited: str | None = None,

@@ -23,6 +23,7 @@ from adapters.record import B_EVENT
 from adapters.tokens import mint
 from duologue.embedded import free_port
 from schemas.events import MessageSent
+from tests.contract_support import check_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-" + "x" * 40
@@ -124,7 +125,9 @@ class Client:
     async def _read(self) -> None:
         try:
             async for raw in self.ws:
-                self.frames.append(json.loads(raw))
+                frame = json.loads(raw)
+                check_frame(frame)  # against /asyncapi.json; a mismatch fails the test
+                self.frames.append(frame)
                 self.arrived.set()
         except websockets.ConnectionClosed:
             pass

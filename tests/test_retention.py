@@ -20,7 +20,7 @@ from domain.ids import event_key
 from tests.ops_support import duologue
 from tests.projection_support import PARTITIONS, assert_projection, dead_letters
 from tests.record_support import merged_history, sync_all
-from tests.support import Client, thread_of, uid
+from tests.support import Client, seen, thread_of, uid
 
 RETAIN = "5"
 
@@ -32,7 +32,8 @@ def tiers(start_gateway, fresh_database):
 
 
 async def converse(a: Client, b: Client, rounds: int) -> list[str]:
-    """Sends, edits, deletes and receipts from both sides; every acked id, in order."""
+    """Sends, edits, deletes and receipts from both sides; every acked id, in order, once
+    both sockets have its live frame (an ack may come before its event)."""
     ids: list[str] = []
     thread = thread_of(a.user, b.user)
     for n in range(rounds):
@@ -50,6 +51,9 @@ async def converse(a: Client, b: Client, rounds: int) -> list[str]:
         if n % 4 == 3:
             read = await a.request({"type": "read", "thread": thread, "up_to": ids[-1]})
             ids.append(read["id"])
+    for client in (a, b):  # every live frame is in: none may land in a later sync's replay
+        for event_id in ids:
+            await seen(client, lambda f, i=event_id: f.get("type") == "event" and f["id"] == i)
     return ids
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import websockets
 
 from domain.ids import event_key, participants, thread_id
+from tests.contract_support import check_frame
 from tests.support import token, uid
 
 
@@ -36,12 +37,14 @@ class Conn:
             max_size=2**24)
         hello = json.loads(await ws.recv())
         assert hello["type"] == "hello", hello
+        check_frame(hello)
         return cls(ws, user)
 
     async def _read(self) -> None:
         try:
             async for raw in self.ws:
                 frame = json.loads(raw)
+                check_frame(frame)  # against /asyncapi.json; a mismatch fails the test
                 kind = frame.get("type")
                 if kind == "event":
                     self.events += 1
