@@ -21,8 +21,7 @@ log = structlog.get_logger("duologue.cli")
 def cmd_gateway(args: argparse.Namespace) -> int:
     from gateway.runner import serve
 
-    serve(Settings.from_env().require("redis_url").require_gateway_secret(),
-          args.host, args.port)
+    serve(Settings.from_env(), args.host, args.port)  # create_app checks what it needs
     return 0
 
 

@@ -77,16 +77,21 @@ class EmbeddedRedis:
             self.process.wait(timeout=10)
 
 
+def answers(port: int, timeout: float = 0.3) -> bool:
+    """Does something listen on 127.0.0.1:``port``?"""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
-            time.sleep(0.05)
+    while not answers(port, 0.2):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+        time.sleep(0.05)
 
 
 def start_postgres(directory: Path) -> tuple[object, str]:

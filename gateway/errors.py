@@ -12,9 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from domain.errors import BlockedError, DomainError, ForbiddenError, InvalidError, NotFoundError
 
@@ -85,13 +83,9 @@ TABLE: dict[type[BaseException], WireError] = {
     UnauthorizedError: WireError("unauthorized", 401),
     TooLargeError: WireError("too_large", 413),
     UnavailableError: UNAVAILABLE,
-    RedisConnectionError: UNAVAILABLE,  # includes BusyLoadingError
-    RedisTimeoutError: UNAVAILABLE,
-    ReadOnlyError: UNAVAILABLE,  # a replica after failover
-    OutOfMemoryError: UNAVAILABLE,  # maxmemory with noeviction: nothing was written
-    # protocol.md section 8: every other Redis answer too (NOREPLICAS, MASTERDOWN, BUSY,
-    # MISCONF, LOADING, a cluster's TRYAGAIN ...): that command is unavailable, the socket
-    # stays open
+    # protocol.md section 8: every Redis error is `unavailable` for that command and the
+    # socket stays open: connection lost or timed out, LOADING, READONLY after failover,
+    # OOM with noeviction, NOREPLICAS, MASTERDOWN, BUSY, MISCONF, a cluster's TRYAGAIN ...
     RedisError: UNAVAILABLE,
     psycopg.OperationalError: UNAVAILABLE,  # PoolTimeout included
     ConnectionError: UNAVAILABLE,

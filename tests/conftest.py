@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import redis.asyncio as aioredis
 
 from adapters.postgres import migrate
 from adapters.record import Keys
-from duologue.embedded import EmbeddedRedis, start_postgres
+from duologue.embedded import EmbeddedRedis, answers, start_postgres
 from tests.contract_support import check_http_answers, take_mismatches
 from tests.faults_support import PrivatePostgres, private_postgres_server
 from tests.projection_support import PARTITIONS, Fleet, projector_env
@@ -35,17 +34,10 @@ def contract_mismatches() -> Iterator[None]:
         "\n".join(found[:20])
 
 
-def _reachable(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-            return True
-    except OSError:
-        return False
-
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if _reachable(6379):
+    if answers(6379):
         url = "redis://127.0.0.1:6379/0"
         embedded = None
     else:
@@ -67,7 +59,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     PostgreSQL at 127.0.0.1:5432 (user postgres, trust) when it answers, else pgserver.
     """
     server: object | None = None
-    if _reachable(5432):
+    if answers(5432):
         admin = "postgresql://postgres@127.0.0.1:5432/postgres"
     else:
         server, admin = start_postgres(tmp_path_factory.mktemp("postgres"))

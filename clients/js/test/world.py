@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,17 +39,10 @@ import redis  # noqa: E402
 from adapters import logs  # noqa: E402
 from adapters.postgres import migrate  # noqa: E402
 from adapters.tokens import mint  # noqa: E402
-from duologue.embedded import EmbeddedRedis, free_port, start_postgres  # noqa: E402
+from duologue.embedded import EmbeddedRedis, answers, free_port, start_postgres  # noqa: E402
 
 SECRET = "js-client-test-secret-" + "y" * 40
 
-
-def _reachable(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-            return True
-    except OSError:
-        return False
 
 
 def _log_file() -> Path:
@@ -103,13 +95,13 @@ class World:
     def __init__(self) -> None:
         self.prefix = f"dljs{uuid.uuid4().hex[:10]}"
         self.embedded: list[Any] = []
-        if _reachable(6379):
+        if answers(6379):
             self.redis_url = "redis://127.0.0.1:6379/0"
         else:
             server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="dljs-redis-")), persist=False)
             self.embedded.append(server.start())
             self.redis_url = server.url
-        if _reachable(5432):
+        if answers(5432):
             self.admin = "postgresql://postgres@127.0.0.1:5432/postgres"
         else:
             pg, self.admin = start_postgres(Path(tempfile.mkdtemp(prefix="dljs-pg-")))
