@@ -94,7 +94,7 @@ def parse(argv: list[str] | None = None) -> tuple[Options, list[str], Path | Non
     if opts.runs < 1:
         p.error("--runs must be >= 1")
     only = a.only or list(FIGURES)
-    if opts.profile and "throughput" not in only:
+    if opts.profile and not {"throughput", "hostile"} & set(only):
         only.append("throughput")
     return opts, [name for name in FIGURES if name in only], a.json
 

@@ -153,6 +153,7 @@ class Peer:
                 if sent is not None:
                     run.delivery_samples.append((sent, time.perf_counter() - sent))
         elif kind == "ack":
+            assert frame.ref is not None  # an ack always answers a send's client_msg_id
             self.got.acks[frame.ref] = frame.id
             self.inflight -= 1
             run.acked += 1
@@ -167,7 +168,7 @@ class Peer:
             if not self.hello.done():
                 self.hello.set_result(None)
         elif kind == "error":
-            self.refused(frame.code, frame.message, frame.ref,
+            self.refused(frame.code, frame.message, frame.ref or "",
                          getattr(frame, "retry_after_ms", None))
         elif kind == "presence" and not self.presence.done():
             self.presence.set_result(None)

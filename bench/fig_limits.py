@@ -79,9 +79,14 @@ async def hostile(opts: Options) -> Result:
             sized, result, "chat" + (" beside the hostile user" if attacked else ""),
             partial(chat_run, sized, sized.hostile_send_rate, sized.pairs, beside=beside),
             _say_hostile)
+    if opts.profile:
+        run = await chat_run(sized, sized.hostile_send_rate, sized.pairs, profile=True,
+                             beside=partial(_attacker, sized))
+        result.notes.append("profiled run beside the hostile user (not counted): "
+                            + _say_hostile(run) + "\n" + str(run.get("profile")))
     p99 = {a: [value(r, "delivery_ms", "p99") for r in runs] for a, runs in series.items()}
     plain = Row("", "", p99[False]).median
-    attacked = series[True]
+    beside_runs = series[True]
     result.rows += [
         Row(f"delivery p99, {opts.pairs} pairs at {opts.hostile_send_rate:,.0f} sends/s, "
             "limits at their defaults", "ms", p99[False], lower=True, digits=1),
@@ -89,12 +94,13 @@ async def hostile(opts: Options) -> Result:
         Row("  with the hostile user / without (median of the runs without)", "x",
             [r / plain if plain else math.nan for r in p99[True]], 2.0, lower=True,
             digits=2),
-        Row("  hostile frames/s sent", "frames/s", [value(r, "beside", "rate") for r in attacked]),
+        Row("  hostile frames/s sent", "frames/s",
+            [value(r, "beside", "rate") for r in beside_runs]),
         Row("  gateway RSS after the attacker left / when all were connected", "x",
             [value(r, "beside", "rss_left_kib") / value(r, "beside", "rss_ready_kib")
-             for r in attacked], 1.05, lower=True, digits=3),
+             for r in beside_runs], 1.05, lower=True, digits=3),
         Row("  normal sends refused rate_limited", "refusals",
-            [value(r, "rate_limited") for r in attacked]),
+            [value(r, "rate_limited") for r in beside_runs]),
     ]
     return result
 

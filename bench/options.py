@@ -27,7 +27,7 @@ class Options:
     echo_clients: int = 100  # clients of the echo ceiling
     quiet_wait: float = 20.0  # before a run, wait up to this long for an idle machine (0: not)
     redo_noisy: int = 2  # redo at most this many runs per series disturbed by other sessions
-    profile: bool = False  # one extra throughput run under py-spy; prints the top functions
+    profile: bool = False  # one more throughput (or hostile) run under py-spy: top functions
     profile_seconds: float = 5.0  # seconds py-spy samples
     gateway_env: tuple[tuple[str, str], ...] = ()  # experiment: extra gateway settings
     backlog: int = 200_000  # events in the projector figures' backlog

@@ -41,7 +41,7 @@ class EventBody(msgspec.Struct):
 
 class Incoming(msgspec.Struct):
     type: str
-    ref: str = ""
+    ref: str | None = ""  # null on an error answering a frame without one
     thread: str = ""
     id: str = ""
     last_id: str = ""

@@ -20,6 +20,7 @@ SLOW_CONSUMER = 1013
 POLICY = 1008
 REFUSAL_LIMIT = 20  # more refusals than this within REFUSAL_WINDOW seconds close the socket
 REFUSAL_WINDOW = 60.0
+LOG_EVERY = 1.0  # seconds: a connection's refusals past the first in this span are counted
 
 
 class Connection:
@@ -41,6 +42,8 @@ class Connection:
         self.received = 0
         self.expiry: asyncio.TimerHandle | None = None
         self.refusals: deque[float] | None = None
+        self.logged_at = -LOG_EVERY  # when a refusal of this connection was last logged
+        self.unlogged = 0  # refusals since then, not logged one by one
 
     @property
     def last(self) -> dict[str, EventKey]:
@@ -64,6 +67,17 @@ class Connection:
         while self.refusals[0] < now - REFUSAL_WINDOW:
             self.refusals.popleft()
         return len(self.refusals) > REFUSAL_LIMIT
+
+    def log_refusal(self) -> int | None:
+        """None when this refusal goes unlogged (the connection logged one less than
+        LOG_EVERY ago); otherwise how many went unlogged before it. A flood of refused
+        frames is thus one log line a second per connection, not one per frame."""
+        now = time.monotonic()
+        if now - self.logged_at < LOG_EVERY:
+            self.unlogged += 1
+            return None
+        self.logged_at, unlogged, self.unlogged = now, self.unlogged, 0
+        return unlogged
 
     def cleanup(self) -> None:
         if self.expiry is not None:

@@ -150,12 +150,15 @@ class Gateway:
         if retry is not None:
             error = Error(code=code, message=message, ref=ref, retry_after_ms=retry)
         conn.push(encode_frame(error))
-        if code == "unavailable":  # what Redis or Postgres said, for the operator
+        unlogged = conn.log_refusal()
+        if unlogged is None:
+            pass  # counted; the connection's next logged refusal says how many
+        elif code == "unavailable":  # what Redis or Postgres said, for the operator
             log.warning("frame_unavailable", user=conn.user, ref=clip(ref),
-                        error=clip(f"{type(exc).__name__}: {exc}"))
+                        error=clip(f"{type(exc).__name__}: {exc}"), unlogged=unlogged)
         else:
             log.info("frame_refused", user=conn.user, code=code, reason=clip(message),
-                     ref=clip(ref))
+                     ref=clip(ref), unlogged=unlogged)
         if code in REFUSALS and conn.refused():
             conn.close(POLICY, "too many refused frames", flush=True)
 

@@ -22,6 +22,7 @@ from schemas.server import Error, encode_frame
 log = structlog.get_logger("duologue.ws")
 INTERNAL = 1011
 GONE = 1006  # logged only: the peer vanished without a close frame
+TURN = 0.0002  # seconds a connection's frames may run before the loop serves the others
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
@@ -110,7 +111,15 @@ async def _serve(gateway: Gateway, ws: WebSocket, conn: Connection, identity: Id
 
 
 async def _receive(gateway: Gateway, ws: WebSocket, conn: Connection) -> None:
+    held = 0.0  # seconds this connection has run since the loop last served the others
     while True:
+        if held > TURN:
+            # Frames already read answer without waiting (a refusal, a dropped typing
+            # notice), so a client writing them back to back would hold the loop for as
+            # long as it likes: the other connections get their turn first.
+            await asyncio.sleep(0)
+            held = 0.0
+        began = time.perf_counter()
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             conn.closed_by_client(message.get("code", 1000))
@@ -127,6 +136,9 @@ async def _receive(gateway: Gateway, ws: WebSocket, conn: Connection) -> None:
             conn.close(INTERNAL, "internal error", flush=True)
         finally:
             conn.inflight -= 1
+        took = time.perf_counter() - began
+        # longer than a turn: it waited (for the frame, or for Redis), and others ran
+        held = 0.0 if took > TURN else held + took
 
 
 async def _send(ws: WebSocket, conn: Connection) -> None:

@@ -5,6 +5,7 @@ gateways with them off)."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import websockets
@@ -196,3 +197,30 @@ async def test_a_users_sockets_are_capped_across_gateways(start_gateway):
     finally:
         for client in held:
             await client.close()
+
+
+async def test_a_flood_of_refused_frames_is_one_log_line_a_second_per_socket(start_gateway):
+    """Attacks: one log line per refused frame, so a client flooding frames it knows will
+    be refused (5,000 a second in the hostile benchmark) turns the gateway's log into the
+    bottleneck and fills an operator's disk. Every frame is still answered."""
+    gateway = start_gateway(DUOLOGUE_READ_RATE="1", DUOLOGUE_READ_BURST="1")
+    alice = uid("a")
+    thread = thread_of(alice, alice)
+    client = await Client.connect(gateway.ws_url, alice)  # the hello takes the one token
+    try:
+        for _ in range(200):
+            await client.send({"type": "sync", "thread": thread, "after": "0"})
+        codes = [(await client.next("error"))["code"] for _ in range(200)]
+        assert set(codes) == {"rate_limited"}
+        await asyncio.sleep(1.1)  # one token back, and a second since the first line
+        await client.send({"type": "sync", "thread": thread, "after": "0"})
+        await client.next("synced", thread=thread)
+        await client.send({"type": "sync", "thread": thread, "after": "0"})
+        assert (await client.next("error"))["code"] == "rate_limited"
+        assert (await client.say(alice, "still usable"))["type"] == "ack"
+    finally:
+        await client.close()
+    await asyncio.sleep(0.2)
+    refusals = [json.loads(line) for line in gateway.log().splitlines()
+                if '"frame_refused"' in line]
+    assert [r["unlogged"] for r in refusals] == [0, 199], refusals  # 199 counted, not logged
