@@ -48,6 +48,7 @@ class EmbeddedRedis:
     port: int = field(default_factory=free_port)
     persist: bool = True
     own_session: bool = False  # out of the terminal's process group (Ctrl-C)
+    args: tuple[str, ...] = ()  # more redis-server options (duologue/local_cluster.py)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,7 +61,7 @@ class EmbeddedRedis:
         self.process = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.directory), "--save", "", "--maxmemory-policy", "noeviction",
-             *aof], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+             *aof, *self.args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=die_with_parent, start_new_session=self.own_session)
         wait_for_port(self.port)
         return self
