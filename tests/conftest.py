@@ -1,19 +1,26 @@
-"""Fixtures: real Redis (127.0.0.1:6379, else an embedded one), one key prefix per run."""
+"""Fixtures: real Redis (127.0.0.1:6379, else an embedded one), one key prefix per run.
+
+``DUOLOGUE_TEST_REDIS=cluster``: the whole suite runs against a local Redis Cluster of
+3 masters (``duologue/local_cluster.py``, Redis 7+ on PATH) instead; tests that need one
+Redis server of their own to stop or disturb (``private_redis``, marker ``single_redis``)
+are skipped then.
+"""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-import redis
-import redis.asyncio as aioredis
 
 from adapters.postgres import migrate
 from adapters.record import Keys
+from adapters.redis_connect import AsyncRedis, SyncRedis, async_redis, scan_keys, sync_redis
 from duologue.embedded import EmbeddedRedis, answers, start_postgres
+from duologue.local_cluster import LocalCluster, LocalClusterError, require_redis_7
 from tests.contract_support import check_http_answers, take_mismatches
 from tests.faults_support import PrivatePostgres, private_postgres_server
 from tests.projection_support import PARTITIONS, Fleet, projector_env
@@ -21,6 +28,34 @@ from tests.support import Client, GatewayProcess
 
 RUN_PREFIX = f"dltest{uuid.uuid4().hex[:8]}"
 check_http_answers()  # every httpx answer of a documented path, against /openapi.json
+
+TEST_REDIS = os.environ.get("DUOLOGUE_TEST_REDIS", "")
+CLUSTER_RUN = TEST_REDIS == "cluster"
+SINGLE_REDIS_ONLY = ("needs one Redis server it can stop, restart or disturb "
+                     "(single_redis): not on a cluster run (DUOLOGUE_TEST_REDIS=cluster)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if TEST_REDIS not in ("", "cluster"):
+        raise pytest.UsageError(
+            f"DUOLOGUE_TEST_REDIS={TEST_REDIS!r}: leave it unset, or set it to 'cluster'")
+    if CLUSTER_RUN:
+        try:
+            require_redis_7()
+        except LocalClusterError as error:
+            raise pytest.UsageError(f"DUOLOGUE_TEST_REDIS=cluster: {error}") from None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The one place that keeps single-server tests off a cluster run: those marked
+    ``single_redis`` and those using the ``private_redis`` fixture (even indirectly)."""
+    if not CLUSTER_RUN:
+        return
+    skip = pytest.mark.skip(reason=SINGLE_REDIS_ONLY)
+    for item in items:
+        if item.get_closest_marker("single_redis") is not None or \
+                "private_redis" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -37,19 +72,29 @@ def contract_mismatches() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if answers(6379):
+    """A local Redis Cluster of 3 masters with DUOLOGUE_TEST_REDIS=cluster; else Redis at
+    127.0.0.1:6379 when it answers, else an embedded one. This run's keys go at the end."""
+    embedded: EmbeddedRedis | None = None
+    cluster: LocalCluster | None = None
+    if CLUSTER_RUN:
+        cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster"), masters_count=3)
+        url = cluster.start().url
+    elif answers(6379):
         url = "redis://127.0.0.1:6379/0"
-        embedded = None
     else:
         embedded = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False).start()
         url = embedded.url
     yield url
-    client = redis.Redis.from_url(url)
-    for key in client.scan_iter(match=f"{RUN_PREFIX}*", count=1000):
-        client.delete(key)
-    client.close()
+    client = sync_redis(url)
+    try:
+        for key in scan_keys(client, f"{RUN_PREFIX}*"):  # every primary of a cluster
+            client.delete(key)
+    finally:
+        client.close()
     if embedded is not None:
         embedded.stop()
+    if cluster is not None:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")
@@ -147,15 +192,17 @@ def keys() -> Keys:
 
 
 @pytest.fixture
-async def aredis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+async def aredis(redis_url: str) -> AsyncIterator[AsyncRedis]:
+    """An asyncio client: a cluster client on a cluster run."""
+    client = async_redis(redis_url)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A redis-server of this test's own, to stop, restart or disturb."""
+    """A redis-server of this test's own, to stop, restart or disturb (a test using it is
+    skipped on a cluster run: ``pytest_collection_modifyitems``)."""
     server = EmbeddedRedis(tmp_path / "redis", persist=True).start()
     yield server
     server.stop()
@@ -176,9 +223,9 @@ def db(fresh_database: str) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture
-def rclient(redis_url: str) -> Iterator[redis.Redis]:
-    """A synchronous Redis client."""
-    client = redis.Redis.from_url(redis_url)
+def rclient(redis_url: str) -> Iterator[SyncRedis]:
+    """A synchronous Redis client: a cluster client on a cluster run."""
+    client = sync_redis(redis_url)
     yield client
     client.close()
 

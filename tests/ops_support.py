@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import redis
-import redis.asyncio as aioredis
 
 from adapters.record import B_EVENT, Keys
+from adapters.redis_connect import SyncRedis, async_redis
 from domain.commands import DeleteMessage, EditMessage, MarkRead
 from domain.ids import thread_id
 from domain.state import Message, ThreadState, fold
@@ -135,7 +134,7 @@ def _own(sent: list[tuple[str, str]], sender: str, back: int) -> tuple[str, str]
 async def seed(redis_url: str, keys: Keys, pairs: list[tuple[str, str]], sends: int
                ) -> dict[str, list[str]]:
     """Several conversations at once; returns each thread's message ids."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_redis(redis_url)
     try:
         seeder = Seeder(EventStore(client, keys, 86400))
         found = await asyncio.gather(*(seeder.conversation(a, b, sends) for a, b in pairs))
@@ -150,12 +149,12 @@ def pairs_of(count: int) -> list[tuple[str, str]]:
 
 # --- the yardstick: the fold of each thread stream ------------------------------------
 
-def stream_of(client: redis.Redis, keys: Keys, thread: str) -> list[tuple[str, bytes]]:
+def stream_of(client: SyncRedis, keys: Keys, thread: str) -> list[tuple[str, bytes]]:
     entries: Any = client.xrange(keys.stream(thread), "-", "+")
     return [(i.decode(), f[B_EVENT]) for i, f in entries]
 
 
-def fold_of(client: redis.Redis, keys: Keys, thread: str) -> ThreadState:
+def fold_of(client: SyncRedis, keys: Keys, thread: str) -> ThreadState:
     return fold(thread, ((i, decode_event(p)) for i, p in stream_of(client, keys, thread)))
 
 
@@ -173,7 +172,7 @@ def rows_of(conn: psycopg.Connection, thread: str) -> dict[str, Any]:
     return {"messages": messages, "receipts": receipts, "head": head, "archive": archive}
 
 
-def expected_of(client: redis.Redis, keys: Keys, thread: str) -> dict[str, Any]:
+def expected_of(client: SyncRedis, keys: Keys, thread: str) -> dict[str, Any]:
     """What Postgres should hold for one thread: the fold of its stream."""
     stream = stream_of(client, keys, thread)
     state = fold(thread, ((i, decode_event(p)) for i, p in stream))
@@ -188,7 +187,7 @@ def expected_of(client: redis.Redis, keys: Keys, thread: str) -> dict[str, Any]:
             "archive": [(i, p) for i, p in stream]}
 
 
-def assert_projection_is_fold(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
+def assert_projection_is_fold(conn: psycopg.Connection, client: SyncRedis, keys: Keys,
                               threads: list[str]) -> None:
     projected = {str(r[0]) for r in conn.execute("SELECT thread FROM threads")}
     assert projected == set(threads)
@@ -211,7 +210,7 @@ def snapshot(conn: psycopg.Connection) -> dict[str, list[tuple[Any, ...]]]:
             for table in ("events", "messages", "threads", "read_receipts")}
 
 
-def wait_projected(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
+def wait_projected(conn: psycopg.Connection, client: SyncRedis, keys: Keys,
                    threads: list[str], timeout: float = 30) -> None:
     """Until every thread's projected position is the last id of its stream."""
     deadline = time.monotonic() + timeout

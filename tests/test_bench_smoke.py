@@ -11,13 +11,17 @@ import subprocess
 import sys
 
 import psycopg
-import redis
 
+from adapters.redis_connect import scan_keys, sync_redis
 from tests.support import ROOT
 
 
 def _bench_keys(redis_url: str) -> set[bytes]:
-    return set(redis.Redis.from_url(redis_url).scan_iter(match="dlbench-*", count=1000))
+    client = sync_redis(redis_url)
+    try:
+        return set(scan_keys(client, "dlbench-*"))  # every primary of a cluster
+    finally:
+        client.close()
 
 
 def _bench_databases(admin_url: str) -> set[str]:

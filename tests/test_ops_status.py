@@ -7,8 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from adapters.redis_connect import async_redis
 from domain.ids import thread_id
 from gateway.store import EventStore
 from tests.ops_support import (
@@ -34,7 +33,7 @@ async def test_verify_reports_lag_without_failing(ops_env, ops_keys, redis_url, 
     project_burst(ops_env, log_dir)
     projected = len(stream_of(rclient, ops_keys, thread_id(a, b)))
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_redis(redis_url)
     try:
         seeder = Seeder(EventStore(client, ops_keys, 86400))
         ab = thread_id(a, b)

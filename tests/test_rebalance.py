@@ -15,6 +15,7 @@ import psycopg
 import redis
 
 from adapters.record import Keys
+from adapters.redis_connect import SyncRedis, sync_redis
 from projector.ledger import lock_id
 from tests.projection_support import (
     assert_done,
@@ -39,7 +40,7 @@ async def test_an_entry_a_stale_read_took_is_still_projected(
     stream = pkeys.log(partition)
     a = await Client.connect(gateway.ws_url, alice)
     holder = psycopg.connect(fresh_database, autocommit=True)
-    ghost = redis.Redis.from_url(redis_url)
+    ghost = sync_redis(redis_url)
     try:
         before = await a.say(bob, "before")
         assert before["type"] == "ack"
@@ -73,7 +74,7 @@ async def test_an_entry_a_stale_read_took_is_still_projected(
         ghost.close()
 
 
-def wait_drained_except(client: redis.Redis, conn: psycopg.Connection, keys: Keys,
+def wait_drained_except(client: SyncRedis, conn: psycopg.Connection, keys: Keys,
                         partition: int, timeout: float = 20) -> None:
     """Until every log but ``partition``'s is projected to its head."""
     deadline = time.monotonic() + timeout

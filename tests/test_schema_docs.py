@@ -27,11 +27,11 @@ import httpx
 import msgspec
 import psycopg
 import pytest
-import redis
 from psycopg import sql
 
 from adapters.postgres import migrations
 from adapters.record import B_EVENT, Keys
+from adapters.redis_connect import sync_redis
 from schemas.events import decode_event
 from tests.support import ROOT, Client, ProjectorProcess, id_key, thread_of, token, uid
 
@@ -279,7 +279,7 @@ async def conversation(world: World, clients: dict[str, Client], rng: random.Ran
 def check_against_the_streams(world: World, redis_url: str, prefix: str) -> None:
     """The acks tell the whole story: each thread stream holds exactly these events."""
     keys = Keys(prefix, PARTITIONS)
-    client = redis.Redis.from_url(redis_url)
+    client = sync_redis(redis_url)
     try:
         for thread, events in world.events.items():
             stored = [(i.decode(), decode_event(f[B_EVENT])) for i, f in

@@ -20,11 +20,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
-import redis
-import redis.asyncio as aioredis
 
 from adapters import presence
 from adapters.record import Keys
+from adapters.redis_connect import SyncRedis, async_redis
 from gateway.store import EventStore
 from schemas.events import MessageSent
 from tests.support import uid
@@ -134,7 +133,7 @@ def verify(secret: str, body: bytes, header: str) -> bool:
 async def send(redis_url: str, keys: Keys, thread: str, sender: str, body: str,
                reply_to: str | None = None) -> str:
     """A MessageSent appended with the real append script; its event id."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_redis(redis_url)
     try:
         store = EventStore(client, keys, 86400)
         cmid = uid("c")
@@ -148,7 +147,7 @@ async def send(redis_url: str, keys: Keys, thread: str, sender: str, body: str,
 async def send_many(redis_url: str, keys: Keys, sends: list[tuple[str, str, str]]
                     ) -> list[str]:
     """(thread, sender, body) appended concurrently; their event ids, in order."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_redis(redis_url)
     try:
         store = EventStore(client, keys, 86400)
 
@@ -163,7 +162,7 @@ async def send_many(redis_url: str, keys: Keys, sends: list[tuple[str, str, str]
         await client.aclose()
 
 
-def online(client: redis.Redis, prefix: str, user: str, age_ms: int = 0) -> None:
+def online(client: SyncRedis, prefix: str, user: str, age_ms: int = 0) -> None:
     """A gateway's presence lease for ``user``, renewed ``age_ms`` ago (Redis time)."""
     seconds, micros = client.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
