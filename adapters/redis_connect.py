@@ -11,16 +11,19 @@ never transactions, and SCAN goes through ``scan_keys`` (every primary of a clus
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeAlias
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline as AsyncPipeline
+from redis.asyncio.cluster import ClusterPipeline as AsyncClusterPipeline
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
 SyncRedis: TypeAlias = "redis.Redis | RedisCluster"
 AsyncRedis: TypeAlias = "aioredis.Redis | AsyncRedisCluster"
+AsyncTarget: TypeAlias = "AsyncRedis | AsyncPipeline | AsyncClusterPipeline"  # runs a Script
 
 
 @functools.cache
@@ -63,3 +66,52 @@ async def ascan_keys(client: AsyncRedis, match: str, count: int = 1000) -> Async
     else:
         async for key in client.scan_iter(match=match, count=count):
             yield key
+
+
+def run_ids(client: SyncRedis) -> Callable[[str], str]:
+    """The run id of the Redis server holding each key (one server: its own; a cluster:
+    the primary that owns the key's slot, as asked now). A partition is sealed for the
+    run of the server holding it (``gateway/fence.lua``)."""
+    if not isinstance(client, RedisCluster):
+        run_id = str(client.info("server")["run_id"])
+        return lambda key: run_id
+    infos: Any = client.info("server", target_nodes=RedisCluster.PRIMARIES)
+    return _by_node(client, infos)
+
+
+async def arun_ids(client: AsyncRedis) -> Callable[[str], str]:
+    """``run_ids`` for an asyncio client."""
+    if not isinstance(client, AsyncRedisCluster):
+        info: Any = await client.info("server")
+        run_id = str(info["run_id"])
+        return lambda key: run_id
+    infos = await client.info("server", target_nodes=AsyncRedisCluster.PRIMARIES)
+    return _by_node(client, infos)
+
+
+def _by_node(client: RedisCluster | AsyncRedisCluster,
+             infos: dict[str, Any]) -> Callable[[str], str]:
+    if "run_id" in infos:  # a cluster of one primary answers for it alone
+        only = str(infos["run_id"])
+        return lambda key: only
+    by_node = {name: str(info.get("run_id", "")) for name, info in infos.items()}
+
+    def run_of(key: str) -> str:
+        node = client.get_node_from_key(key)
+        return by_node.get(node.name, "") if node is not None else ""
+    return run_of
+
+
+def scripted(client: SyncRedis, text: str) -> Any:
+    """``client.register_script(text)``, ready to run in a pipeline: a cluster pipeline
+    cannot load a script its node lacks (NOSCRIPT), so on a cluster it is loaded on every
+    primary first (one SCRIPT LOAD each: a failover's new primary may not have it)."""
+    if isinstance(client, RedisCluster):
+        client.script_load(text)
+    return client.register_script(text)
+
+
+async def apreload(client: AsyncRedis, text: str) -> None:
+    """Before an asyncio pipeline runs a script: ``scripted``'s load, on a cluster."""
+    if isinstance(client, AsyncRedisCluster):
+        await client.script_load(text)

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import psycopg
-import redis
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from adapters.record import Keys
+from adapters.redis_connect import SyncRedis, sync_redis
 from adapters.settings import Settings, SettingsError
 from domain.errors import DomainError
 from domain.ids import check_event_id, participants
@@ -36,11 +36,11 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 
 
 @contextmanager
-def _connect(settings: Settings) -> Iterator[tuple[psycopg.Connection, redis.Redis, Keys]]:
+def _connect(settings: Settings) -> Iterator[tuple[psycopg.Connection, SyncRedis, Keys]]:
     settings.require("redis_url", "database_url")
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         _require_schema(conn)
-        client = redis.Redis.from_url(settings.redis_url)
+        client = sync_redis(settings.redis_url)
         try:
             yield conn, client, Keys(settings.prefix, settings.partitions)
         finally:

@@ -1,5 +1,5 @@
 -- Append one event to a thread, atomically, or answer why not (after the record prelude,
--- ids.lua and fence.lua; the names in capitals are adapters/record.py's).
+-- ids.lua, fence.lua and budget.lua; the names in capitals are adapters/record.py's).
 -- KEYS: 1 partition epoch, 2 thread stream, 3 partition log, 4 dedupe key, 5 thread state,
 --       6 index of participant a, 7 index of participant b, 8 the sender's budget
 -- ARGV: 1 payload (JSON event), 2 thread, 3 dedupe ttl (s), 4 channel a, 5 channel b,
@@ -23,38 +23,11 @@ if prior then
   return {DUPLICATE, prior}
 end
 
-local rate, burst, brate, bburst, cost = string.match(ARGV[6], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
-rate, burst, brate, bburst, cost = tonumber(rate), tonumber(burst), tonumber(brate),
-  tonumber(bburst), tonumber(cost)
-local budget = nil  -- {commands, bytes, ms} after this command, when a bucket is on
-if rate > 0 or brate > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local got = redis.call('HMGET', KEYS[8], 'c', 'b', 't')
-  local c, b = tonumber(got[1]) or burst, tonumber(got[2]) or bburst
-  local dt = math.max(0, now - (tonumber(got[3]) or now)) / 1000
-  local wait = 0
-  if rate > 0 then
-    c = math.min(burst, c + dt * rate)
-    if c < 1 then wait = math.ceil((1 - c) / rate * 1000) end
-  end
-  if brate > 0 then
-    cost = math.min(cost, bburst)  -- a body above the burst passes when the bucket is full
-    b = math.min(bburst, b + dt * brate)
-    if b < cost then wait = math.max(wait, math.ceil((cost - b) / brate * 1000)) end
-  end
-  if wait > 0 then return {RATE_LIMITED, wait} end
-  budget = {c - 1, b - cost, now}
-end
+local wait, budget = budget_take(KEYS[8], ARGV[6])
+if wait > 0 then return {RATE_LIMITED, wait} end
 
 local function charge()
-  if not budget then return end
-  redis.call('HSET', KEYS[8], 'c', string.format('%.6f', budget[1]),
-    'b', string.format('%.3f', budget[2]), 't', string.format('%d', budget[3]))
-  local full = 0  -- until both buckets are full again: then the key says nothing
-  if rate > 0 then full = math.max(full, (burst - budget[1]) / rate) end
-  if brate > 0 then full = math.max(full, (bburst - budget[2]) / brate) end
-  redis.call('PEXPIRE', KEYS[8], math.ceil(full * 1000) + 1000)
+  if budget then budget_charge(KEYS[8], budget) end
 end
 
 local function archived_only(target)

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable
 
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from adapters.record import ALL_ARCHIVED
 from domain.ids import event_key
@@ -82,7 +82,7 @@ async def _catch_up(store: EventStore, conn: Connection) -> None:
             conn.delivery.begin_round()
             try:
                 await _replay_behind(store, conn)
-            except (RedisError, OSError, UnavailableError) as exc:
+            except (RedisError, RedisClusterException, OSError, UnavailableError) as exc:
                 log.info("catch_up_retry", user=conn.user, error=str(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)

@@ -12,15 +12,16 @@ import asyncio
 import hashlib
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
+
+from adapters.redis_connect import AsyncRedis
 
 Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]
 MAX_BATCH = 512
 
 
 class ScriptBatcher:
-    def __init__(self, redis: Redis, script: str) -> None:
+    def __init__(self, redis: AsyncRedis, script: str) -> None:
         self.redis = redis
         self.script = script
         self.sha = hashlib.sha1(script.encode()).hexdigest()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from domain.errors import BlockedError, DomainError, ForbiddenError, InvalidError, NotFoundError
 
@@ -87,6 +87,7 @@ TABLE: dict[type[BaseException], WireError] = {
     # socket stays open: connection lost or timed out, LOADING, READONLY after failover,
     # OOM with noeviction, NOREPLICAS, MASTERDOWN, BUSY, MISCONF, a cluster's TRYAGAIN ...
     RedisError: UNAVAILABLE,
+    RedisClusterException: UNAVAILABLE,  # a cluster with no node to answer for a slot
     psycopg.OperationalError: UNAVAILABLE,  # PoolTimeout included
     ConnectionError: UNAVAILABLE,
     TimeoutError: UNAVAILABLE,

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import random
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from adapters.tokens import AuthError, read_token
 from domain.commands import (
@@ -160,7 +160,7 @@ async def sync(store: EventStore, conn: Connection, frame: Sync) -> None:
     try:
         async with conn.replaying:
             await _sync(store, conn, frame.thread, after)
-    except (RedisError, OSError, UnavailableError):
+    except (RedisError, RedisClusterException, OSError, UnavailableError):
         # The thread stays held; the catch-up replays it from what was delivered.
         conn.delivery.fail_replay(frame.thread)
         if conn.delivery.want_catch_up():
@@ -188,7 +188,8 @@ async def typing(store: EventStore, conn: Connection, frame: Typing) -> None:
     if other == conn.user:
         return  # nobody else to tell in a note-to-self thread
     notice = encode_frame(TypingNotice(thread=frame.thread, user=conn.user))
-    with contextlib.suppress(RedisError, OSError):  # typing is ephemeral: never an error
+    # typing is ephemeral: never an error
+    with contextlib.suppress(RedisError, RedisClusterException, OSError):
         await store.typing(frame.thread, conn.user, other, f"{frame.thread} ~ {notice}")
 
 

@@ -22,10 +22,11 @@ import uuid
 from collections.abc import Callable, Iterable
 
 import structlog
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.connection import Connection
+from gateway.pubsub_source import PubSubSource
 
 log = structlog.get_logger("duologue.hub")
 SUBSCRIBE_TIMEOUT = 5.0
@@ -33,10 +34,11 @@ SUBSCRIBE_TIMEOUT = 5.0
 
 class Hub:
     def __init__(
-        self, redis: Redis, channel_of: Callable[[str], str],
+        self, source: PubSubSource, channel_of: Callable[[str], str],
         on_gap: Callable[[Connection], None],  # starts a catch-up of the connection
     ) -> None:
-        self.pubsub = redis.pubsub()
+        self.source = source
+        self.pubsub: PubSub | None = None  # opened by start()
         self.channel_of = channel_of
         self.on_gap = on_gap
         self.own = f"{channel_of('')}~gateway:{uuid.uuid4().hex}".encode()
@@ -49,13 +51,21 @@ class Hub:
         self.lost = False  # the connection dropped at least once
 
     async def start(self) -> None:
+        self.pubsub = await self.source.open()
         self.task = asyncio.create_task(self._run(), name="duologue-hub")
 
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
-        await self.pubsub.aclose()
+        if self.pubsub is not None:
+            await self.ps.aclose()
+        await self.source.close()
+
+    @property
+    def ps(self) -> PubSub:
+        assert self.pubsub is not None, "Hub.start() opens it"
+        return self.pubsub
 
     async def attach(self, conn: Connection) -> None:
         """Register ``conn`` and return once its user's channel is subscribed."""
@@ -69,7 +79,7 @@ class Hub:
         conn.delivery.awaiting_subscription = True  # the confirmation it waits for is no gap
         try:
             if len(waiters) == 1:
-                await self.pubsub.subscribe(channel)
+                await self.ps.subscribe(channel)
             await asyncio.wait_for(waiter, SUBSCRIBE_TIMEOUT)
         except BaseException:
             self._forget_waiter(channel, waiter)
@@ -96,8 +106,8 @@ class Hub:
         self.active.discard(channel)
         if channel not in self.waiters:
             # if the connection is gone, redis-py resubscribes only what is left
-            with contextlib.suppress(RedisError, OSError):
-                await self.pubsub.unsubscribe(channel)
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                await self.ps.unsubscribe(channel)
 
     async def listen(self, channels: Iterable[bytes],
                      listener: Callable[[bytes, bytes | None], None]) -> None:
@@ -118,7 +128,7 @@ class Hub:
                 fresh.append(channel)
         try:
             if fresh:
-                await self.pubsub.subscribe(*fresh)
+                await self.ps.subscribe(*fresh)
             if pending:
                 await asyncio.wait_for(asyncio.gather(*(w for _, w in pending)),
                                        SUBSCRIBE_TIMEOUT)
@@ -135,22 +145,22 @@ class Hub:
             if channel not in self.waiters:
                 gone.append(channel)
         if gone:
-            with contextlib.suppress(RedisError, OSError):
-                await self.pubsub.unsubscribe(*gone)
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                await self.ps.unsubscribe(*gone)
 
     async def _run(self) -> None:
         backoff = 0.05
         while True:
             try:
-                if self.own not in self.pubsub.channels:
-                    await self.pubsub.subscribe(self.own)
-                message = await self.pubsub.get_message(timeout=1.0)
+                if self.own not in self.ps.channels:
+                    await self.ps.subscribe(self.own)
+                message = await self.ps.get_message(timeout=1.0)
                 if message is not None:
                     self._dispatch(message)
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 if self.healthy:
                     log.warning("pubsub_lost", error=str(exc))
                 self.healthy = False
@@ -158,6 +168,20 @@ class Hub:
                 self.active.clear()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+                if self.source.moves:
+                    await self._move()
+
+    async def _move(self) -> None:
+        """Subscribe everything again on another cluster node (``PubSubSource``); each
+        confirmation there is a gap, as after redis-py's own resubscription."""
+        old = self.ps
+        channels = list(old.channels)
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
+            await old.aclose()
+        self.pubsub = new = await self.source.open()
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
+            if channels:
+                await new.subscribe(*channels)  # failing: the next round moves again
 
     def _dispatch(self, message: dict[str, object]) -> None:
         kind, channel, data = message["type"], message["channel"], message["data"]

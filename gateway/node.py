@@ -22,6 +22,7 @@ from gateway.metrics import Metrics
 from gateway.presence_leases import Leases
 from gateway.presence_watch import Watchers
 from gateway.protocol import parse
+from gateway.pubsub_source import PubSubSource
 from gateway.read_model import ReadModel
 from gateway.redis_client import connect_redis
 from gateway.socket_caps import SocketCaps
@@ -60,7 +61,7 @@ class Gateway:
                                 budget=Budget(settings.rate, settings.burst if settings.rate
                                               else 0, settings.rate_bytes,
                                               4 * settings.rate_bytes))
-        self.hub = Hub(self.redis, self.keys.channel,
+        self.hub = Hub(PubSubSource(self.redis), self.keys.channel,
                        lambda conn: schedule_catch_up(self.store, conn))
         self.leases = Leases(self.redis, settings.prefix, settings.presence_lease_ms)
         self.sockets = SocketCaps(self.redis, self.keys, self.leases.gateway_id,

@@ -19,11 +19,11 @@ import uuid
 from collections.abc import Hashable
 
 import structlog
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from adapters import presence
 from adapters.record import lua
+from adapters.redis_connect import AsyncRedis, AsyncTarget, apreload
 
 log = structlog.get_logger("duologue.presence")
 PRESENCE_LUA = lua("gateway", "presence.lua")
@@ -32,7 +32,7 @@ BATCH = 1000  # renewals per pipeline
 
 
 class Leases:
-    def __init__(self, redis: Redis, prefix: str, lease_ms: int) -> None:
+    def __init__(self, redis: AsyncRedis, prefix: str, lease_ms: int) -> None:
         self.redis = redis
         self.prefix = prefix
         self.lease_ms = lease_ms
@@ -95,7 +95,7 @@ class Leases:
                     if not wanted:
                         await self.idle.wait()
                     await self._write("up" if wanted else "down", user)
-                except (RedisError, OSError) as exc:
+                except (RedisError, RedisClusterException, OSError) as exc:
                     log.warning("presence_write_failed", user=user, error=str(exc))
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, RETRY_CAP)
@@ -107,9 +107,9 @@ class Leases:
         finally:
             self.settling.pop(user, None)
 
-    async def _write(self, mode: str, user: str, client: Redis | None = None) -> None:
+    async def _write(self, mode: str, user: str, client: AsyncTarget | None = None) -> None:
         await self.script(keys=[presence.key(self.prefix, user)],
-                          args=self._args(mode, user), client=client)
+                          args=self._args(mode, user), client=client)  # type: ignore[arg-type]  # a pipeline, too
 
     def _args(self, mode: str, user: str) -> list[str | int]:
         return [mode, self.gateway_id, self.lease_ms, presence.channel(self.prefix, user), user]
@@ -121,7 +121,7 @@ class Leases:
             self.idle.clear()
             try:
                 await self.renew()
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 log.warning("presence_heartbeat_failed", error=str(exc))
             finally:
                 self.idle.set()
@@ -129,6 +129,8 @@ class Leases:
     async def renew(self) -> None:
         """Renew, pipelined, the lease of every user held here and settled."""
         users = [u for u in self.held if u not in self.settling and u in self.sockets]
+        if users:
+            await apreload(self.redis, PRESENCE_LUA)
         for start in range(0, len(users), BATCH):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for user in users[start:start + BATCH]:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from redis.asyncio import Redis
-
 from adapters import presence
 from adapters.record import BLOCKED, Keys
+from adapters.redis_connect import AsyncRedis
 from domain.ids import thread_id
 
 Status = tuple[bool, int | None]  # (online, last_seen)
@@ -22,7 +21,7 @@ HIDDEN: Status = (False, None)
 CHUNK = 500  # commands per pipeline
 
 
-async def statuses(redis: Redis, prefix: str, users: Sequence[str],
+async def statuses(redis: AsyncRedis, prefix: str, users: Sequence[str],
                    lease_ms: int) -> dict[str, Status]:
     """Each user's (online, last_seen) now, read with Redis' clock."""
     found: dict[str, Status] = {}
@@ -39,7 +38,7 @@ async def statuses(redis: Redis, prefix: str, users: Sequence[str],
     return found
 
 
-async def visible(redis: Redis, keys: Keys,
+async def visible(redis: AsyncRedis, keys: Keys,
                   pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bool]:
     """For each (viewer, user): whether the viewer may be told the user's presence."""
     answer: dict[tuple[str, str], bool] = {}
@@ -63,7 +62,7 @@ async def visible(redis: Redis, keys: Keys,
     return answer
 
 
-async def presence_of(redis: Redis, keys: Keys, viewer: str, users: Sequence[str],
+async def presence_of(redis: AsyncRedis, keys: Keys, viewer: str, users: Sequence[str],
                       lease_ms: int) -> list[tuple[str, Status]]:
     """What ``viewer`` may know of each user (``HIDDEN`` for the others), in order."""
     shown = await visible(redis, keys, ((viewer, user) for user in users))

@@ -21,11 +21,11 @@ import asyncio
 from dataclasses import dataclass
 
 import structlog
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from adapters import presence
 from adapters.record import Keys
+from adapters.redis_connect import AsyncRedis
 from domain.errors import InvalidError
 from domain.ids import check_user_id
 from gateway.connection import Connection
@@ -48,7 +48,7 @@ class Watched:
 
 
 class Watchers:
-    def __init__(self, redis: Redis, keys: Keys, hub: Hub, lease_ms: int) -> None:
+    def __init__(self, redis: AsyncRedis, keys: Keys, hub: Hub, lease_ms: int) -> None:
         self.redis, self.keys, self.hub, self.lease_ms = redis, keys, hub, lease_ms
         self.lists: dict[Connection, dict[str, Watched]] = {}
         self.watchers: dict[str, set[Connection]] = {}  # user -> connections watching
@@ -89,7 +89,7 @@ class Watchers:
         await self._unwatch(conn, [user for user in old if user not in new])
         try:
             await self._subscribe(added)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             raise UnavailableError("presence could not be subscribed; the list stands, "
                                    "its frames come once Redis answers") from exc
         if not await self.refresh(list(new)):
@@ -151,7 +151,7 @@ class Watchers:
             done, self.round = self.round, asyncio.get_running_loop().create_future()
             try:
                 await self._round(list(self.watchers) if sweep else list(users), sweep)
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
                 log.warning("presence_round_failed", error=str(exc))
                 done.set_result(False)
                 self.dirty |= users
@@ -197,7 +197,7 @@ class Watchers:
             if lost:  # a subscribe that failed: try again
                 try:
                     await self._subscribe(lost)
-                except (RedisError, OSError, TimeoutError) as exc:
+                except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
                     log.warning("presence_subscribe_failed", error=str(exc))
 
 

@@ -11,8 +11,13 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import BlockingConnectionPool, Connection, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+
+from adapters.redis_connect import AsyncRedis, cluster_enabled
+
+CLUSTER_CONNECTIONS = 1024  # per node; a cluster client fails a command past it
 
 
 class PackedConnection(Connection):
@@ -28,12 +33,17 @@ class PackedConnection(Connection):
         return [hiredis.pack_command(packed)]
 
 
-def connect_redis(url: str, pool_size: int = 64) -> Redis:
+def connect_redis(url: str, pool_size: int = 64) -> AsyncRedis:
     """A client whose commands wait for a free connection instead of failing.
 
     redis-py's default pool raises once 100 commands are in flight; under load that
-    would turn into spurious ``unavailable`` errors.
+    would turn into spurious ``unavailable`` errors. On a Redis Cluster: a cluster client
+    (its connections per node are made as commands need them, up to ``CLUSTER_CONNECTIONS``).
     """
+    if cluster_enabled(url):
+        return RedisCluster.from_url(
+            url, max_connections=CLUSTER_CONNECTIONS, socket_timeout=5,
+            socket_connect_timeout=2, retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2))
     extra: dict[str, Any] = {}
     if url.startswith("redis://"):  # TLS and unix sockets keep redis-py's own classes
         extra["connection_class"] = PackedConnection

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -43,7 +43,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await _deny(ws, error_response("rate_limited", str(exc),
                                        {"Retry-After": str(-(-exc.retry_after_ms // 1000))}))
         return
-    except (RedisError, OSError):
+    except (RedisError, RedisClusterException, OSError):
         pass  # the hello after it needs Redis too, and answers for it
     if not await gateway.sockets.admit(identity.user):
         log.info("ws_refused", reason="too many sockets", user=identity.user,
@@ -92,7 +92,8 @@ async def _serve(gateway: Gateway, ws: WebSocket, conn: Connection, identity: Id
     try:
         await gateway.hub.attach(conn)
         threads = await gateway.store.threads(conn.user)
-    except (RedisError, OSError, TimeoutError, UnavailableError):  # fenced after a restart too
+    except (RedisError, RedisClusterException, OSError, TimeoutError,
+            UnavailableError):  # fenced after a restart too
         conn.close(INTERNAL, "unavailable")
         await ws.close(INTERNAL, "unavailable")
         return

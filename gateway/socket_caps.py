@@ -19,11 +19,11 @@ import asyncio
 import contextlib
 
 import structlog
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from adapters import presence
 from adapters.record import Keys, lua
+from adapters.redis_connect import AsyncRedis, AsyncTarget, apreload
 
 log = structlog.get_logger("duologue.sockets")
 SOCKETS_LUA = lua("gateway", "sockets.lua")
@@ -31,7 +31,7 @@ BATCH = 1000  # renewals per pipeline
 
 
 class SocketCaps:
-    def __init__(self, redis: Redis, keys: Keys, gateway_id: str, maximum: int,
+    def __init__(self, redis: AsyncRedis, keys: Keys, gateway_id: str, maximum: int,
                  lease_ms: int) -> None:
         self.redis = redis
         self.keys = keys
@@ -66,7 +66,7 @@ class SocketCaps:
             admitted = await self.script(
                 keys=[self.keys.sockets(user)],
                 args=["join", self.gateway_id, count, self.lease_ms, self.maximum])
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             log.warning("socket_cap_unknown", user=user, error=str(exc))
             return True
         if not admitted:
@@ -93,11 +93,12 @@ class SocketCaps:
         self.writes.add(task)
         task.add_done_callback(self.writes.discard)
 
-    async def _set(self, user: str, client: Redis | None = None) -> None:
-        with contextlib.suppress(RedisError, OSError):  # the heartbeat writes it again
+    async def _set(self, user: str, client: AsyncTarget | None = None) -> None:
+        # the heartbeat writes it again
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
             await self.script(keys=[self.keys.sockets(user)],
                               args=["set", self.gateway_id, self.local.get(user, 0),
-                                    self.lease_ms], client=client)
+                                    self.lease_ms], client=client)  # type: ignore[arg-type]  # a pipeline, too
 
     async def _beat(self) -> None:
         every = presence.heartbeat_s(self.lease_ms)
@@ -106,9 +107,10 @@ class SocketCaps:
             users = list(self.local)
             for start in range(0, len(users), BATCH):
                 try:
+                    await apreload(self.redis, SOCKETS_LUA)
                     async with self.redis.pipeline(transaction=False) as pipe:
                         for user in users[start:start + BATCH]:
                             await self._set(user, pipe)
                         await pipe.execute()
-                except (RedisError, OSError) as exc:
+                except (RedisError, RedisClusterException, OSError) as exc:
                     log.warning("socket_caps_heartbeat_failed", error=str(exc))

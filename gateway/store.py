@@ -7,12 +7,14 @@ thread stream no longer holds comes from the Postgres archive (``gateway.archive
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from adapters.record import (
     ARCHIVED,
@@ -26,6 +28,7 @@ from adapters.record import (
     Keys,
     lua,
 )
+from adapters.redis_connect import AsyncRedis, arun_ids
 from domain.errors import BlockedError, NotFoundError
 from domain.ids import event_key, participants
 from gateway.archive import Archive
@@ -33,11 +36,13 @@ from gateway.batching import ScriptBatcher
 from gateway.errors import FencedError, RateLimitedError
 from schemas.events import Event, encode_event
 
-APPEND_LUA = lua("gateway", "fence.lua", "append.lua")  # every gateway script is fenced
+APPEND_LUA = lua("gateway", "fence.lua", "budget.lua", "append.lua")  # every one is fenced
+SEND_BUDGET_LUA = lua("gateway", "budget.lua", "send_budget.lua")  # on a Redis Cluster
 PAGE_LUA = lua("gateway", "fence.lua", "page.lua")
 LOAD_LUA = lua("gateway", "fence.lua", "load.lua")
 TYPING_LUA = lua("gateway", "typing.lua")
 READ_BUDGET_LUA = lua("gateway", "read_budget.lua")
+UNDECIDED = (DUPLICATE, GUARD_FAILED, ARCHIVED, FENCED)  # answers that cost no budget
 REMEMBERED = 10_000  # read refusals and typing relays remembered before ended ones go
 
 
@@ -97,6 +102,10 @@ class Budget:
     byte_rate: float = 0.0
     byte_burst: float = 0.0
 
+    @property
+    def on(self) -> bool:
+        return self.rate > 0 or self.byte_rate > 0
+
     def argument(self, cost: int) -> str:
         return f"{self.rate:g} {self.burst:g} {self.byte_rate:g} {self.byte_burst:g} {cost}"
 
@@ -117,7 +126,9 @@ def append_call(k: Keys, ttl: int, thread: str, sender: str, client_msg_id: str,
     a, b = participants(thread)
     part = k.partition(thread)
     keys = [k.epoch(part), k.stream(thread), k.log(part), k.dedupe(thread, sender, client_msg_id),
-            k.state(thread), k.index(part, a), k.index(part, b), k.budget(sender)]
+            k.state(thread), k.index(part, a), k.index(part, b),
+            # untouched when the budget is off: a key of the thread's slot stands in
+            k.budget(sender) if budget.on else k.state(thread)]
     args: list[Any] = [encode_event(event), thread, ttl, k.channel(a), k.channel(b),
                        budget.argument(body_bytes(event)), len(guard.checks)]
     for check in guard.checks:
@@ -129,7 +140,7 @@ def append_call(k: Keys, ttl: int, thread: str, sender: str, client_msg_id: str,
 
 class EventStore:
     def __init__(
-        self, redis: Redis, keys: Keys, dedupe_ttl: int, archive: Archive | None = None,
+        self, redis: AsyncRedis, keys: Keys, dedupe_ttl: int, archive: Archive | None = None,
         observe: Callable[[float], None] | None = None, typing_every_ms: int = 2000,
         budget: Budget = NO_BUDGET,
     ) -> None:
@@ -145,20 +156,37 @@ class EventStore:
         self._load = redis.register_script(LOAD_LUA)
         self._typing = redis.register_script(TYPING_LUA)
         self._read_budget = redis.register_script(READ_BUDGET_LUA)
+        # a cluster keeps a user's budget in the user's slot: taken before the append
+        self.cluster = isinstance(redis, RedisCluster)
+        self._send_budget = redis.register_script(SEND_BUDGET_LUA)
         self._reads_refused: dict[str, float] = {}  # user -> monotonic end of a refusal
         self._typed: dict[tuple[str, str], float] = {}  # (sender, thread) -> relay + interval
 
     async def append(
         self, thread: str, sender: str, client_msg_id: str, event: Event, guard: Guard = Guard()
     ) -> Appended:
+        apart = self.cluster and self.budget.on  # the budget taken in its own script
+        spec = self.budget.argument(body_bytes(event))
+        if apart:
+            wait = int(await self._send_budget(keys=[self.keys.budget(sender)],
+                                               args=[spec, "take"]))
+            if wait:
+                raise RateLimitedError(wait)
         keys, args = append_call(self.keys, self.dedupe_ttl, thread, sender, client_msg_id,
-                                 event, guard, self.budget)
+                                 event, guard, NO_BUDGET if apart else self.budget)
         started = time.perf_counter()
+        reply: list[Any] | None = None
         try:
-            reply: list[Any] = await self._append(keys, args)
+            reply = await self._append(keys, args)
         finally:
             if self.observe is not None:
                 self.observe(time.perf_counter() - started)
+            if apart and (reply is None or reply[0] in UNDECIDED):
+                # as append.lua does on one Redis: charge only a decided command
+                with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                    await self._send_budget(keys=[self.keys.budget(sender)],
+                                            args=[spec, "refund"])
+        assert reply is not None
         if reply[0] == FENCED:
             raise FencedError()
         if reply[0] == GUARD_FAILED:
@@ -196,16 +224,22 @@ class EventStore:
         thread)."""
         parts = range(self.keys.partitions)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.execute_command("INFO", "server")
             for part in parts:
                 pipe.get(self.keys.epoch(part))
             for part in parts:
                 pipe.hgetall(self.keys.index(part, user))
-            info, *found = await pipe.execute()
-        run_id = str(info.get("run_id", ""))
-        if any(e is not None and e.decode() != run_id for e in found[:len(parts)]):
+            if not self.cluster:
+                pipe.execute_command("INFO", "server")  # the run id, in the same round trip
+            found = await pipe.execute()
+        if self.cluster:
+            run_of = await arun_ids(self.redis)  # each primary's
+        else:
+            run_id = str(found.pop()["run_id"])
+            run_of = lambda key: run_id  # noqa: E731
+        if any(e is not None and e.decode() != run_of(self.keys.epoch(part))
+               for part, e in zip(parts, found, strict=False)):
             raise FencedError()
-        pairs = [(t.decode(), i.decode()) for part in found[len(parts):] for t, i in part.items()]
+        pairs = [(t.decode(), i.decode()) for index in found[len(parts):] for t, i in index.items()]
         pairs.sort()  # ties (one ms in two streams) by thread, as GET /v1/threads orders
         pairs.sort(key=lambda pair: event_key(pair[1]), reverse=True)  # stable
         return pairs

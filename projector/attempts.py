@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from adapters.record import Keys, lua
+from adapters.redis_connect import SyncRedis, scripted
 from projector.reading import Chunk
 
 ATTEMPTS_LUA = lua("projector", "attempts.lua")
@@ -26,9 +25,9 @@ class Plan:
     until: str  # with 'single'/'bury': the last log id to step through singly
 
 
-def plan_first_batches(client: redis.Redis, keys: Keys, chunks: list[Chunk]) -> list[Plan]:
+def plan_first_batches(client: SyncRedis, keys: Keys, chunks: list[Chunk]) -> list[Plan]:
     """Record that this process starts on these chunks; how to apply each of them."""
-    script: Any = client.register_script(ATTEMPTS_LUA)
+    script: Any = scripted(client, ATTEMPTS_LUA)
     with client.pipeline(transaction=False) as pipe:
         for chunk in chunks:
             script(keys=[keys.attempts(chunk.owned.partition)],

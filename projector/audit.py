@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-import redis
 
 from adapters.record import ARCHIVED_BELOW, B_EVENT, Keys
+from adapters.redis_connect import SyncRedis
 from domain.ids import event_key
 from domain.state import Message, ReactionKey, ThreadState, fold
 from projector.entries import Entry, stored
@@ -52,14 +52,14 @@ class _Projected:
     head: tuple[str, int] | None = None  # (last_id, events)
 
 
-def all_threads(conn: psycopg.Connection, client: redis.Redis, keys: Keys) -> list[str]:
+def all_threads(conn: psycopg.Connection, client: SyncRedis, keys: Keys) -> list[str]:
     found = set(stream_threads(client, keys))
     rows = conn.execute("SELECT thread FROM threads UNION SELECT DISTINCT thread FROM events")
     found.update(str(r[0]) for r in rows)
     return sorted(found)
 
 
-def audit(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
+def audit(conn: psycopg.Connection, client: SyncRedis, keys: Keys,
            threads: Sequence[str], progress: Any = None) -> Report:
     report = Report()
     for start in range(0, len(threads), CHUNK):
@@ -76,7 +76,7 @@ def audit(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
     return report
 
 
-def _logs(client: redis.Redis, keys: Keys,
+def _logs(client: SyncRedis, keys: Keys,
           threads: list[str]) -> tuple[dict[str, list[Entry]], dict[str, str | None]]:
     """Each thread's stream, parsed, and its ``lo``."""
     with client.pipeline(transaction=False) as pipe:

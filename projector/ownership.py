@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 import psycopg
 import redis
 import structlog
+from redis.exceptions import RedisClusterException
 
 from adapters.record import Keys
+from adapters.redis_connect import SyncRedis, run_ids
 from projector import ledger, seal
 
 log = structlog.get_logger("duologue.projector")
@@ -38,7 +40,7 @@ class Owned:
 @dataclass
 class Ownership:
     conn: psycopg.Connection
-    client: redis.Redis
+    client: SyncRedis
     keys: Keys
     name: str
     dedupe_ttl: int = 86400
@@ -75,10 +77,10 @@ class Ownership:
         """Let gateways append to our partitions once Redis is checked (projector.seal)."""
         if not self.owned:
             return
-        run = seal.run_id(self.client)
-        waiting = seal.unsealed(self.client, self.keys, self.owned.values(), run)
+        run_of = run_ids(self.client)
+        waiting = seal.unsealed(self.client, self.keys, self.owned.values(), run_of)
         if waiting:
-            seal.seal(self.conn, self.client, self.keys, waiting, run, self.dedupe_ttl)
+            seal.seal(self.conn, self.client, self.keys, waiting, run_of, self.dedupe_ttl)
 
     def _try_take(self, partition: int) -> None:
         stream = self.keys.log(partition)
@@ -103,6 +105,6 @@ class Ownership:
             for owned in list(self.owned.values()):
                 self.release(owned.stream)
             ledger.retire(self.conn, self.name)
-        except (psycopg.Error, redis.RedisError):
+        except (psycopg.Error, redis.RedisError, RedisClusterException):
             pass  # the session is going away; its locks go with it
         self.owned.clear()

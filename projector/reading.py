@@ -10,15 +10,18 @@ effect in Redis to undo, and nothing read is ever skipped.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
+from redis.cluster import RedisCluster
 
+from adapters.redis_connect import SyncRedis
 from projector.entries import Entry, Poison, parse
 from projector.ownership import Owned
 
 Raw = tuple[bytes, dict[bytes, bytes] | None]
+IDLE_PAUSE = (0.005, 0.05)  # seconds: a cluster's idle re-read, first and longest
 
 
 @dataclass
@@ -47,15 +50,39 @@ class Chunk:
                      [poison] if poison is not None else self.parsed[:1], self.online)
 
 
-def read(client: redis.Redis, after: dict[str, tuple[Owned, str]], count: int,
+def read(client: SyncRedis, after: dict[str, tuple[Owned, str]], count: int,
          block_ms: int) -> list[Chunk]:
     """Up to ``count`` entries of each log after its given id, waiting up to ``block_ms``."""
     if not after:
         return []
+    if isinstance(client, RedisCluster):
+        return _read_each(client, after, count, block_ms)
     streams: Any = {stream: position for stream, (_, position) in after.items()}
     found: Any = client.xread(streams, count=count, block=block_ms)
     return [Chunk(after[s.decode()][0], after[s.decode()][1], _entries(entries))
             for s, entries in _streams(found) if entries]
+
+
+def _read_each(client: RedisCluster, after: dict[str, tuple[Owned, str]], count: int,
+               block_ms: int) -> list[Chunk]:
+    """On a Redis Cluster each partition log is a slot of its own, and one XREAD cannot
+    span slots: one XREAD per log, pipelined (a round trip per node, in parallel), from the
+    node that owns it. Without BLOCK (it holds one slot only): while every log is empty it
+    reads again after a pause that grows from 5 to 50 ms, up to ``block_ms`` in all."""
+    deadline = time.monotonic() + block_ms / 1000
+    pause = IDLE_PAUSE[0]
+    while True:
+        with client.pipeline(transaction=False) as pipe:  # type: ignore[no-untyped-call]
+            for stream, (_, position) in after.items():
+                pipe.xread({stream: position}, count=count)
+            replies: list[Any] = pipe.execute()
+        chunks = [Chunk(after[s.decode()][0], after[s.decode()][1], _entries(entries))
+                  for reply in replies for s, entries in _streams(reply) if entries]
+        left = deadline - time.monotonic()
+        if chunks or left <= 0:
+            return chunks
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, IDLE_PAUSE[1])
 
 
 def usable(chunks: list[Chunk], owned: dict[int, Owned]) -> list[Chunk]:
@@ -65,7 +92,7 @@ def usable(chunks: list[Chunk], owned: dict[int, Owned]) -> list[Chunk]:
             if owned.get(c.owned.partition) is c.owned and c.after == c.owned.checkpoint]
 
 
-def raw_replies(client: redis.Redis) -> None:
+def raw_replies(client: SyncRedis) -> None:
     """Entries as Redis sends them: redis-py's dict building was a tenth of our CPU."""
     client.set_response_callback("XREAD", lambda reply, **_: reply)
 
@@ -79,5 +106,5 @@ def _streams(reply: Any) -> list[tuple[bytes, list[Any]]]:
 
 def _entries(reply: list[Any]) -> list[Raw]:
     """Raw entries ``[id, [field, value, ...] | None]`` as (id, fields)."""
-    return [(i, dict(zip(f[::2], f[1::2], strict=True)) if f is not None else None)
-            for i, f in reply]
+    return [(i, f if f is None or isinstance(f, dict)  # parsed: a cluster pipeline's
+             else dict(zip(f[::2], f[1::2], strict=True))) for i, f in reply]

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-import redis
 
 from adapters.record import Keys
+from adapters.redis_connect import SyncRedis, scripted
 from domain.ids import event_key, participants, sort_key
 from domain.state import Message, ThreadState, fold
 from projector.entries import Entry, stored
@@ -48,7 +48,7 @@ class Replayed:
     skipped: int  # log entries that do not decode (they stay out of the projection)
 
 
-def replay(conn: psycopg.Connection, client: redis.Redis, keys: Keys, thread: str,
+def replay(conn: psycopg.Connection, client: SyncRedis, keys: Keys, thread: str,
            start: str = "0") -> Replayed:
     row = conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (MAINTENANCE_LOCK,)).fetchone()
     if not row or not row[0]:
@@ -63,7 +63,7 @@ def replay(conn: psycopg.Connection, client: redis.Redis, keys: Keys, thread: st
         conn.execute("SELECT pg_advisory_unlock_shared(%s)", (MAINTENANCE_LOCK,))
 
 
-def _replay(conn: psycopg.Connection, client: redis.Redis, keys: Keys, thread: str,
+def _replay(conn: psycopg.Connection, client: SyncRedis, keys: Keys, thread: str,
             start: str) -> Replayed:
     floor = event_key(start)
     with conn.transaction(), conn.cursor() as cur:
@@ -99,7 +99,7 @@ def _archive(cur: psycopg.Cursor, recent: list[Entry]) -> None:
     cur.execute(REPAIR_ARCHIVE, (as_json([archive_row(e) for e in recent]),))
 
 
-def _serve_lost_from_archive(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
+def _serve_lost_from_archive(conn: psycopg.Connection, client: SyncRedis, keys: Keys,
                              thread: str) -> None:
     """Archived events missing from the stream where replays expect it complete (Redis lost
     them, or someone deleted them): move the stream's ``lo`` above them."""
@@ -107,7 +107,7 @@ def _serve_lost_from_archive(conn: psycopg.Connection, client: redis.Redis, keys
     if lost:
         part = keys.partition(thread)
         a, b = participants(thread)
-        script: Any = client.register_script(REPAIR_LUA)
+        script: Any = scripted(client, REPAIR_LUA)
         script(keys=[keys.stream(thread), keys.state(thread), keys.index(part, a),
                      keys.index(part, b)], args=[thread, lost[-1], "0"])
 

@@ -23,10 +23,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-import redis
 import structlog
 
 from adapters.record import Keys, lua
+from adapters.redis_connect import SyncRedis, scripted
 from domain.ids import event_key, participants, successor
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class Retention:
     def due(self) -> bool:
         return bool(self.every) and time.monotonic() >= self._next
 
-    def run(self, conn: psycopg.Connection, client: redis.Redis,
+    def run(self, conn: psycopg.Connection, client: SyncRedis,
             owned: dict[int, Owned]) -> None:
         """One pass over the owned partitions: trim the touched threads, sweep idle ones."""
         if not self.every:
@@ -83,9 +83,9 @@ class Retention:
         if trimmed or swept:
             log.info("retention", trimmed_events=trimmed, threads=len(mine), idle_threads=swept)
 
-    def trim(self, client: redis.Redis, heads: dict[str, str]) -> int:
+    def trim(self, client: SyncRedis, heads: dict[str, str]) -> int:
         """Trim each thread to its retained count, below its newest archived id."""
-        script: Any = client.register_script(TRIM_LUA)
+        script: Any = scripted(client, TRIM_LUA)
         removed, todo = 0, dict(heads)
         while todo:
             again = {}
@@ -104,7 +104,7 @@ class Retention:
             todo = again  # a long backlog (retention just enabled) goes PER_CALL at a time
         return removed
 
-    def sweep(self, conn: psycopg.Connection, client: redis.Redis,
+    def sweep(self, conn: psycopg.Connection, client: SyncRedis,
               owned: dict[int, Owned]) -> int:
         """Remove from Redis the owned threads idle since before the cutoff."""
         streams = [o.stream for o in owned.values()]
@@ -115,7 +115,7 @@ class Retention:
         if row is None or row[0] is None:
             return 0
         since, cutoff = row
-        script: Any = client.register_script(IDLE_LUA)
+        script: Any = scripted(client, IDLE_LUA)
         removed, after = 0, ""
         while True:
             rows = conn.execute(

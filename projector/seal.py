@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ import redis
 import structlog
 
 from adapters.record import BLOCKED, RECEIPT, RECEIPT_EVENT, UNBLOCKED, Keys, lua
+from adapters.redis_connect import SyncRedis, scripted
 from domain.ids import event_key, ms_of, participants, sort_key
 from domain.state import author
 from schemas.events import ReadUpTo, decode_event
@@ -52,23 +53,21 @@ class Repaired:
     dedupe: int = 0
 
 
-def run_id(client: redis.Redis) -> str:
-    info: Any = client.info("server")
-    return str(info["run_id"])
-
-
-def unsealed(client: redis.Redis, keys: Keys, owned: Iterable[Owned], run: str) -> list[Owned]:
-    """The owned partitions whose epoch does not name this Redis run."""
+def unsealed(client: SyncRedis, keys: Keys, owned: Iterable[Owned],
+             run_of: Callable[[str], str]) -> list[Owned]:
+    """The owned partitions whose epoch does not name the run of the Redis holding them
+    (``adapters.redis_connect.run_ids``)."""
     owned = list(owned)
     with client.pipeline(transaction=False) as pipe:
         for o in owned:
             pipe.get(keys.epoch(o.partition))
         epochs: list[Any] = pipe.execute()
-    return [o for o, e in zip(owned, epochs, strict=True) if e is None or e.decode() != run]
+    return [o for o, e in zip(owned, epochs, strict=True)
+            if e is None or e.decode() != run_of(keys.epoch(o.partition))]
 
 
-def seal(conn: psycopg.Connection, client: redis.Redis, keys: Keys, owned: list[Owned],
-         run: str, dedupe_ttl: int) -> Repaired:
+def seal(conn: psycopg.Connection, client: SyncRedis, keys: Keys, owned: list[Owned],
+         run_of: Callable[[str], str], dedupe_ttl: int) -> Repaired:
     """Repair what Redis lost in these partitions (if anything), then seal them."""
     done = Repaired()
     lost = [(o, head) for o in owned if event_key(head := _log_head(client, o.stream))
@@ -77,7 +76,7 @@ def seal(conn: psycopg.Connection, client: redis.Redis, keys: Keys, owned: list[
         done = _repair(conn, client, keys, lost, dedupe_ttl)
     with client.pipeline(transaction=False) as pipe:
         for o in owned:
-            pipe.set(keys.epoch(o.partition), run)
+            pipe.set(keys.epoch(o.partition), run_of(keys.epoch(o.partition)))
         pipe.execute()
     for o, head in lost:
         log.warning("redis_lost_acked_events", partition=o.partition, log_head=head,
@@ -88,7 +87,7 @@ def seal(conn: psycopg.Connection, client: redis.Redis, keys: Keys, owned: list[
     return done
 
 
-def _log_head(client: redis.Redis, stream: str) -> str:
+def _log_head(client: SyncRedis, stream: str) -> str:
     """The last id the partition log ever handed out ("0" if it has none)."""
     try:
         info: Any = client.xinfo_stream(stream)
@@ -99,7 +98,7 @@ def _log_head(client: redis.Redis, stream: str) -> str:
     return "0" if last == "0-0" else last
 
 
-def _repair(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
+def _repair(conn: psycopg.Connection, client: SyncRedis, keys: Keys,
             lost: list[tuple[Owned, str]], dedupe_ttl: int) -> Repaired:
     done = Repaired(partitions=len(lost))
     for o, _ in lost:  # the log continues above the checkpoint
@@ -117,7 +116,7 @@ def _repair(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
     return done
 
 
-def _threads_behind(conn: psycopg.Connection, client: redis.Redis, keys: Keys, parts: set[int],
+def _threads_behind(conn: psycopg.Connection, client: SyncRedis, keys: Keys, parts: set[int],
                     since: int | None) -> dict[str, tuple[str, str]]:
     """thread -> (the archive's newest id, Redis's newest id or "0") for the threads of
     these partitions whose newest archived event Redis no longer knows."""
@@ -141,7 +140,7 @@ def _threads_behind(conn: psycopg.Connection, client: redis.Redis, keys: Keys, p
     return behind
 
 
-def _restore_threads(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
+def _restore_threads(conn: psycopg.Connection, client: SyncRedis, keys: Keys,
                      behind: dict[str, tuple[str, str]]) -> None:
     """Each thread's stream and index continue above the archive; its read receipts and
     blocks are the projection's (which holds every archived event), its reactions are
@@ -159,7 +158,7 @@ def _restore_threads(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
             "WHERE thread = ANY(%s) AND kind = 'ThreadUnblocked' "
             "ORDER BY thread, payload->>'by', key DESC", (list(behind),)):
         fields[thread] += [UNBLOCKED + by, unblocked]
-    script: Any = client.register_script(REPAIR_LUA)
+    script: Any = scripted(client, REPAIR_LUA)
     threads = list(behind)
     for start in range(0, len(threads), PAGE):
         with client.pipeline(transaction=False) as pipe:
@@ -172,7 +171,7 @@ def _restore_threads(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
             pipe.execute()
 
 
-def _restore_dedupe(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
+def _restore_dedupe(conn: psycopg.Connection, client: SyncRedis, keys: Keys,
                     behind: dict[str, tuple[str, str]], dedupe_ttl: int) -> int:
     """Idempotency records of the archived events Redis lost, for what is left of their
     time to live (the ones still alive in Redis are kept: SET NX)."""

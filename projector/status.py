@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
-import redis
 
 from adapters.record import Keys
+from adapters.redis_connect import SyncRedis
 from domain.ids import ms_of
 from projector.thread_log import stream_pages, stream_threads
 from projector.webhook_outbox import counts as webhook_counts
@@ -49,7 +49,7 @@ class Status:
         return asdict(self)
 
 
-def status(conn: psycopg.Connection, client: redis.Redis, keys: Keys) -> Status:
+def status(conn: psycopg.Connection, client: SyncRedis, keys: Keys) -> Status:
     result = Status()
     checkpoints = {s: (c, n) for s, c, n in conn.execute(
         "SELECT stream, log_id, events FROM projector_checkpoints")}
@@ -80,7 +80,7 @@ def status(conn: psycopg.Connection, client: redis.Redis, keys: Keys) -> Status:
     return result
 
 
-def redis_usage(client: redis.Redis, keys: Keys) -> dict[int, tuple[int, int]]:
+def redis_usage(client: SyncRedis, keys: Keys) -> dict[int, tuple[int, int]]:
     """partition -> (events in its thread streams, bytes of all its keys)."""
     found: dict[int, list[int]] = {}
     batch: list[bytes] = []
@@ -114,7 +114,7 @@ def redis_usage(client: redis.Redis, keys: Keys) -> dict[int, tuple[int, int]]:
     return {p: (events, size) for p, (events, size) in found.items()}
 
 
-def _lag(client: redis.Redis, stream: str, checkpoint: str) -> tuple[int, int | None]:
+def _lag(client: SyncRedis, stream: str, checkpoint: str) -> tuple[int, int | None]:
     """Entries above the checkpoint and the time of the oldest of them."""
     lag, oldest = 0, None
     for page in stream_pages(client, stream, checkpoint):
@@ -124,7 +124,7 @@ def _lag(client: redis.Redis, stream: str, checkpoint: str) -> tuple[int, int | 
     return lag, oldest
 
 
-def _totals(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
+def _totals(conn: psycopg.Connection, client: SyncRedis, keys: Keys,
             result: Status) -> dict[str, int]:
     threads = list(stream_threads(client, keys))
     with client.pipeline(transaction=False) as pipe:

@@ -12,15 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import redis
 
 from adapters.record import ARCHIVED_BELOW, B_EVENT, Keys
+from adapters.redis_connect import SyncRedis
 from domain.ids import event_key
 
 PAGE = 10_000
 
 
-def stream_pages(client: redis.Redis, key: str, after: str = "0",
+def stream_pages(client: SyncRedis, key: str, after: str = "0",
                  size: int = PAGE) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:
     """The entries of a stream above ``after``, a non-empty page at a time, in order."""
     start = "-" if after == "0" else f"({after}"
@@ -33,7 +33,7 @@ def stream_pages(client: redis.Redis, key: str, after: str = "0",
         start = "(" + page[-1][0].decode()
 
 
-def stream_entries(client: redis.Redis, keys: Keys, thread: str) -> list[tuple[str, str]]:
+def stream_entries(client: SyncRedis, keys: Keys, thread: str) -> list[tuple[str, str]]:
     """Every (id, payload) of the thread stream, in order."""
     return [(i.decode(), f.get(B_EVENT, b"").decode())
             for page in stream_pages(client, keys.stream(thread)) for i, f in page]
@@ -59,13 +59,13 @@ def merged(archive: list[tuple[str, str]],
     return sorted(events.items(), key=lambda item: event_key(item[0]))
 
 
-def log_entries(client: redis.Redis, conn: psycopg.Connection, keys: Keys,
+def log_entries(client: SyncRedis, conn: psycopg.Connection, keys: Keys,
                 thread: str) -> list[tuple[str, str]]:
     """The full history of a thread: archive and stream merged."""
     return merged(archived_entries(conn, thread), stream_entries(client, keys, thread))
 
 
-def lost_from_stream(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
+def lost_from_stream(conn: psycopg.Connection, client: SyncRedis, keys: Keys,
                      thread: str) -> list[str]:
     """Archived event ids the stream lacks at or above its ``lo`` (where a replay reads only
     the stream): Redis lost them, or they were deleted by hand. In id order."""
@@ -79,7 +79,7 @@ def lost_from_stream(conn: psycopg.Connection, client: redis.Redis, keys: Keys,
             if event_key(i) >= floor and i not in have]
 
 
-def stream_threads(client: redis.Redis, keys: Keys) -> Iterator[str]:
+def stream_threads(client: SyncRedis, keys: Keys) -> Iterator[str]:
     """Every thread that has a stream under this prefix."""
     for key in client.scan_iter(match=keys.stream_pattern(), count=1000):
         yield keys.thread_of_stream(key.decode())

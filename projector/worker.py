@@ -22,8 +22,10 @@ from typing import Any
 import psycopg
 import redis
 import structlog
+from redis.exceptions import RedisClusterException
 
 from adapters.record import Keys
+from adapters.redis_connect import SyncRedis, sync_redis
 from adapters.settings import Settings
 from domain.ids import event_key, ms_of
 from projector import attempts, ledger
@@ -80,7 +82,7 @@ class Worker:
         self.outbox.close()
         log.info("projector_stopped", worker=self.name, applied=self.applied)
 
-    def _loop(self, conns: list[psycopg.Connection], client: redis.Redis) -> bool:
+    def _loop(self, conns: list[psycopg.Connection], client: SyncRedis) -> bool:
         """Read the next entries (in a thread) while the current ones commit; partitions
         are split over lanes, each committing on its own connection, so Postgres works
         on one lane's batch while Python prepares the other's."""
@@ -119,7 +121,7 @@ class Worker:
             lanes.shutdown(wait=True)
             owner.release_all()
 
-    def _read(self, client: redis.Redis, owner: Ownership,
+    def _read(self, client: SyncRedis, owner: Ownership,
               ends: dict[int, str]) -> list[Chunk]:
         """The entries after each owned partition's checkpoint (or after ``ends``, the last
         ids of the batch being committed, when reading ahead)."""
@@ -132,7 +134,7 @@ class Worker:
         return chunks
 
     def _apply(self, conns: list[psycopg.Connection], lanes: ThreadPoolExecutor,
-               client: redis.Redis, chunks: list[Chunk], owner: Ownership) -> None:
+               client: SyncRedis, chunks: list[Chunk], owner: Ownership) -> None:
         """Commit the chunks, each partition's in order, on its lane's connection."""
         chunks = self._narrowed(client, chunks)
         split = [[c for c in chunks if c.owned.partition % len(conns) == k]
@@ -149,7 +151,7 @@ class Worker:
         for stream in moved:
             owner.release(stream)
 
-    def _narrowed(self, client: redis.Redis, chunks: list[Chunk]) -> list[Chunk]:
+    def _narrowed(self, client: SyncRedis, chunks: list[Chunk]) -> list[Chunk]:
         """Chunks as the crash-loop bookkeeping says to apply them (``projector.attempts``)."""
         first = [c for c in chunks if not c.owned.tried]
         plans = attempts.plan_first_batches(client, self.keys, first) if first else []
@@ -176,7 +178,7 @@ class Worker:
                 out.append(chunk)
         return out
 
-    def _apply_lane(self, conn: psycopg.Connection, client: redis.Redis,
+    def _apply_lane(self, conn: psycopg.Connection, client: SyncRedis,
                     chunks: list[Chunk], moved: list[str]) -> None:
         group: list[Chunk] = []
         for chunk in chunks:
@@ -189,7 +191,7 @@ class Worker:
         if group:
             self._commit_safely(conn, client, group, moved)
 
-    def _commit_safely(self, conn: psycopg.Connection, client: redis.Redis,
+    def _commit_safely(self, conn: psycopg.Connection, client: SyncRedis,
                        group: list[Chunk], moved: list[str]) -> None:
         """Commit; on a data error split the batch until the poison entry stands alone."""
         attempt = 0
@@ -265,10 +267,10 @@ class RedisClock:
         self.offset = 0.0
         self.read_at = -self.EVERY_S
 
-    def now(self, client: redis.Redis) -> float:
+    def now(self, client: SyncRedis) -> float:
         mono = time.monotonic()
         if mono - self.read_at >= self.EVERY_S:
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(redis.RedisError, RedisClusterException):
                 seconds, micros = client.time()
                 self.offset = seconds + micros / 1e6 - time.time()
             self.read_at = mono
@@ -322,7 +324,7 @@ def _before(chunk: Chunk, raw: Any) -> str:
     return chunk.raw[index - 1][0].decode()
 
 
-def _trim_logs(client: redis.Redis, group: list[Chunk]) -> None:
+def _trim_logs(client: SyncRedis, group: list[Chunk]) -> None:
     """Entries at or below the checkpoint are projected: the log need not keep them."""
     with client.pipeline(transaction=False) as pipe:
         for chunk in group:
@@ -348,11 +350,11 @@ class _Session:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def __enter__(self) -> tuple[list[psycopg.Connection], redis.Redis]:
+    def __enter__(self) -> tuple[list[psycopg.Connection], SyncRedis]:
         self.conns: list[psycopg.Connection] = []
         for _ in range(self.settings.projector_lanes):
             self.conns.append(_connect(self.settings.database_url))
-        self.client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=10,
+        self.client = sync_redis(self.settings.redis_url, socket_timeout=10,
                                            socket_connect_timeout=3)
         raw_replies(self.client)
         return self.conns, self.client

@@ -11,6 +11,7 @@ from adapters.record import Keys
 from gateway.backfill import schedule_catch_up
 from gateway.connection import Connection
 from gateway.hub import Hub
+from gateway.pubsub_source import PubSubSource
 from gateway.store import EventStore
 from tests.faults_support import numsub
 from tests.support import id_key, sent, thread_of, uid
@@ -22,7 +23,7 @@ async def pump(hub: Hub, seconds: float = 0.3) -> None:
     """Read pub/sub messages for ``seconds`` and hand them to the hub, as ``Hub._run`` does."""
     deadline = asyncio.get_running_loop().time() + seconds
     while asyncio.get_running_loop().time() < deadline:
-        message = await hub.pubsub.get_message(timeout=0.02)
+        message = await hub.ps.get_message(timeout=0.02)
         if message is not None:
             hub._dispatch(message)
 
@@ -30,8 +31,9 @@ async def pump(hub: Hub, seconds: float = 0.3) -> None:
 async def hub_on_real_redis(aredis, prefix: str) -> tuple[Hub, EventStore]:
     keys = Keys(prefix)
     store = EventStore(aredis, keys, 86400)
-    hub = Hub(aredis, keys.channel, lambda conn: schedule_catch_up(store, conn))
-    await hub.pubsub.subscribe(hub.own)  # what Hub._run does first; we pump by hand
+    hub = Hub(PubSubSource(aredis), keys.channel, lambda conn: schedule_catch_up(store, conn))
+    hub.pubsub = await hub.source.open()  # what Hub.start does, without its reading task
+    await hub.ps.subscribe(hub.own)  # what Hub._run does first; we pump by hand
     await pump(hub)
     assert hub.healthy
     return hub, store
@@ -62,12 +64,12 @@ async def test_device_connecting_during_a_pubsub_reconnect_gets_the_gap(aredis, 
         await attach_and_start(hub, store, first)
         assert first.last[thread] == id_key(e0)
 
-        await hub.pubsub.connection.disconnect()  # the pub/sub connection drops
+        await hub.ps.connection.disconnect()  # the pub/sub connection drops
         second = Connection(alice, 64)
         await asyncio.wait_for(hub.attach(second), 1)  # "active": no subscribe, no wait
         threads = await store.threads(alice)  # the hello state of the second device
         e1 = (await store.append(thread, bob, "c1", sent(bob, "c1"))).id  # lost: no subscriber
-        await hub.pubsub.connection.connect()  # redis-py reconnects and resubscribes ...
+        await hub.ps.connection.connect()  # redis-py reconnects and resubscribes ...
         await pump(hub)  # ... the confirmation is dispatched: the first device catches up
         if second.start(threads):  # its `threads` answer arrives only now; as _serve does:
             schedule_catch_up(store, second)
@@ -95,8 +97,8 @@ async def test_channel_left_after_a_late_resubscribe_confirmation_is_resubscribe
         first = Connection(alice, 64)
         await attach_and_start(hub, store, first)
 
-        await hub.pubsub.connection.disconnect()
-        await hub.pubsub.connection.connect()  # reconnected: SUBSCRIBE sent, unconfirmed
+        await hub.ps.connection.disconnect()
+        await hub.ps.connection.connect()  # reconnected: SUBSCRIBE sent, unconfirmed
         await hub.detach(first)  # the user's last socket closes: UNSUBSCRIBE
         await pump(hub)  # subscribe confirmation (late), then unsubscribe confirmation
         assert await numsub(aredis, channel) == 0

@@ -14,6 +14,7 @@ import psycopg
 import redis
 
 from adapters.record import B_LOG_ID, B_LOG_THREAD, Keys
+from adapters.redis_connect import scripted
 from projector.attempts import TOLERATED
 from projector.entries import Entry, parse
 from projector.project import project
@@ -301,8 +302,8 @@ def test_batches_spanning_a_thousand_threads_each(fleet, rclient, db, pkeys):
     """120,000 sends over 20,000 threads: every batch touches ~1,000 threads. In psycopg
     pipeline mode a cursor with two statements in flight once handed the projector the
     first one's rows for the second, and the worker died after ~65,000 events."""
-    script = rclient.register_script(
-        "local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1]) "
+    script = scripted(  # loaded on every primary of a cluster: a pipeline cannot load it
+        rclient, "local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1]) "
         "redis.call('XADD', KEYS[2], '*', 't', ARGV[2], 'i', id, 'e', ARGV[1])")
     users = [(uid("a"), uid("b")) for _ in range(20_000)]
     with rclient.pipeline(transaction=False) as pipe:
