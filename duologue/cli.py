@@ -20,8 +20,13 @@ log = structlog.get_logger("duologue.cli")
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     from gateway.runner import serve
+    from gateway.workers import run_workers
 
-    serve(Settings.from_env(), args.host, args.port)  # create_app checks what it needs
+    settings = Settings.from_env()
+    if args.workers > 1:
+        settings.require_gateway_secret()  # one line here, not one per worker
+        return run_workers(args.host, args.port, args.workers)
+    serve(settings, args.host, args.port, reuse_port=args.reuse_port)  # create_app checks
     return 0
 
 
@@ -66,7 +71,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 secret.write_text(secrets.token_urlsafe(32))
                 secret.chmod(0o600)
             os.environ["DUOLOGUE_SECRET"] = secret.read_text().strip()
-        return run_dev(args.host, args.port, state)
+        return run_dev(args.host, args.port, state, redis_cluster=args.redis_cluster)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -80,6 +85,14 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8000)
         p.set_defaults(run=run)
+        if name == "gateway":
+            p.add_argument("--workers", type=int, default=1,
+                           help="gateway processes on this port (SO_REUSEPORT; default 1)")
+            p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+        if name == "dev":
+            p.add_argument("--redis-cluster", action="store_true",
+                           help="a local 3-master Redis Cluster (redis-server 7+ on PATH) "
+                                "instead of the embedded Redis; not kept between runs")
     p = sub.add_parser("migrate", help="create or upgrade the Postgres schema (DATABASE_URL)")
     p.set_defaults(run=cmd_migrate)
     p = sub.add_parser("projector", help="project the event log into Postgres")

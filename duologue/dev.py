@@ -30,6 +30,7 @@ from adapters.postgres import migrate
 from adapters.settings import Settings
 from duologue import devenv
 from duologue.embedded import EmbeddedRedis, die_with_parent, free_port, start_postgres
+from duologue.local_cluster import LocalCluster, LocalClusterError
 
 log = structlog.get_logger("duologue.dev")
 DEMO_USERS = ("alice", "bob")
@@ -37,7 +38,7 @@ DEV_REDIS_PORT = 6390
 ANALYST = "duologue_analyst"
 
 
-def run_dev(host: str, port: int, state: Path) -> int:
+def run_dev(host: str, port: int, state: Path, redis_cluster: bool = False) -> int:
     from gateway.runner import serve
 
     if not _can_listen(host, port):  # before anything starts, not after Redis and Postgres
@@ -48,9 +49,22 @@ def run_dev(host: str, port: int, state: Path) -> int:
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")  # pgserver's platformdirs
-    redis: EmbeddedRedis | None = None
+    redis: EmbeddedRedis | LocalCluster | None = None
     postgres: object | None = None
-    if not os.environ.get("REDIS_URL"):
+    if redis_cluster and os.environ.get("REDIS_URL"):
+        print("duologue dev: --redis-cluster starts its own cluster; unset REDIS_URL",
+              file=sys.stderr)
+        return 2
+    if redis_cluster:  # three masters from the redis-server on PATH, gone when dev stops
+        try:
+            redis = LocalCluster(state / "redis-cluster", own_session=True).start()
+        except LocalClusterError as exc:
+            print(f"duologue dev: {exc}", file=sys.stderr)
+            return 2
+        os.environ["REDIS_URL"] = redis.url
+        log.info("local_redis_cluster", url=redis.url, masters=len(redis.nodes),
+                 note="not persisted: the archive in Postgres restores it")
+    elif not os.environ.get("REDIS_URL"):
         redis_port = _port_or_free(devenv.remembered_port(state, DEV_REDIS_PORT))
         redis = EmbeddedRedis(state / "redis", port=redis_port, own_session=True).start()
         devenv.remember_port(state, redis_port)  # the next start takes it again

@@ -85,13 +85,17 @@ def status_tables(found: Status, every: bool = False) -> list[Table]:
     start at the checkpoint; a worker's pid is in its name; ``--json`` keeps both). Past
     80 columns' worth, a cell wraps (at a space, else mid-word); none is ever cut short."""
     number = {w["name"]: f"#{i}" for i, w in enumerate(found.workers, 1)}
+    nodes = sorted({p.node for p in found.partitions})
+    node_number = {n: f"N{i}" for i, n in enumerate(nodes, 1)}
+    several = len(nodes) > 1  # a Redis Cluster: which node holds each partition
     table = _table("Partition logs", "part", "checkpoint", "projected", "lag", "dead",
-                   "owner", "in\nRedis", "Redis\nbytes")
+                   "owner", *(["node"] if several else []), "in\nRedis", "Redis\nbytes")
     for p in found.partitions:
         if p.projected or p.lag_events or p.dead_letters or p.redis_events or every:
             lag = f"{p.lag_events} ({p.lag_seconds:.1f} s)" if p.lag_events else "0"
             table.add_row(str(p.partition), p.checkpoint, str(p.projected), lag,
                           str(p.dead_letters), number.get(p.owner or "", "-"),
+                          *([node_number[p.node]] if several else []),
                           str(p.redis_events), _size(p.redis_bytes))
     if not table.rows:
         table.caption = "no partition has had an event yet (--all lists every partition)"
@@ -107,7 +111,14 @@ def status_tables(found: Status, every: bool = False) -> list[Table]:
         totals.add_row(name.replace("_", " "), str(value))
     for name, value in found.webhooks.items():
         totals.add_row(f"webhook {name}", str(value))
-    return [table, workers, totals]
+    tables = [table, workers, totals]
+    if several:
+        held = _table("Redis Cluster nodes", "node", "host:port", "partitions")
+        for name in nodes:
+            held.add_row(node_number[name], name,
+                         str(sum(p.node == name for p in found.partitions)))
+        tables.insert(2, held)
+    return tables
 
 
 def _wrap_only(table: Table, *headers: str) -> None:

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 
 from adapters.settings import Settings
 from gateway.app import create_app
+from gateway.workers import reuse_port_socket
 from gateway.ws_protocol import protocol_class
 
 
@@ -58,7 +59,9 @@ def build(
 
 def serve(
     settings: Settings, host: str = "127.0.0.1", port: int = 8000,
-    on_ready: Callable[[], None] | None = None,
+    on_ready: Callable[[], None] | None = None, reuse_port: bool = False,
 ) -> None:
-    """Run until SIGTERM/SIGINT; ``on_ready`` runs once the port is listening."""
-    build(settings, host, port, on_ready).run()
+    """Run until SIGTERM/SIGINT; ``on_ready`` runs once the port is listening.
+    ``reuse_port``: bind with SO_REUSEPORT, beside other workers (``gateway.workers``)."""
+    server = build(settings, host, port, on_ready)
+    server.run(sockets=[reuse_port_socket(host, port)] if reuse_port else None)

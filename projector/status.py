@@ -9,10 +9,12 @@ log (thread streams) beside the archive and the projection; and the webhook outb
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
+from redis.cluster import RedisCluster
 
 from adapters.record import Keys
 from adapters.redis_connect import SyncRedis
@@ -34,6 +36,7 @@ class PartitionStatus:
     owner: str | None
     redis_events: int = 0  # events the partition's thread streams hold (the hot tier)
     redis_bytes: int = 0  # memory of every key of the partition (MEMORY USAGE)
+    node: str = ""  # host:port of the Redis holding the partition (on a cluster: its slot's)
 
 
 @dataclass
@@ -72,12 +75,30 @@ def status(conn: psycopg.Connection, client: SyncRedis, keys: Keys) -> Status:
             partition, stream, checkpoint, int(projected), lag,
             round(max(0, now_ms - oldest) / 1000, 3) if oldest else 0.0, lag,
             int(dead.get(stream, 0)), owners.get(partition)))
+    node_of = _nodes(client)
+    for p in result.partitions:
+        p.node = node_of(p.stream)
     usage = redis_usage(client, keys)
     for p in result.partitions:
         p.redis_events, p.redis_bytes = usage.get(p.partition, (0, 0))
     result.totals = _totals(conn, client, keys, result)
     result.webhooks = webhook_counts(conn)
     return result
+
+
+def _nodes(client: SyncRedis) -> Callable[[str], str]:
+    """host:port of the Redis server holding a key: one server's, or on a cluster the
+    primary that owns the key's slot."""
+    if isinstance(client, RedisCluster):
+        def owner(key: str) -> str:
+            node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+            return node.name if node is not None else "?"
+        return owner
+    options = client.connection_pool.connection_kwargs
+    here = f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
+    if "path" in options:
+        here = str(options["path"])  # a unix socket
+    return lambda key: here
 
 
 def redis_usage(client: SyncRedis, keys: Keys) -> dict[int, tuple[int, int]]:

@@ -72,6 +72,7 @@ class GatewayProcess(Child):
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    args: tuple[str, ...] = ()  # more of ``duologue gateway``'s options
 
     @property
     def ws_url(self) -> str:
@@ -86,7 +87,8 @@ class GatewayProcess(Child):
         env = {**os.environ, "DUOLOGUE_SECRET": SECRET, **self.env}
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "duologue.cli", "gateway", "--port", str(self.port)],
+                [sys.executable, "-m", "duologue.cli", "gateway", "--port", str(self.port),
+                 *self.args],
                 env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         while True:
