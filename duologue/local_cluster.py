@@ -201,7 +201,8 @@ class LocalCluster:
                     args=("--appendonly", "no", "--cluster-enabled", "yes",
                           "--cluster-config-file", "nodes.conf", "--cluster-port", str(bus),
                           "--cluster-node-timeout", str(self.node_timeout_ms),
-                          "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1")))
+                          "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1",
+                          "--enable-debug-command", "local")))  # DEBUG SLEEP, from 127.0.0.1
                 self.servers[-1].start()
             self._assemble(dict(zip(ports[:total], ports[total:], strict=True)))
         except BaseException:

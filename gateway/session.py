@@ -93,7 +93,9 @@ async def _serve(gateway: Gateway, ws: WebSocket, conn: Connection, identity: Id
         await gateway.hub.attach(conn)
         threads = await gateway.store.threads(conn.user)
     except (RedisError, RedisClusterException, OSError, TimeoutError,
-            UnavailableError):  # fenced after a restart too
+            UnavailableError) as exc:  # fenced after a restart too
+        log.warning("hello_unavailable", user=conn.user,
+                    error=clip(f"{type(exc).__name__}: {exc}"))
         conn.close(INTERNAL, "unavailable")
         await ws.close(INTERNAL, "unavailable")
         return
