@@ -10,6 +10,9 @@ sees themself.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
 
 from adapters import presence
 from adapters.record import BLOCKED, Keys
@@ -27,11 +30,15 @@ async def statuses(redis: AsyncRedis, prefix: str, users: Sequence[str],
     found: dict[str, Status] = {}
     for start in range(0, len(users), CHUNK):
         chunk = users[start:start + CHUNK]
+        cluster = isinstance(redis, RedisCluster)  # its pipelines refuse TIME: asked first
+        clock: Any = await redis.time() if cluster else None
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.time()
+            if not cluster:
+                pipe.time()
             for user in chunk:
                 pipe.hgetall(presence.key(prefix, user))
-            (seconds, micros), *hashes = await pipe.execute()
+            replies = await pipe.execute()
+        (seconds, micros), *hashes = [clock, *replies] if cluster else replies
         now_ms = seconds * 1000 + micros // 1000
         for user, fields in zip(chunk, hashes, strict=True):
             found[user] = presence.status(fields, now_ms, lease_ms)

@@ -170,8 +170,11 @@ class EventStore:
         if apart:
             wait = int(await self._send_budget(keys=[self.keys.budget(sender)],
                                                args=[spec, "take"]))
-            if wait:
-                raise RateLimitedError(wait)
+            if wait:  # a resend of an appended command is answered, free, as on one Redis
+                prior: Any = await self.redis.get(self.keys.dedupe(thread, sender, client_msg_id))
+                if prior is None:
+                    raise RateLimitedError(wait)
+                return Appended(prior.decode(), True)
         keys, args = append_call(self.keys, self.dedupe_ttl, thread, sender, client_msg_id,
                                  event, guard, NO_BUDGET if apart else self.budget)
         started = time.perf_counter()
