@@ -33,6 +33,7 @@ from adapters import logs
 from bench.ceilings import ceilings
 from bench.fig_catchup import client_catchup
 from bench.fig_chat import latency, throughput
+from bench.fig_cluster import cluster_publish
 from bench.fig_history import history_read
 from bench.fig_limits import hostile, limits_sends
 from bench.fig_memory import deflate_memory, memory
@@ -64,6 +65,8 @@ FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "limits_sends": limits_sends, "hostile": hostile,
     # the JavaScript client (clients/js): reconnect and catch-up, measured in Node
     "client_catchup": client_catchup,
+    # Redis Cluster (protocol.md section 9): what the fan-out costs each master
+    "cluster_publish": cluster_publish,
 }
 
 

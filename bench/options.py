@@ -59,6 +59,7 @@ class Options:
     hostile_send_rate: float = 1000.0  # sends/s of the normal pairs in the hostile figure
     hostile_sockets: int = 10  # the hostile user's sockets
     hostile_rate: float = 5000.0  # the hostile user's frames/s, all sockets together
+    cluster_messages: int = 400_000  # publishes per kind in the cluster_publish figure
     catchup_events: int = 10_000  # events the JS client misses while the gateway is down
     catchup_threads: int = 100  # threads those events are spread over (client_catchup)
 
@@ -85,4 +86,4 @@ SMOKE = Options(
     search_messages=300, search_others=3000, search_rate=20.0, search_duration=1.0,
     webhook_rate=50.0, webhook_duration=1.0, webhook_pairs=4, webhook_backlog=400,
     limits_pairs=4, hostile_send_rate=50.0, hostile_rate=200.0,
-    catchup_events=100, catchup_threads=5)
+    catchup_events=100, catchup_threads=5, cluster_messages=2000)
