@@ -12,18 +12,25 @@ import asyncio
 import hashlib
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from adapters.redis_connect import AsyncRedis
+from gateway.errors import NotReplicatedError
 
 Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]
 MAX_BATCH = 512
 
 
 class ScriptBatcher:
-    def __init__(self, redis: AsyncRedis, script: str) -> None:
+    def __init__(self, redis: AsyncRedis, script: str, replicas: int = 0,
+                 wait_ms: int = 1000) -> None:
         self.redis = redis
         self.script = script
+        # DUOLOGUE_ACK_REPLICAS (protocol.md section 9): each batch ends with WAIT on the
+        # connection (each node's, on a cluster) that ran its scripts
+        self.replicas = replicas
+        self.wait_ms = wait_ms
         self.sha = hashlib.sha1(script.encode()).hexdigest()
         self.queue: list[Call] = []
         self.task: asyncio.Task[None] | None = None
@@ -61,10 +68,41 @@ class ScriptBatcher:
         return results
 
     async def _send(self, batch: list[Call]) -> list[Any]:
+        nodes = self._nodes(batch)
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args, _ in batch:
                 pipe.evalsha(self.sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
+            if self.replicas:
+                for node in dict.fromkeys(nodes):
+                    if node is None:
+                        pipe.execute_command("WAIT", self.replicas, self.wait_ms)
+                    else:
+                        pipe.execute_command("WAIT", self.replicas, self.wait_ms,
+                                             target_nodes=node)
+            results = list(await pipe.execute(raise_on_error=False))
+        if not self.replicas:
+            return results
+        held = dict(zip(dict.fromkeys(nodes), results[len(batch):], strict=True))
+        return [_replicated(result, held[node], self.replicas)
+                for result, node in zip(results[:len(batch)], nodes, strict=True)]
+
+    def _nodes(self, batch: list[Call]) -> list[Any]:
+        """The node each call runs on (None for all: one Redis)."""
+        if not self.replicas or not isinstance(self.redis, RedisCluster):
+            return [None] * len(batch)
+        return [self.redis.get_node_from_key(keys[0]) for keys, _, _ in batch]
+
+
+def _replicated(result: Any, held: Any, wanted: int) -> Any:
+    """The script's answer, or ``NotReplicatedError`` when fewer than ``wanted`` replicas
+    confirmed the writes before it in time (the event stands: a resend is a duplicate)."""
+    if isinstance(result, Exception):
+        return result
+    if isinstance(held, Exception):
+        return held
+    if int(held) < wanted:
+        return NotReplicatedError(int(held), wanted)
+    return result
 
 
 def _cancel(batch: list[Call]) -> None:

@@ -40,6 +40,14 @@ class UnavailableError(Exception):
     """Redis or Postgres cannot answer now; nothing was changed; retry."""
 
 
+class NotReplicatedError(UnavailableError):
+    """``DUOLOGUE_ACK_REPLICAS``: fewer replicas than asked confirmed the event in time. It
+    is stored on the primary; a resend with the same client_msg_id answers its id."""
+
+    def __init__(self, held: int, wanted: int) -> None:
+        super().__init__(f"{held} of the {wanted} replicas confirmed the event in time; "
+                         "retry with the same client_msg_id")
+
 class FencedError(UnavailableError):
     """Redis restarted or failed over and no projector has checked the partition against
     the archive yet (``adapters.record.FENCED``): nothing was read or appended."""

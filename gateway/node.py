@@ -60,7 +60,9 @@ class Gateway:
                                 typing_every_ms=int(settings.typing_every * 1000),
                                 budget=Budget(settings.rate, settings.burst if settings.rate
                                               else 0, settings.rate_bytes,
-                                              4 * settings.rate_bytes))
+                                              4 * settings.rate_bytes),
+                                ack_replicas=settings.ack_replicas,
+                                ack_wait_ms=settings.ack_wait_ms)
         self.hub = Hub(PubSubSource(self.redis), self.keys.channel,
                        lambda conn: schedule_catch_up(self.store, conn))
         self.leases = Leases(self.redis, settings.prefix, settings.presence_lease_ms)

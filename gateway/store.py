@@ -142,7 +142,7 @@ class EventStore:
     def __init__(
         self, redis: AsyncRedis, keys: Keys, dedupe_ttl: int, archive: Archive | None = None,
         observe: Callable[[float], None] | None = None, typing_every_ms: int = 2000,
-        budget: Budget = NO_BUDGET,
+        budget: Budget = NO_BUDGET, ack_replicas: int = 0, ack_wait_ms: int = 1000,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -151,7 +151,7 @@ class EventStore:
         self.budget = budget
         self.archive = archive or Archive(None)
         self.observe = observe  # called with each append's seconds, failed ones included
-        self._append = ScriptBatcher(redis, APPEND_LUA)
+        self._append = ScriptBatcher(redis, APPEND_LUA, ack_replicas, ack_wait_ms)
         self._page = redis.register_script(PAGE_LUA)
         self._load = redis.register_script(LOAD_LUA)
         self._typing = redis.register_script(TYPING_LUA)

@@ -118,3 +118,22 @@ async def test_refused_frames_reach_the_log_clipped(start_gateway):
     lines = gateway.log().splitlines()
     assert any("frame_refused" in line for line in lines)
     assert max(len(line) for line in lines) < 2_000, max(lines, key=len)[:300]
+
+
+async def test_acks_waiting_for_replicas_that_are_not_there_are_unavailable(start_gateway):
+    """``DUOLOGUE_ACK_REPLICAS`` on a Redis without replicas (the run's): every send is
+    ``unavailable`` after the wait, the event stands, and the socket stays usable.
+    Attacks: an ack sent although no replica holds the event."""
+    gateway = start_gateway(DUOLOGUE_ACK_REPLICAS="1", DUOLOGUE_ACK_WAIT_MS="50")
+    alice, bob = uid("a"), uid("b")
+    async with opened(gateway.ws_url, alice) as (a,):
+        for attempt in range(2):  # the resend is refused the same way: still no replica
+            await a.send({"type": "send", "to": bob, "body": "hi", "client_msg_id": "c1"})
+            refused = await a.next("error")
+            assert refused["code"] == "unavailable" and "replicas" in refused["message"]
+            assert refused["ref"] == "c1", (attempt, refused)
+        thread = f"dm:{min(alice, bob)}:{max(alice, bob)}"
+        await a.send({"type": "sync", "thread": thread, "after": "0"})
+        event = await a.next("event", thread=thread)  # stored once, on the primary
+        synced = await a.next("synced", thread=thread)
+        assert synced["last_id"] == event["id"]

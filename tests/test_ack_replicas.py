@@ -1,0 +1,114 @@
+"""``DUOLOGUE_ACK_REPLICAS=N`` (protocol.md section 9): an ack only once N replicas hold
+the event (``WAIT``), ``unavailable`` when they do not confirm in time; the event stands
+and a resend answers it once. On a Redis Cluster of its own, one replica per master.
+
+Attacks: an ack sent before the replica has the event (a failover right after it would
+lose an acked event); a refusal that drops the event, or a resend that appends it twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from adapters.record import Keys
+from adapters.redis_connect import sync_redis
+from duologue.local_cluster import LocalCluster, LocalClusterError, require_redis_7
+from tests.support import Client, thread_of, uid
+
+WAIT_MS = "300"
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """This module's own cluster: 3 masters, a replica each (overrides the run's)."""
+    try:
+        require_redis_7()
+    except LocalClusterError as exc:
+        pytest.skip(str(exc))
+    with LocalCluster(tmp_path_factory.mktemp("cluster"), replicas=1) as cluster:
+        yield cluster.url
+
+
+def replica_of(redis_url: str, key: str) -> redis.Redis:
+    """A client of the replica of the master holding ``key``, reading (READONLY)."""
+    cluster = sync_redis(redis_url)
+    assert isinstance(cluster, redis.cluster.RedisCluster)
+    node = cluster.get_node_from_key(key)
+    assert node is not None
+    with redis.Redis(host=node.host, port=node.port) as master:
+        role = master.execute_command("ROLE")
+    cluster.close()
+    host, port = role[2][0][0], role[2][0][1]
+    replica = redis.Redis(host=host.decode() if isinstance(host, bytes) else host,
+                          port=int(port))
+    replica.execute_command("READONLY")
+    return replica
+
+
+async def test_an_ack_means_the_replica_holds_the_event(start_gateway, redis_url, prefix):
+    gateway = start_gateway(DUOLOGUE_ACK_REPLICAS="1", DUOLOGUE_ACK_WAIT_MS="3000")
+    keys = Keys(prefix)
+    alice = uid("a")
+    a = await Client.connect(gateway.ws_url, alice)
+    try:
+        for n in range(10):
+            bob = uid("b")
+            ack = await a.say(bob, f"m{n}")
+            assert ack["type"] == "ack", ack
+            with replica_of(redis_url, keys.stream(ack["thread"])) as replica:
+                held = replica.xrange(keys.stream(ack["thread"]))
+            assert [i.decode() for i, _ in held] == [ack["id"]]  # at the ack, not later
+        bob = uid("b")  # a replica slower than the primary: the ack waits for it
+        with replica_of(redis_url, keys.stream(thread_of(alice, bob))) as replica:
+            asleep = threading.Thread(target=_sleep, args=(replica, 0.8))
+            asleep.start()
+            await asyncio.sleep(0.1)
+            started = asyncio.get_running_loop().time()
+            ack = await a.say(bob, "waits for the replica")
+            waited = asyncio.get_running_loop().time() - started
+            await asyncio.to_thread(asleep.join)
+        assert ack["type"] == "ack" and waited > 0.5, (ack, waited)
+    finally:
+        await a.close()
+
+
+async def test_a_replica_that_does_not_confirm_makes_it_unavailable_and_nothing_is_lost(
+        start_gateway, redis_url, prefix):
+    gateway = start_gateway(DUOLOGUE_ACK_REPLICAS="1", DUOLOGUE_ACK_WAIT_MS=WAIT_MS)
+    keys = Keys(prefix)
+    alice, bob = uid("a"), uid("b")
+    thread = thread_of(alice, bob)
+    replica = replica_of(redis_url, keys.stream(thread))
+    asleep = threading.Thread(target=_sleep, args=(replica, 2.0))
+    a = await Client.connect(gateway.ws_url, alice)
+    try:
+        assert (await a.say(bob, "before"))["type"] == "ack"
+        asleep.start()
+        await asyncio.sleep(0.2)
+        refused = await a.say(bob, "while the replica sleeps", client_msg_id="held")
+        assert refused["type"] == "error" and refused["code"] == "unavailable", refused
+        assert "replicas" in refused["message"]
+        await asyncio.to_thread(asleep.join)
+        for _ in range(50):  # the replica catches up; the resend answers the stored event
+            again = await a.say(bob, "while the replica sleeps", client_msg_id="held")
+            if again["type"] == "ack":
+                break
+            await asyncio.sleep(0.1)
+        assert again["type"] == "ack" and again["duplicate"] is True, again
+        await a.send({"type": "sync", "thread": thread, "after": "0"})
+        bodies = [(await a.next("event", thread=thread))["event"]["body"] for _ in range(2)]
+        await a.next("synced", thread=thread)
+        assert bodies == ["before", "while the replica sleeps"]  # stored once
+    finally:
+        await a.close()
+        replica.close()
+
+
+def _sleep(replica: redis.Redis, seconds: float) -> None:
+    with contextlib.suppress(redis.RedisError):
+        replica.execute_command("DEBUG", "SLEEP", seconds)
