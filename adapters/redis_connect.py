@@ -10,28 +10,43 @@ never transactions, and SCAN goes through ``scan_keys`` (every primary of a clus
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeAlias
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
+import structlog
 from redis.asyncio.client import Pipeline as AsyncPipeline
 from redis.asyncio.cluster import ClusterPipeline as AsyncClusterPipeline
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
+log = structlog.get_logger("duologue.redis")
 SyncRedis: TypeAlias = "redis.Redis | RedisCluster"
 AsyncRedis: TypeAlias = "aioredis.Redis | AsyncRedisCluster"
 AsyncTarget: TypeAlias = "AsyncRedis | AsyncPipeline | AsyncClusterPipeline"  # runs a Script
 
 
-@functools.cache
+_KNOWN: dict[str, bool] = {}
+
+
 def cluster_enabled(url: str) -> bool:
-    """Whether ``url`` names a node of a Redis Cluster (asked once per process)."""
-    with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5) as probe:
-        info = probe.info("cluster")
-    return bool(info.get("cluster_enabled"))
+    """Whether ``url`` names a node of a Redis Cluster (asked once per process). A Redis
+    that does not answer yet counts as one server, and is asked again next time: a gateway
+    starts (not ready) while Redis is down, as on one Redis."""
+    if url not in _KNOWN:
+        try:
+            with redis.Redis.from_url(url, socket_connect_timeout=2,
+                                      socket_timeout=5) as probe:
+                info = probe.info("cluster")
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            where = urlsplit(url)
+            log.warning("redis_unreachable_at_start", redis=f"{where.hostname}:{where.port}",
+                        decision="one Redis server until it answers")
+            return False
+        _KNOWN[url] = bool(info.get("cluster_enabled"))
+    return _KNOWN[url]
 
 
 def sync_redis(url: str, **options: Any) -> SyncRedis:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import psycopg
+import pytest
 
 from adapters.redis_connect import scan_keys, sync_redis
 from tests.support import ROOT
@@ -30,6 +31,7 @@ def _bench_databases(admin_url: str) -> set[str]:
         return {row[0] for row in rows.fetchall()}
 
 
+@pytest.mark.single_redis  # bench/ drives one Redis (cluster_publish starts its own cluster)
 def test_every_figure_runs_at_a_tiny_size(tmp_path, redis_url, admin_url):
     keys_before, databases_before = _bench_keys(redis_url), _bench_databases(admin_url)
     out = tmp_path / "smoke.json"

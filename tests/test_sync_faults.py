@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import json
 
+import pytest
 import redis.asyncio as aioredis
 import websockets
 
@@ -23,6 +24,7 @@ from tests.support import Client, blast, id_key, seen, sent, thread_of, token, u
 PAGE_SHA = hashlib.sha1(PAGE_LUA.encode()).hexdigest().encode()  # replays read pages by SHA
 
 
+@pytest.mark.single_redis  # a TCP proxy in front of one server: a cluster client goes around it
 async def test_sync_refused_unavailable_still_delivers_later_live_events(
         start_gateway, redis_url):
     """After a `sync` refused `unavailable`, later live events of its thread arrive, once each."""
@@ -47,6 +49,7 @@ async def test_sync_refused_unavailable_still_delivers_later_live_events(
         await b.close()
 
 
+@pytest.mark.single_redis  # a TCP proxy in front of one server: a cluster client goes around it
 async def test_sync_failing_mid_replay_still_delivers_the_rest_and_later_live_events(
         start_gateway, redis_url):
     """Redis failing between two replay chunks leaves no gap; later live events still arrive."""
