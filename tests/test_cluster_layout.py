@@ -26,6 +26,7 @@ from duologue.local_cluster import (
     require_redis_7,
 )
 from tests.conftest import RUN_PREFIX
+from tests.support import ROOT
 
 
 def thread_keys(keys: Keys, a: str, b: str) -> list[str]:
@@ -179,3 +180,24 @@ def test_a_missing_or_old_redis_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(LocalClusterError, match="redis-server >= 7 on PATH; there is none"):
         require_redis_7()
     assert not Path(tmp_path / "never").exists()
+
+
+def test_compose_has_a_redis_cluster_profile():
+    """compose.yaml's ``cluster`` profile: six cluster-enabled nodes joined with a replica
+    per master, and a gateway and projector pointed at one of them with acks waiting for a
+    replica; the default services stay on the one-Redis setup."""
+    import yaml
+
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    nodes = {n: s for n, s in services.items() if n.startswith("redis-node-")}
+    assert len(nodes) == 6
+    assert all("--cluster-enabled yes" in " ".join(s["command"]) for s in nodes.values())
+    init = " ".join(services["redis-cluster-init"]["command"])
+    assert "--cluster-replicas 1" in init and all(f"{n}:6379" in init for n in nodes)
+    for name in ("gateway-cluster", "projector-cluster"):
+        env = services[name]["environment"]
+        assert env["REDIS_URL"].startswith("redis://redis-node-"), name
+        assert int(env["DUOLOGUE_ACK_REPLICAS"]) >= 1, name
+    for name, service in services.items():
+        in_cluster = name in nodes or name.endswith("-cluster") or name == "redis-cluster-init"
+        assert (service.get("profiles") == ["cluster"]) == in_cluster, name
