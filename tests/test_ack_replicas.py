@@ -17,6 +17,7 @@ import redis
 
 from adapters.record import Keys
 from adapters.redis_connect import sync_redis
+from duologue.embedded import EmbeddedRedis
 from duologue.local_cluster import LocalCluster, LocalClusterError, require_redis_7
 from tests.support import Client, thread_of, uid
 
@@ -24,14 +25,20 @@ WAIT_MS = "300"
 
 
 @pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """This module's own cluster: 3 masters, a replica each (overrides the run's)."""
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """This module's own cluster: 3 masters, a replica each."""
     try:
         require_redis_7()
     except LocalClusterError as exc:
         pytest.skip(str(exc))
-    with LocalCluster(tmp_path_factory.mktemp("cluster"), replicas=1) as cluster:
-        yield cluster.url
+    with LocalCluster(tmp_path_factory.mktemp("cluster"), replicas=1) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def redis_url(cluster: LocalCluster) -> str:
+    """The module's cluster (overrides the run's ``redis_url``)."""
+    return cluster.url
 
 
 def replica_of(redis_url: str, key: str) -> redis.Redis:
@@ -112,3 +119,71 @@ async def test_a_replica_that_does_not_confirm_makes_it_unavailable_and_nothing_
 def _sleep(replica: redis.Redis, seconds: float) -> None:
     with contextlib.suppress(redis.RedisError):
         replica.execute_command("DEBUG", "SLEEP", seconds)
+
+
+async def test_a_master_killed_mid_traffic_fails_over_and_no_acked_event_is_lost(
+        start_gateway, fleet, cluster, redis_url, prefix, fresh_database):
+    """The last test here: it stops a master (its replica takes over, ~5 s), then starts it
+    again (it comes back as the new master's replica; until then the promoted master has
+    no replica, and acks waiting for one are ``unavailable``). Every acked send survives
+    the failover; resent until acked, each is stored once; every receiver (on another
+    gateway) gets each live exactly once and in order, whichever node the gateways'
+    pub/sub connections were on (the first node, the one ``REDIS_URL`` names, may be the
+    one stopped)."""
+    one = start_gateway(DUOLOGUE_ACK_REPLICAS="1", DATABASE_URL=fresh_database)
+    two = start_gateway(DUOLOGUE_ACK_REPLICAS="1", DATABASE_URL=fresh_database)
+    fleet.start(DUOLOGUE_PARTITIONS="64")  # seals the partitions the failover fenced
+    keys = Keys(prefix)
+    nodes = sync_redis(redis_url)
+    assert isinstance(nodes, redis.cluster.RedisCluster)
+    alice = uid("a")
+    peers, seen = [], set()
+    while len(peers) < 3:  # a thread on each master
+        peer = uid("p")
+        node = nodes.get_node_from_key(keys.stream(thread_of(alice, peer)))
+        assert node is not None
+        if node.name not in seen:
+            seen.add(node.name)
+            peers.append(peer)
+    victim = nodes.get_node_from_key(keys.stream(thread_of(alice, peers[0])))
+    assert victim is not None
+    nodes.close()
+    a = await Client.connect(one.ws_url, alice)
+    receivers = [await Client.connect(two.ws_url, peer) for peer in peers]
+    acked: dict[str, list[str]] = {thread_of(alice, p): [] for p in peers}
+    try:
+        for n in range(30):
+            if n == 10:  # SIGTERM: gone (no save); back a while later, as a replica
+                server = cluster.server(int(victim.port))
+                server.stop()
+                healing = asyncio.create_task(_back_after(server, 7.0))
+            for peer in peers:
+                thread = thread_of(alice, peer)
+                for _ in range(300):
+                    answer = await a.say(peer, f"m{n}", client_msg_id=f"{peer}-{n}")
+                    if answer["type"] == "ack":
+                        acked[thread].append(answer["id"])
+                        break
+                    assert answer["code"] == "unavailable", answer
+                    await asyncio.sleep(0.1)
+                else:
+                    raise AssertionError(f"{thread}: send {n} never acked")
+        await healing
+        for receiver, peer in zip(receivers, peers, strict=True):
+            thread = thread_of(alice, peer)
+            live = [(await receiver.next("event", thread=thread, timeout=30))["id"]
+                    for _ in acked[thread]]
+            assert live == acked[thread]
+            await receiver.send({"type": "sync", "thread": thread, "after": "0"})
+            replayed = [(await receiver.next("event", thread=thread))["id"]
+                        for _ in acked[thread]]
+            await receiver.next("synced", thread=thread)
+            assert replayed == acked[thread]
+    finally:
+        for client in (a, *receivers):
+            await client.close()
+
+
+async def _back_after(server: EmbeddedRedis, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    await asyncio.to_thread(server.start)
