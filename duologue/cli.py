@@ -19,13 +19,15 @@ log = structlog.get_logger("duologue.cli")
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
+    from duologue.embedded import die_with_parent
     from gateway.runner import serve
     from gateway.workers import run_workers
 
     settings = Settings.from_env()
     if args.workers > 1:
         settings.require_gateway_secret()  # one line here, not one per worker
-        return run_workers(args.host, args.port, args.workers)
+        return run_workers(args.host, args.port, args.workers,
+                           grace=settings.drain_timeout + 15, preexec=die_with_parent)
     serve(settings, args.host, args.port, reuse_port=args.reuse_port)  # create_app checks
     return 0
 

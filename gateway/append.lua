@@ -20,6 +20,9 @@
 
 local prior = redis.call('GET', KEYS[4])
 if prior then
+  -- rewritten unchanged: a write that replicates, so a WAIT after this script
+  -- (DUOLOGUE_ACK_REPLICAS) covers the recorded event too
+  redis.call('SET', KEYS[4], prior, 'KEEPTTL')
   return {DUPLICATE, prior}
 end
 

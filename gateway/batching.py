@@ -9,11 +9,21 @@ lone call still goes out at once and a busy gateway sends fewer, larger writes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from typing import Any
 
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ConnectionError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 
 from adapters.redis_connect import AsyncRedis
 from gateway.errors import NotReplicatedError
@@ -31,6 +41,7 @@ class ScriptBatcher:
         # connection (each node's, on a cluster) that ran its scripts
         self.replicas = replicas
         self.wait_ms = wait_ms
+        self.node_clients: dict[str, Redis] = {}  # a cluster's nodes, for the WAIT path
         self.sha = hashlib.sha1(script.encode()).hexdigest()
         self.queue: list[Call] = []
         self.task: asyncio.Task[None] | None = None
@@ -62,35 +73,72 @@ class ScriptBatcher:
 
     async def _execute(self, batch: list[Call]) -> list[Any]:
         results = await self._send(batch)
-        if any(isinstance(r, NoScriptError) for r in results):  # Redis restarted
+        missing = [n for n, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:  # Redis restarted, or (a cluster) a promoted replica lacks the script
             await self.redis.script_load(self.script)
-            results = await self._send(batch)
+            again = await self._send([batch[n] for n in missing])  # only those: the
+            for n, result in zip(missing, again, strict=True):  # others ran already
+                results[n] = result
         return results
 
     async def _send(self, batch: list[Call]) -> list[Any]:
-        nodes = self._nodes(batch)
+        if self.replicas and isinstance(self.redis, RedisCluster):
+            return await self._send_per_node(self.redis, batch)
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args, _ in batch:
                 pipe.evalsha(self.sha, len(keys), *keys, *args)
             if self.replicas:
-                for node in dict.fromkeys(nodes):
-                    if node is None:
-                        pipe.execute_command("WAIT", self.replicas, self.wait_ms)
-                    else:
-                        pipe.execute_command("WAIT", self.replicas, self.wait_ms,
-                                             target_nodes=node)
+                pipe.execute_command("WAIT", self.replicas, self.wait_ms)
             results = list(await pipe.execute(raise_on_error=False))
         if not self.replicas:
             return results
-        held = dict(zip(dict.fromkeys(nodes), results[len(batch):], strict=True))
-        return [_replicated(result, held[node], self.replicas)
-                for result, node in zip(results[:len(batch)], nodes, strict=True)]
+        return [_replicated(result, results[-1], self.replicas) for result in results[:-1]]
 
-    def _nodes(self, batch: list[Call]) -> list[Any]:
-        """The node each call runs on (None for all: one Redis)."""
-        if not self.replicas or not isinstance(self.redis, RedisCluster):
-            return [None] * len(batch)
-        return [self.redis.get_node_from_key(keys[0]) for keys, _, _ in batch]
+    async def _send_per_node(self, cluster: RedisCluster, batch: list[Call]) -> list[Any]:
+        """``WAIT`` counts what one connection wrote, so on a cluster each node's calls go
+        in a pipeline of their own on one connection to that node, ``WAIT`` last, and are
+        never redirected: a call that met ``MOVED``, ``ASK`` or ``TRYAGAIN`` there is
+        ``unavailable`` (the slot map is read again), never acked by another node's count."""
+        groups: dict[str, list[int]] = {}
+        nodes: dict[str, Any] = {}
+        results: list[Any] = [None] * len(batch)
+        for n, (keys, _, _) in enumerate(batch):
+            node = cluster.get_node_from_key(keys[0])
+            if node is None:
+                results[n] = ClusterDownError("no node holds this slot now")
+                continue
+            nodes[node.name] = node
+            groups.setdefault(node.name, []).append(n)
+
+        async def on(name: str, calls: list[int]) -> None:
+            client = self._node_client(nodes[name])
+            try:
+                async with client.pipeline(transaction=False) as pipe:
+                    for n in calls:
+                        keys, args, _ = batch[n]
+                        pipe.evalsha(self.sha, len(keys), *keys, *args)
+                    pipe.execute_command("WAIT", self.replicas, self.wait_ms)
+                    replies = list(await pipe.execute(raise_on_error=False))
+            except (RedisError, OSError) as exc:
+                replies = [exc] * (len(calls) + 1)
+            for n, reply in zip(calls, replies, strict=False):
+                results[n] = _replicated(reply, replies[-1], self.replicas)
+
+        await asyncio.gather(*(on(name, calls) for name, calls in groups.items()))
+        if any(isinstance(r, AskError | TryAgainError | ClusterDownError | ConnectionError)
+               for r in results):
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                await cluster.nodes_manager.initialize()  # where the slots are now
+        return results
+
+    def _node_client(self, node: Any) -> Redis:
+        """A plain client of one cluster node (its connections are this batcher's own)."""
+        client = self.node_clients.get(node.name)
+        if client is None:
+            client = self.node_clients[node.name] = Redis(
+                host=node.host, port=int(node.port), socket_timeout=5,
+                socket_connect_timeout=2)
+        return client
 
 
 def _replicated(result: Any, held: Any, wanted: int) -> Any:

@@ -128,6 +128,7 @@ async def execute(store: EventStore, command: Command, max_body: int) -> Appende
         loaded = await store.load(command.thread, user, command.client_msg_id,
                                   target_of(command), fields)
         if loaded.prior is not None:
+            await store.confirm(command.thread, user, command.client_msg_id, loaded.prior)
             return Appended(loaded.prior, True)
         state, receipt_event = await state_for(store.archive, command, loaded)
         events = decide(state, command)

@@ -175,7 +175,9 @@ class Hub:
         """Subscribe everything again on another cluster node (``PubSubSource``); each
         confirmation there is a gap, as after redis-py's own resubscription."""
         old = self.ps
-        channels = list(old.channels)
+        # what the hub wants subscribed, not what the old connection had confirmed (a
+        # move that failed half-way leaves that empty)
+        channels = list({*self.local, *self.listeners, *self.waiters, self.own})
         with contextlib.suppress(RedisError, RedisClusterException, OSError):
             await old.aclose()
         self.pubsub = new = await self.source.open()

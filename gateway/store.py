@@ -7,6 +7,7 @@ thread stream no longer holds comes from the Postgres archive (``gateway.archive
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters.record import (
     ARCHIVED,
@@ -33,10 +35,11 @@ from domain.errors import BlockedError, NotFoundError
 from domain.ids import event_key, participants
 from gateway.archive import Archive
 from gateway.batching import ScriptBatcher
-from gateway.errors import FencedError, RateLimitedError
+from gateway.errors import FencedError, NotReplicatedError, RateLimitedError
 from schemas.events import Event, encode_event
 
 APPEND_LUA = lua("gateway", "fence.lua", "budget.lua", "append.lua")  # every one is fenced
+TOUCH_LUA = lua("gateway", "fence.lua", "touch.lua")  # a duplicate's answer, replicated
 SEND_BUDGET_LUA = lua("gateway", "budget.lua", "send_budget.lua")  # on a Redis Cluster
 PAGE_LUA = lua("gateway", "fence.lua", "page.lua")
 LOAD_LUA = lua("gateway", "fence.lua", "load.lua")
@@ -152,6 +155,8 @@ class EventStore:
         self.archive = archive or Archive(None)
         self.observe = observe  # called with each append's seconds, failed ones included
         self._append = ScriptBatcher(redis, APPEND_LUA, ack_replicas, ack_wait_ms)
+        self._touch = ScriptBatcher(redis, TOUCH_LUA, ack_replicas, ack_wait_ms)
+        self.ack_replicas = ack_replicas
         self._page = redis.register_script(PAGE_LUA)
         self._load = redis.register_script(LOAD_LUA)
         self._typing = redis.register_script(TYPING_LUA)
@@ -174,17 +179,22 @@ class EventStore:
                 prior: Any = await self.redis.get(self.keys.dedupe(thread, sender, client_msg_id))
                 if prior is None:
                     raise RateLimitedError(wait)
+                await self.confirm(thread, sender, client_msg_id, prior.decode())
                 return Appended(prior.decode(), True)
         keys, args = append_call(self.keys, self.dedupe_ttl, thread, sender, client_msg_id,
                                  event, guard, NO_BUDGET if apart else self.budget)
         started = time.perf_counter()
         reply: list[Any] | None = None
+        stored = False  # it may have been appended: no refund
         try:
             reply = await self._append(keys, args)
+        except (NotReplicatedError, TimeoutError, RedisTimeoutError, asyncio.CancelledError):
+            stored = True
+            raise
         finally:
             if self.observe is not None:
                 self.observe(time.perf_counter() - started)
-            if apart and (reply is None or reply[0] in UNDECIDED):
+            if apart and not stored and (reply is None or reply[0] in UNDECIDED):
                 # as append.lua does on one Redis: charge only a decided command
                 with contextlib.suppress(RedisError, RedisClusterException, OSError):
                     await self._send_budget(keys=[self.keys.budget(sender)],
@@ -203,6 +213,17 @@ class EventStore:
         if reply[0] == RATE_LIMITED:
             raise RateLimitedError(int(reply[1]))
         return Appended(reply[1].decode(), reply[0] == DUPLICATE)
+
+    async def confirm(self, thread: str, user: str, client_msg_id: str, prior: str) -> None:
+        """With ``DUOLOGUE_ACK_REPLICAS``: return once the replicas hold the recorded event
+        a duplicate is answered with (``NotReplicatedError`` when they do not in time)."""
+        if not self.ack_replicas:
+            return
+        k = self.keys
+        reply: Any = await self._touch(
+            [k.epoch(k.partition(thread)), k.dedupe(thread, user, client_msg_id)], [prior])
+        if reply[0] == FENCED:
+            raise FencedError()
 
     async def load(self, thread: str, user: str, client_msg_id: str, target: str | None,
                    fields: list[str]) -> Loaded:

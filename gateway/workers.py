@@ -14,13 +14,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import structlog
 
 log = structlog.get_logger("duologue.workers")
 RESTART_AFTER = 1.0  # seconds before a dead worker is started again
-STOP_GRACE = 40.0  # seconds the workers get to drain before they are killed
+STOP_GRACE = 40.0  # seconds the workers get to drain before they are killed (default)
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -33,7 +34,13 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_workers(host: str, port: int, workers: int) -> int:
+def run_workers(host: str, port: int, workers: int, grace: float = STOP_GRACE,
+                preexec: Callable[[], None] | None = None) -> int:
+    """Supervise ``workers`` gateway processes until SIGTERM or SIGINT. Each runs in a
+    session of its own (a terminal's Ctrl-C reaches only the supervisor, which passes one
+    SIGTERM on: a second signal would cut uvicorn's drain short); ``preexec`` runs in each
+    (``duologue`` makes a worker die with its supervisor); ``grace``: seconds they get to
+    drain before they are killed."""
     holder = reuse_port_socket(host, port)
     port = holder.getsockname()[1]
     argv = [sys.executable, "-c", "from duologue.cli import main; raise SystemExit(main())",
@@ -45,7 +52,10 @@ def run_workers(host: str, port: int, workers: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    children = [subprocess.Popen(argv) for _ in range(workers)]
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, start_new_session=True, preexec_fn=preexec)
+
+    children = [spawn() for _ in range(workers)]
     log.info("gateway_workers", workers=workers, host=host, port=port,
              pids=[c.pid for c in children])
     died_at: dict[int, float] = {}  # worker slot -> when its process was found dead
@@ -61,12 +71,12 @@ def run_workers(host: str, port: int, workers: int) -> int:
                 died_at[n] = time.monotonic()
             elif time.monotonic() - died_at[n] >= RESTART_AFTER:
                 del died_at[n]
-                children[n] = subprocess.Popen(argv)
+                children[n] = spawn()
                 log.info("gateway_worker_started", pid=children[n].pid)
     for child in children:
         if child.poll() is None:
-            child.send_signal(stopping[0])
-    deadline = time.monotonic() + STOP_GRACE
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
     for child in children:
         try:
             child.wait(max(0.1, deadline - time.monotonic()))

@@ -76,7 +76,9 @@ def seal(conn: psycopg.Connection, client: SyncRedis, keys: Keys, owned: list[Ow
         done = _repair(conn, client, keys, lost, dedupe_ttl)
     with client.pipeline(transaction=False) as pipe:
         for o in owned:
-            pipe.set(keys.epoch(o.partition), run_of(keys.epoch(o.partition)))
+            run = run_of(keys.epoch(o.partition))
+            if run:  # unknown (its primary changed since INFO): sealed on a later loop
+                pipe.set(keys.epoch(o.partition), run)
         pipe.execute()
     for o, head in lost:
         log.warning("redis_lost_acked_events", partition=o.partition, log_head=head,

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import redis
 import structlog
-from redis.exceptions import RedisClusterException
+from redis.exceptions import ClusterDownError, RedisClusterException, TryAgainError
 
 from adapters.record import Keys
 from adapters.redis_connect import SyncRedis, sync_redis
@@ -39,7 +39,9 @@ from projector.webhook_outbox import Outbox
 
 log = structlog.get_logger("duologue.projector")
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, redis.ConnectionError,
-             redis.TimeoutError, redis.BusyLoadingError)
+             redis.TimeoutError, redis.BusyLoadingError,
+             # a Redis Cluster while a failover or a slot move runs
+             ClusterDownError, TryAgainError, RedisClusterException)
 RETRY_IN_PLACE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
                   psycopg.errors.LockNotAvailable)  # a lock wait over LOCK_TIMEOUT: logged
 LOCK_TIMEOUT = "5s"  # the most a batch waits for a lock (a stray session holding one)

@@ -24,6 +24,7 @@ WORKERS = 2
 def supervised(redis_url: str, log_dir: Path, prefix: str):
     env = {"REDIS_URL": redis_url, "DUOLOGUE_PREFIX": prefix, **LIMITS_OFF}
     gateway = GatewayProcess(env, args=("--workers", str(WORKERS))).start(log_dir)
+    listening(gateway)  # /healthz answered: one worker is up; the others may still start
     yield gateway
     gateway.terminate()
 
@@ -31,6 +32,20 @@ def supervised(redis_url: str, log_dir: Path, prefix: str):
 def workers_of(gateway: GatewayProcess) -> list[psutil.Process]:
     assert gateway.process is not None
     return psutil.Process(gateway.process.pid).children()
+
+
+def listening(gateway: GatewayProcess, within: float = 15) -> None:
+    """Wait until every worker listens on the gateway's port."""
+    deadline = time.monotonic() + within
+    while True:
+        workers = workers_of(gateway)
+        up = [w for w in workers if any(
+            c.status == psutil.CONN_LISTEN and c.laddr.port == gateway.port
+            for c in w.net_connections("tcp"))]
+        if len(workers) == WORKERS and len(up) == WORKERS:
+            return
+        assert time.monotonic() < deadline, f"{len(up)} of {WORKERS} listening"
+        time.sleep(0.05)
 
 
 def sockets_per_worker(gateway: GatewayProcess) -> dict[int, int]:
@@ -68,6 +83,7 @@ async def test_a_dead_worker_is_started_again(supervised):
         await asyncio.sleep(0.1)
     else:
         raise AssertionError(f"not restarted: {supervised.log()[-1500:]}")
+    listening(supervised)
     assert "gateway_worker_died" in supervised.log()
     alice, bob = uid("a"), uid("b")
     a = await Client.connect(supervised.ws_url, alice)
