@@ -12,17 +12,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
-import structlog
 from redis.asyncio.client import Pipeline as AsyncPipeline
 from redis.asyncio.cluster import ClusterPipeline as AsyncClusterPipeline
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
-log = structlog.get_logger("duologue.redis")
 SyncRedis: TypeAlias = "redis.Redis | RedisCluster"
 AsyncRedis: TypeAlias = "aioredis.Redis | AsyncRedisCluster"
 AsyncTarget: TypeAlias = "AsyncRedis | AsyncPipeline | AsyncClusterPipeline"  # runs a Script
@@ -41,10 +38,7 @@ def cluster_enabled(url: str) -> bool:
                                       socket_timeout=5) as probe:
                 info = probe.info("cluster")
         except (redis.ConnectionError, redis.TimeoutError, OSError):
-            where = urlsplit(url)
-            log.warning("redis_unreachable_at_start", redis=f"{where.hostname}:{where.port}",
-                        decision="one Redis server until it answers")
-            return False
+            return False  # asked again next time; what the caller then meets, it reports
         _KNOWN[url] = bool(info.get("cluster_enabled"))
     return _KNOWN[url]
 

@@ -95,11 +95,15 @@ async def test_a_dead_worker_is_started_again(supervised):
 
 async def test_sigterm_drains_every_worker_with_1001_and_exits(supervised):
     clients = [await Client.connect(supervised.ws_url, uid("u")) for _ in range(8)]
-    assert min(sockets_per_worker(supervised).values()) > 0
-    workers = workers_of(supervised)
-    assert supervised.process is not None
-    os.kill(supervised.process.pid, signal.SIGTERM)
-    codes = await asyncio.gather(*(c.wait_closed(20) for c in clients))
-    assert set(codes) == {1001}, codes
+    try:
+        assert min(sockets_per_worker(supervised).values()) > 0
+        workers = workers_of(supervised)
+        assert supervised.process is not None
+        os.kill(supervised.process.pid, signal.SIGTERM)
+        codes = await asyncio.gather(*(c.wait_closed(20) for c in clients))
+        assert set(codes) == {1001}, codes
+    finally:
+        for client in clients:
+            await client.close()
     assert supervised.process.wait(20) == 0
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
