@@ -105,9 +105,28 @@ async def test_two_projector_workers_project_the_logs_of_every_node(
     workers = [fleet.start(DUOLOGUE_PARTITIONS=PARTITIONS) for _ in range(2)]
     await asyncio.to_thread(wait_drained, nodes, db, keys, 60)
     assert db.execute("SELECT count(*) FROM events").fetchone() == (sent,)
-    owners = dict(db.execute("SELECT name, cardinality(partitions) FROM projector_workers"))
+    for _ in range(300):  # the second worker joins and takes its share (rebalancing)
+        owners = dict(db.execute(
+            "SELECT name, cardinality(partitions) FROM projector_workers"))
+        if len(owners) == 2 and min(owners.values()) > 0 and sum(owners.values()) == 64:
+            break
+        await asyncio.sleep(0.1)
     assert len(owners) == 2 and sum(owners.values()) == int(PARTITIONS), owners
+    later = await senders_again(gateway.ws_url, nodes, keys)  # both project from now on
+    await asyncio.to_thread(wait_drained, nodes, db, keys, 60)
+    assert db.execute("SELECT count(*) FROM events").fetchone() == (sent + later,)
     assert all(w.process is not None and w.process.poll() is None for w in workers)
+
+
+async def senders_again(url: str, nodes: redis.cluster.RedisCluster, keys: Keys) -> int:
+    """One more round of sends on threads of every node; how many were acked."""
+    sender = await Client.connect(url, uid("s"))
+    try:
+        for other in threads_on_distinct_nodes(nodes, keys, sender.user, 3):
+            assert (await sender.say(other, "again"))["type"] == "ack"
+    finally:
+        await sender.close()
+    return 3
 
 
 async def test_a_node_that_stops_answering_costs_unavailable_never_an_event(
