@@ -5,12 +5,12 @@
 factories here answer a ``redis.Redis`` or a ``redis.cluster.RedisCluster`` (sync and
 asyncio alike). Both speak the same commands for what Duologue does: every multi-key
 command and script stays within one hash slot (``adapters/record.py``), pipelines are
-never transactions, and SCAN goes through ``scan_keys`` (every primary of a cluster).
+never transactions, and SCAN covers every primary of a cluster (``scan_keys``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
 import redis
@@ -64,17 +64,6 @@ def scan_keys(client: SyncRedis, match: str, count: int = 1000) -> Iterator[byte
         yield from client.scan_iter(match=match, count=count, target_nodes=RedisCluster.PRIMARIES)
     else:
         yield from client.scan_iter(match=match, count=count)
-
-
-async def ascan_keys(client: AsyncRedis, match: str, count: int = 1000) -> AsyncIterator[bytes]:
-    """Every key matching ``match``, from every primary of a cluster."""
-    if isinstance(client, AsyncRedisCluster):
-        async for key in client.scan_iter(match=match, count=count,
-                                          target_nodes=AsyncRedisCluster.PRIMARIES):
-            yield key
-    else:
-        async for key in client.scan_iter(match=match, count=count):
-            yield key
 
 
 def run_ids(client: SyncRedis) -> Callable[[str], str]:

@@ -18,7 +18,8 @@ import redis
 from adapters.record import Keys
 from adapters.redis_connect import sync_redis
 from duologue.embedded import EmbeddedRedis
-from duologue.local_cluster import LocalCluster, LocalClusterError, require_redis_7
+from duologue.local_cluster import LocalCluster
+from tests.cluster_support import Resends, own_cluster
 from tests.support import Client, thread_of, uid
 
 WAIT_MS = "300"
@@ -27,12 +28,7 @@ WAIT_MS = "300"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """This module's own cluster: 3 masters, a replica each."""
-    try:
-        require_redis_7()
-    except LocalClusterError as exc:
-        pytest.skip(str(exc))
-    with LocalCluster(tmp_path_factory.mktemp("cluster"), replicas=1) as started:
-        yield started
+    yield from own_cluster(tmp_path_factory, replicas=1)
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +147,7 @@ async def test_a_master_killed_mid_traffic_fails_over_and_no_acked_event_is_lost
     a = await Client.connect(one.ws_url, alice)
     receivers = [await Client.connect(two.ws_url, peer) for peer in peers]
     acked: dict[str, list[str]] = {thread_of(alice, p): [] for p in peers}
+    resends = Resends()
     try:
         for n in range(30):
             if n == 10:  # SIGTERM: gone (no save); back a while later, as a replica
@@ -158,16 +155,8 @@ async def test_a_master_killed_mid_traffic_fails_over_and_no_acked_event_is_lost
                 server.stop()
                 healing = asyncio.create_task(_back_after(server, 7.0))
             for peer in peers:
-                thread = thread_of(alice, peer)
-                for _ in range(300):
-                    answer = await a.say(peer, f"m{n}", client_msg_id=f"{peer}-{n}")
-                    if answer["type"] == "ack":
-                        acked[thread].append(answer["id"])
-                        break
-                    assert answer["code"] == "unavailable", answer
-                    await asyncio.sleep(0.1)
-                else:
-                    raise AssertionError(f"{thread}: send {n} never acked")
+                ack = await resends.until_acked(a, peer, f"m{n}", f"{peer}-{n}")
+                acked[thread_of(alice, peer)].append(ack["id"])
         await healing
         for receiver, peer in zip(receivers, peers, strict=True):
             thread = thread_of(alice, peer)

@@ -20,7 +20,7 @@ import redis
 
 from adapters.record import Keys
 from adapters.redis_connect import scan_keys, sync_redis
-from duologue.local_cluster import LocalCluster, LocalClusterError, require_redis_7
+from tests.cluster_support import Resends, own_cluster
 from tests.ops_support import duologue
 from tests.projection_support import wait_drained
 from tests.support import Client, thread_of, uid
@@ -31,11 +31,7 @@ PARTITIONS = "64"
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """This module's own cluster (it overrides the run's ``redis_url``)."""
-    try:
-        require_redis_7()
-    except LocalClusterError as exc:
-        pytest.skip(str(exc))
-    with LocalCluster(tmp_path_factory.mktemp("cluster")) as cluster:
+    for cluster in own_cluster(tmp_path_factory):
         yield cluster.url
 
 
@@ -144,7 +140,7 @@ async def test_a_node_that_stops_answering_costs_unavailable_never_an_event(
     sleeper = nodes.get_node_from_key(keys.stream(thread))
     assert sleeper is not None
     a = await Client.connect(gateway.ws_url, alice)
-    refused, acked = 0, []
+    resends, acked = Resends(200), []
     total = 40
     asleep = threading.Thread(target=_debug_sleep, args=(sleeper.host, sleeper.port, 6.5))
     try:
@@ -152,17 +148,7 @@ async def test_a_node_that_stops_answering_costs_unavailable_never_an_event(
             if n == 10:
                 asleep.start()
                 await asyncio.sleep(0.2)
-            cmid = f"c{n}"
-            for _ in range(200):
-                answer = await a.say(bob, f"m{n}", client_msg_id=cmid)
-                if answer["type"] == "ack":
-                    acked.append(answer["id"])
-                    break
-                assert answer["code"] == "unavailable", answer
-                refused += 1
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError(f"send {n} never acked")
+            acked.append((await resends.until_acked(a, bob, f"m{n}", f"c{n}"))["id"])
         asleep.join()
         assert len(set(acked)) == total
         b = await _connect_when_up(gateway.ws_url, bob)
@@ -178,7 +164,7 @@ async def test_a_node_that_stops_answering_costs_unavailable_never_an_event(
             asleep.join()
     assert [e["event"]["body"] for e in events] == [f"m{n}" for n in range(total)]
     assert [e["id"] for e in events] == acked
-    assert refused > 0  # the node's failure was seen, not slept through
+    assert resends.refused > 0  # the node's failure was seen, not slept through
 
 
 async def _connect_when_up(url: str, user: str, within: float = 20) -> Client:

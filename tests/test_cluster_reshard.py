@@ -22,7 +22,7 @@ import redis
 
 from adapters.record import Keys
 from adapters.redis_connect import sync_redis
-from duologue.local_cluster import LocalCluster, LocalClusterError, require_redis_7
+from tests.cluster_support import Resends, own_cluster
 from tests.projection_support import wait_drained
 from tests.support import Client, thread_of, uid
 
@@ -32,13 +32,9 @@ SENDERS = 6
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """This module's own cluster (the reshard changes it)."""
-    try:
-        require_redis_7()
-    except LocalClusterError as exc:
-        pytest.skip(str(exc))
     if shutil.which("redis-cli") is None:
         pytest.skip("redis-cli is not on PATH")
-    with LocalCluster(tmp_path_factory.mktemp("cluster")) as cluster:
+    for cluster in own_cluster(tmp_path_factory):
         yield cluster.url
 
 
@@ -78,25 +74,14 @@ async def test_a_live_slot_migration_loses_nothing(start_gateway, fleet, redis_u
     senders = [await Client.connect(gateway.ws_url, uid("s")) for _ in range(SENDERS)]
     peers = [uid("p") for _ in senders]
     acked: dict[str, list[str]] = {}
-    refused = 0
+    resends = Resends(pause=0.05)
     moving = asyncio.create_task(asyncio.to_thread(_reshard, redis_url))
 
     async def send(client: Client, peer: str) -> None:
-        nonlocal refused
-        thread = thread_of(client.user, peer)
-        ids = acked.setdefault(thread, [])
+        ids = acked.setdefault(thread_of(client.user, peer), [])
         n = 0
         while not moving.done() or n < 20:
-            for _ in range(300):
-                answer = await client.say(peer, f"m{n}", client_msg_id=f"c{n}")
-                if answer["type"] == "ack":
-                    ids.append(answer["id"])
-                    break
-                assert answer["code"] == "unavailable", answer
-                refused += 1
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError(f"{thread}: send {n} never acked")
+            ids.append((await resends.until_acked(client, peer, f"m{n}", f"c{n}"))["id"])
             n += 1
 
     try:
