@@ -7,7 +7,9 @@ pg_ceilings, history_read, search_read, rebuild (projector and history: each run
 database of its own, dropped afterwards); idle_memory, archive_sync, retention (the two
 tiers of protocol.md section 7); presence_sends, presence_churn (presence, section 5);
 webhook (offline notifications, protocol.md section 6); client_catchup (the JavaScript
-client's reconnect and catch-up, in Node).
+client's reconnect and catch-up, in Node); cluster_publish, cluster_chat,
+cluster_projector (Redis Cluster, section 9: each starts its own local cluster);
+redis_memory (Redis bytes per event, by structure, for docs/capacity.md).
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ import redis
 
 from adapters import logs
 from bench.ceilings import ceilings
+from bench.fig_capacity import redis_memory
 from bench.fig_catchup import client_catchup
 from bench.fig_chat import latency, throughput
 from bench.fig_cluster import cluster_publish
+from bench.fig_cluster_load import cluster_chat, cluster_projector
 from bench.fig_history import history_read
 from bench.fig_limits import hostile, limits_sends
 from bench.fig_memory import deflate_memory, memory
@@ -65,8 +69,12 @@ FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "limits_sends": limits_sends, "hostile": hostile,
     # the JavaScript client (clients/js): reconnect and catch-up, measured in Node
     "client_catchup": client_catchup,
-    # Redis Cluster (protocol.md section 9): what the fan-out costs each master
-    "cluster_publish": cluster_publish,
+    # Redis Cluster (protocol.md section 9): what the fan-out costs each master; the chat
+    # and the projector on a 3-master cluster beside one Redis
+    "cluster_publish": cluster_publish, "cluster_chat": cluster_chat,
+    "cluster_projector": cluster_projector,
+    # Redis memory per hot event, by structure (docs/capacity.md)
+    "redis_memory": redis_memory,
 }
 
 

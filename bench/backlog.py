@@ -30,7 +30,16 @@ import redis
 import redis.asyncio as aioredis
 
 from adapters.record import OK, Keys
-from bench.harness import REDIS_URL, CpuMeter, projector, scratch, utilisation
+from adapters.redis_connect import SyncRedis, scan_keys, sync_redis
+from bench.harness import (
+    DEFAULT_BACKEND,
+    REDIS_URL,
+    Backend,
+    CpuMeter,
+    projector,
+    scratch,
+    utilisation,
+)
 from bench.options import Options
 from domain.commands import DeleteMessage, EditMessage, MarkRead
 from gateway.decisions import guard_for
@@ -111,12 +120,12 @@ def _next(rng: random.Random, t: _Thread, n: int) -> tuple[str, str, Event, Guar
 
 
 def fill(prefix: str, events: int, threads: int, partitions: int = 64,
-         seed: int = 7) -> Expected:
-    """Append ``events`` events round-robin over ``threads`` threads; returns what the
-    projection must look like afterwards."""
+         seed: int = 7, url: str = REDIS_URL) -> Expected:
+    """Append ``events`` events round-robin over ``threads`` threads (to the Redis or the
+    Redis Cluster at ``url``); returns what the projection must look like afterwards."""
     rng = random.Random(seed)
     keys = Keys(prefix, partitions)
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=60)
+    client = sync_redis(url, socket_timeout=60)
     expected = Expected()
     started = time.perf_counter()
     try:
@@ -141,9 +150,10 @@ def fill(prefix: str, events: int, threads: int, partitions: int = 64,
     return expected
 
 
-def append_all(client: redis.Redis, calls: list[Call]) -> list[bytes]:
+def append_all(client: SyncRedis, calls: list[Call]) -> list[bytes]:
     """Run ``gateway/append.lua`` for every (KEYS, ARGV) of ``gateway.store.append_call``
-    in one pipeline; the new event ids. A call that met NOSCRIPT (another session
+    in one pipeline (on a cluster, each node's share; the script is loaded on every
+    primary); the new event ids. A call that met NOSCRIPT (another session
     flushed the script cache) is loaded and run again; any other refusal raises."""
     sha = str(client.script_load(APPEND_LUA))
     replies: list[Any] = [None] * len(calls)
@@ -244,34 +254,46 @@ async def _verify(url: str, expected: dict[str, Any]) -> dict[str, Any]:
             "differs": {k: (found[k], want[k]) for k in want if found[k] != want[k]}}
 
 
-def _stream_events(prefix: str) -> int:
+async def _disk(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int]:
+    """(WAL position in bytes, the database's size in bytes)."""
+    cur = await conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, "
+                             "pg_database_size(current_database())")
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _stream_events(prefix: str, url: str) -> int:
     """Events the run's thread streams still hold in Redis (retention at work or not)."""
-    client = redis.Redis.from_url(REDIS_URL)
+    client = sync_redis(url)
     try:
         with client.pipeline(transaction=False) as pipe:
-            for key in client.scan_iter(match=Keys(prefix).stream_pattern(), count=1000):
+            for key in scan_keys(client, Keys(prefix).stream_pattern()):
                 pipe.xlen(key)
             return sum(int(n) for n in pipe.execute())
     finally:
         client.close()
 
 
-async def project_backlog(opts: Options, workers_n: int,
-                          env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Fill a backlog of ``opts.backlog`` events, then time ``duologue projector`` (with
-    ``env``) applying it; the projection is checked against what the backlog holds."""
+async def project_backlog(opts: Options, workers_n: int, env: dict[str, str] | None = None,
+                          backend: Backend = DEFAULT_BACKEND) -> dict[str, Any]:
+    """Fill a backlog of ``opts.backlog`` events on ``backend``, then time ``duologue
+    projector`` (with ``env``) applying it; the projection is checked against what the
+    backlog holds."""
     child = None
     async with scratch(opts, "proj", database=True) as world:
         prefix, url, busy_before = world.prefix, world.database_url, world.busy_before
-        expected = await asyncio.to_thread(fill, prefix, opts.backlog, opts.backlog_threads)
+        expected = await asyncio.to_thread(fill, prefix, opts.backlog, opts.backlog_threads,
+                                           url=backend.url)
         total = expected.events
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
         try:
-            child = projector(prefix, url, workers_n, env)
+            disk0 = await _disk(conn)
+            child = projector(prefix, url, workers_n, (env or {}) | {"REDIS_URL": backend.url})
             spawned = time.perf_counter()
             await asyncio.to_thread(child.start)
-            meter = CpuMeter({"projector": child.pid}, redis_url=REDIS_URL, postgres=True,
-                             me="driver")
+            meter = CpuMeter({"projector": child.pid}, redis_url=backend.url,
+                             redis_pids=backend.pids, postgres=True, me="driver")
             cpu0, t_cpu0 = meter.sample(), time.perf_counter()
             first: tuple[float, int] | None = None
             timeline: list[tuple[float, int]] = []
@@ -290,6 +312,7 @@ async def project_backlog(opts: Options, workers_n: int,
             finished = time.perf_counter()
             cpu1 = meter.sample()
             meter.close()
+            disk1 = await _disk(conn)
         finally:
             await conn.close()
             if child is not None:
@@ -297,7 +320,7 @@ async def project_backlog(opts: Options, workers_n: int,
         assert first is not None
         seconds = finished - first[0]
         check = await _verify(url, expected.as_dict())
-        in_redis = await asyncio.to_thread(_stream_events, prefix)
+        in_redis = await asyncio.to_thread(_stream_events, prefix, backend.url)
         return {
             "workers": workers_n, "events": total,
             "rate": (total - first[1]) / seconds if seconds > 0 else math.nan,
@@ -307,5 +330,9 @@ async def project_backlog(opts: Options, workers_n: int,
             "cpu": utilisation(cpu0, cpu1, finished - t_cpu0), "check": check,
             "backlog": expected.as_dict(), "busy_before": busy_before,
             "redis_events": in_redis,
+            # per event: WAL written (the whole server's: other sessions add to it) and
+            # the database's growth (the events archive, messages, threads, receipts)
+            "wal_bytes_per_event": (disk1[0] - disk0[0]) / total,
+            "db_bytes_per_event": (disk1[1] - disk0[1]) / total,
             "timeline": timeline[:: max(1, len(timeline) // 40)],
         }

@@ -20,12 +20,12 @@ from schemas.events import MessageSent
 RPS = re.compile(r"([\d.]+) requests per second")
 
 
-async def redis_benchmark(*args: str, timeout: float = 120) -> float:
+async def redis_benchmark(*args: str, timeout: float = 120, url: str = REDIS_URL) -> float:
     exe = shutil.which("redis-benchmark")
     if exe is None:
         raise RuntimeError("redis-benchmark is not on PATH")
     process = await asyncio.create_subprocess_exec(
-        exe, "-h", "127.0.0.1", "-p", str(urlparse(REDIS_URL).port or 6379), "-q", "-P", "1",
+        exe, "-h", "127.0.0.1", "-p", str(urlparse(url).port or 6379), "-q", "-P", "1",
         "-c", "50", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(process.communicate(), timeout)
@@ -39,14 +39,14 @@ async def redis_benchmark(*args: str, timeout: float = 120) -> float:
     return float(found[-1])
 
 
-def append_command(keys: Keys) -> list[str]:
+def append_command(keys: Keys, url: str = REDIS_URL) -> list[str]:
     """EVALSHA of gateway/append.lua with the gateway's own KEYS/ARGV
     (``gateway.store.append_call``); a fresh dedupe key each call (``__rand_int__``),
     checked once by hand: redis-benchmark would time an error answer as gladly."""
     cmid = "c__rand_int__"
     event = MessageSent(sender="alice", body="x" * 48, client_msg_id=cmid)
     k, args = append_call(keys, 86400, "dm:alice:bob", "alice", cmid, event)
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(url)
     try:
         command = ["EVALSHA", str(client.script_load(APPEND_LUA)), str(len(k)), *k,
                    *(str(a) for a in args)]

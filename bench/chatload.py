@@ -253,7 +253,8 @@ async def chat(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
     senders = [p for a, b in active for p in ((a, b) if spec["senders"] == "both" else (a,))]
     await wire.bounded([partial(p.connect, spec["port"], spec.get("watch", False))
                         for p in peers], 50, 120)
-    meter = CpuMeter({"server": spec.get("server_pid")}, redis_url=spec.get("redis_url"))
+    meter = CpuMeter({"server": spec.get("server_pid")}, redis_url=spec.get("redis_url"),
+                     redis_pids=spec.get("redis_pids") or ())
     await stage("ready", connections=len(peers))
 
     t0 = time.perf_counter()

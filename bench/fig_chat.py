@@ -11,7 +11,8 @@ from typing import Any
 from bench import profiling
 from bench.chatload import Check
 from bench.harness import (
-    REDIS_URL,
+    DEFAULT_BACKEND,
+    Backend,
     Result,
     Row,
     counted_runs,
@@ -25,7 +26,8 @@ from bench.options import Options
 
 
 def _specs(
-    opts: Options, port: int, pid: int, rate: float, active: int, watch: bool = False
+    opts: Options, port: int, pid: int, rate: float, active: int, watch: bool = False,
+    backend: Backend = DEFAULT_BACKEND,
 ) -> list[dict[str, Any]]:
     procs_n = max(1, min(opts.load_procs, opts.pairs))
     base, extra = divmod(opts.pairs, procs_n)
@@ -37,7 +39,8 @@ def _specs(
             "senders": opts.senders, "window": opts.window, "rate": rate / procs_n,
             "watch": watch,
             "cap": 200_000, "warmup": opts.warmup, "duration": opts.duration, "drain": 20.0,
-            "server_pid": pid if n == 0 else None, "redis_url": REDIS_URL if n == 0 else None})
+            "server_pid": pid if n == 0 else None,
+            "redis_url": backend.url if n == 0 else None, "redis_pids": backend.pids})
         first += pairs
     return specs
 
@@ -70,18 +73,22 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
 async def chat_run(opts: Options, rate: float, active: int, profile: bool = False,
                    watch: bool = False,
                    prepare: Callable[[str], None] | None = None,
-                   beside: Callable[[int], dict[str, Any]] | None = None) -> dict[str, Any]:
-    """One run on a fresh gateway and prefix; keys deleted and processes stopped after.
+                   beside: Callable[[int], dict[str, Any]] | None = None,
+                   backend: Backend = DEFAULT_BACKEND, processes: int = 1) -> dict[str, Any]:
+    """One run on a fresh gateway (``processes``: its ``--workers``, on ``backend``) and
+    prefix; keys deleted and processes stopped after.
     ``watch``: every peer watches its partner's presence; ``prepare(prefix)`` runs first;
     ``beside(port)``: the spec of a worker run beside the chat (the hostile user), whose
     result is ``run["beside"]``, with the gateway's RSS when every worker was ready and 2 s
     after that worker ``left``."""
     profile_task = None
-    async with scratch(opts, "chat", gateway=True, settings=opts.experiment) as world:
+    settings = opts.experiment | {"REDIS_URL": backend.url}
+    async with scratch(opts, "chat", gateway=True, settings=settings,
+                       workers=processes) as world:
         server = world.server
         if prepare is not None:
             await asyncio.to_thread(prepare, world.prefix)
-        specs = _specs(opts, server.port, server.pid, rate, active, watch)
+        specs = _specs(opts, server.port, server.pid, rate, active, watch, backend)
         extra = [beside(server.port)] if beside is not None else []
         async with loads(specs + extra) as workers:
             ws, others = workers[:len(specs)], workers[len(specs):]

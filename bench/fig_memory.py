@@ -15,10 +15,11 @@ started with ``gateway.ws_protocol``'s two constants replaced.
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from typing import Any
 
-from bench.harness import Result, Row, counted_runs, loads, rss_kib, scratch, value
+from bench.harness import Result, Row, counted_runs, cpu_of, loads, rss_kib, scratch, value
 from bench.options import Options
 
 SETTLE = 1.0  # seconds before each VmRSS reading
@@ -45,7 +46,10 @@ CASES: tuple[tuple[str, str, bool, list[str] | None], ...] = (
 
 
 async def idle_run(opts: Options, count: int, settings: dict[str, str] | None = None,
-                   deflate: bool = False, argv: list[str] | None = None) -> dict[str, Any]:
+                   deflate: bool = False, argv: list[str] | None = None,
+                   watch: float = 0.0) -> dict[str, Any]:
+    """RSS before and after ``count`` idle sockets; ``watch`` > 0: the gateway's CPU while
+    they stay idle that many seconds (uvicorn pings each every 20 s)."""
     async with scratch(opts, "mem", gateway=True, settings=settings,
                        gateway_argv=argv) as world:
         pid = world.server.pid
@@ -59,9 +63,15 @@ async def idle_run(opts: Options, count: int, settings: dict[str, str] | None = 
             ready = await worker.expect("ready", 240)
             await asyncio.sleep(SETTLE)
             after = rss_kib(pid)
+            idle_cores = math.nan
+            if watch > 0:
+                cpu0 = cpu_of(pid)
+                await asyncio.sleep(watch)
+                idle_cores = (cpu_of(pid) - cpu0) / watch
             await worker.say("go")
             run = await worker.result(60)
-    return run | {"rss_before_kib": before, "rss_after_kib": after,
+    return run | {"rss_before_kib": before, "rss_after_kib": after, "idle_cores": idle_cores,
+                  "handshakes_per_s": ready["connections"] / run["connect_seconds"],
                   "per_socket_kib": (after - before) / max(ready["connections"], 1),
                   "busy_before": world.busy_before}
 
@@ -69,12 +79,18 @@ async def idle_run(opts: Options, count: int, settings: dict[str, str] | None = 
 async def memory(opts: Options) -> Result:
     result = Result()
     runs = await counted_runs(
-        opts, result, "memory", lambda: idle_run(opts, opts.idle),
+        opts, result, "memory", lambda: idle_run(opts, opts.idle, watch=opts.idle_watch),
         lambda r: (f"{r['per_socket_kib']:.1f} KiB/socket ({r['rss_before_kib']} -> "
                    f"{r['rss_after_kib']} KiB, {r['connections']} sockets in "
-                   f"{r['connect_seconds']:.1f} s)"))
-    result.rows.append(Row(f"RSS per idle socket, {opts.idle:,} sockets", "KiB",
-                           [value(r, "per_socket_kib") for r in runs], 64, lower=True, digits=1))
+                   f"{r['connect_seconds']:.1f} s); idle {r['idle_cores']:.4f} cores"))
+    result.rows += [
+        Row(f"RSS per idle socket, {opts.idle:,} sockets", "KiB",
+            [value(r, "per_socket_kib") for r in runs], 64, lower=True, digits=1),
+        Row(f"  gateway CPU while they idle {opts.idle_watch:.0f} s, per 1,000 sockets",
+            "cores", [value(r, "idle_cores") / value(r, "connections") * 1000 for r in runs],
+            lower=True, digits=4),
+        Row("  handshakes with hello, 64 at a time (one load process)", "sockets/s",
+            [value(r, "handshakes_per_s") for r in runs])]
     return result
 
 

@@ -84,6 +84,10 @@ async def projector_rate(opts: Options) -> Result:
                 digits=2),
             Row(f"  Postgres CPU, {who}", "cores", [value(r, "cpu", "postgres") for r in runs],
                 digits=2),
+            Row(f"  Postgres WAL per event, {who}", "B",
+                [value(r, "wal_bytes_per_event") for r in runs], lower=True),
+            Row(f"  database growth per event, {who}", "B",
+                [value(r, "db_bytes_per_event") for r in runs], lower=True),
         ]
     return result
 

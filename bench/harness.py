@@ -131,13 +131,17 @@ def rss_kib(pid: int) -> int:
 
 class CpuMeter:
     """CPU seconds of named process trees, Redis and Postgres (if asked), this process
-    (as ``me``) and the whole machine (busy, steal): two samples make ``utilisation``."""
+    (as ``me``) and the whole machine (busy, steal): two samples make ``utilisation``.
+    Redis is the server at ``redis_url`` (its ``INFO cpu``) or, for servers started here
+    (every node of a cluster), the sum of the processes ``redis_pids``."""
 
     def __init__(self, pids: dict[str, int | None], *, redis_url: str | None = None,
-                 postgres: bool = False, me: str = "load") -> None:
+                 redis_pids: Sequence[int] = (), postgres: bool = False,
+                 me: str = "load") -> None:
         self.pids = {name: pid for name, pid in pids.items() if pid}
         self.postgres, self.me = postgres, me
-        self.redis = redis.Redis.from_url(redis_url) if redis_url else None
+        self.redis_pids = tuple(redis_pids)
+        self.redis = redis.Redis.from_url(redis_url) if redis_url and not redis_pids else None
 
     def sample(self) -> dict[str, float]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -146,7 +150,9 @@ class CpuMeter:
         out |= {name: cpu_of(pid) for name, pid in self.pids.items()}
         if self.postgres:
             out["postgres"] = postgres_cpu()
-        if self.redis is not None:
+        if self.redis_pids:
+            out["redis"] = sum(_stat(pid)[1] for pid in self.redis_pids)
+        elif self.redis is not None:
             info = self.redis.info("cpu")
             out["redis"] = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
         return out
@@ -335,6 +341,39 @@ def projector(prefix: str, database_url: str, workers: int = 1,
     return Child(argv + (["--workers", str(workers)] if workers > 1 else []), env, group=True)
 
 
+def listeners(port: int) -> int:
+    """Sockets listening on ``port`` (IPv4): one per ``--workers`` process (SO_REUSEPORT)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
+
+
+def wait_listening(child: Child, workers: int, timeout: float = 30.0) -> None:
+    """Until each of a ``--workers`` gateway's processes listens (the first answering
+    ``/healthz`` is not enough: sockets opened before the others listen all go to it)."""
+    deadline = time.monotonic() + timeout
+    while listeners(child.port) < workers:
+        if not child.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{listeners(child.port)} of {workers} workers listen on "
+                               f"{child.port}:\n{child.log_tail()}")
+        time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The Redis a run uses: ``url``, and the server processes when they were started
+    here (every node of a local cluster: their CPU is read from /proc)."""
+
+    url: str = REDIS_URL
+    pids: tuple[int, ...] = ()
+    name: str = "one Redis"
+
+
+DEFAULT_BACKEND = Backend()  # the Redis at REDIS_URL (DLBENCH_REDIS_URL)
+
+
 def echo_server() -> Child:
     return Child([sys.executable, "-m", "bench.echo_server"], {}, port=free_port())
 
@@ -499,18 +538,24 @@ class Scratch:
 @contextlib.asynccontextmanager
 async def scratch(opts: Options, tag: str, *, database: bool = False, schema: bool = True,
                   gateway: bool = False, settings: dict[str, str] | None = None,
-                  gateway_argv: list[str] | None = None) -> AsyncIterator[Scratch]:
+                  gateway_argv: list[str] | None = None, workers: int = 1,
+                  ) -> AsyncIterator[Scratch]:
     """After up to ``opts.quiet_wait`` s waiting for a quiet machine: a run's own key
-    prefix (+ a database, + a gateway with ``settings``), all removed afterwards."""
+    prefix (+ a database, + a gateway with ``settings``, ``workers`` processes), all
+    removed afterwards."""
     world = Scratch(f"dlbench-{tag}-{uuid.uuid4().hex[:12]}", await wait_quiet(opts.quiet_wait))
     name = ""
     try:
         if database:
             name, world.database_url = await asyncio.to_thread(create_database, tag, schema)
         if gateway:
+            if workers > 1:
+                gateway_argv = [*(gateway_argv or duologue("gateway", "")[0]),
+                                "--workers", str(workers)]
             world.gateway = gateway_child(world.prefix, settings, world.database_url,
                                           gateway_argv)
             await asyncio.to_thread(world.gateway.start)
+            await asyncio.to_thread(wait_listening, world.gateway, workers)
         yield world
     finally:
         if world.gateway is not None:

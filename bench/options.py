@@ -23,6 +23,7 @@ class Options:
     load_procs: int = 1  # load-generator processes for the chat figures
     events: int = 10000  # events to catch up on (sync figures)
     idle: int = 2000  # idle sockets (memory figure)
+    idle_watch: float = 25.0  # seconds the memory figure reads the gateway's CPU with them idle
     deflate_idle: int = 1000  # idle sockets per permessage-deflate case
     echo_clients: int = 100  # clients of the echo ceiling
     quiet_wait: float = 20.0  # before a run, wait up to this long for an idle machine (0: not)
@@ -78,8 +79,8 @@ def helps() -> dict[str, str]:
 # test in scripts/test runs so that no figure can rot unnoticed (its numbers mean nothing).
 SMOKE = Options(
     runs=1, pairs=4, active_pairs=0, warmup=0.2, duration=0.5, rate=100.0, events=200,
-    idle=20, deflate_idle=10, echo_clients=4, quiet_wait=0.0, redo_noisy=0, backlog=400,
-    backlog_threads=20, projector_timeout=60.0, fresh_rate=50.0, fresh_duration=1.0,
+    idle=20, idle_watch=0.5, deflate_idle=10, echo_clients=4, quiet_wait=0.0, redo_noisy=0,
+    backlog=400, backlog_threads=20, projector_timeout=60.0, fresh_rate=50.0, fresh_duration=1.0,
     pg_rows=2000, pg_batch=500, history_messages=300, history_rate=20.0,
     history_duration=1.0, idle_threads=100, rebuild_events=2000, rebuild_threads=40,
     churn_users=10, churn_rate=20.0, churn_duration=1.0,
