@@ -13,7 +13,9 @@ projector figure's backlog mix (``--backlog`` events over ``--backlog-threads`` 
   events), its state hash and its two index entries.
 
 Each row is bytes per event. The same run's ceiling: a bare ``XADD`` of the same event
-payload into one stream (the least a stream entry can cost).
+payload into one stream (the least a stream entry can cost). One more row measures a
+design not built: the same idempotency records as fields (``client_msg_id`` -> event id)
+of one hash per thread and sender, as an hourly bucket would hold them (a listpack).
 """
 
 from __future__ import annotations
@@ -61,6 +63,23 @@ def _bare_xadd(client: redis.Redis, keys: Keys, count: int) -> int:
     return (_used(client) - before) // max(count, 1)
 
 
+def _as_hashes(client: redis.Redis, pattern: str) -> int:
+    """Bytes the idempotency records take as fields of one hash per thread and sender
+    (built beside them, measured, removed)."""
+    keys = list(scan_keys(client, pattern))
+    before = _used(client)
+    for start in range(0, len(keys), 1000):
+        chunk = keys[start:start + 1000]
+        with client.pipeline(transaction=False) as pipe:
+            for key, event_id in zip(chunk, client.mget(chunk), strict=True):
+                bucket, _, cmid = key.decode().rpartition(":")
+                pipe.hset(bucket.replace(":d:", ":dh:", 1), cmid, event_id or b"")
+            pipe.execute()
+    used = _used(client) - before
+    _drop(client, pattern.replace(":d:", ":dh:", 1))
+    return used
+
+
 def _measure(opts: Options, url: str) -> dict[str, Any]:
     keys = Keys(PREFIX, 64)
     client = redis.Redis.from_url(url)
@@ -69,6 +88,7 @@ def _measure(opts: Options, url: str) -> dict[str, Any]:
         expected = fill(PREFIX, opts.backlog, opts.backlog_threads, url=url)
         events = expected.events
         filled = _used(client)
+        as_hashes = _as_hashes(client, keys.dedupe_pattern())
         _drop(client, keys.dedupe_pattern())
         no_dedupe = _used(client)
         _drop(client, f"{PREFIX}:{{p*}}:log")
@@ -78,6 +98,7 @@ def _measure(opts: Options, url: str) -> dict[str, Any]:
         client.close()
     return {"events": events, "threads": expected.threads,
             "all": (filled - base) / events, "dedupe": (filled - no_dedupe) / events,
+            "dedupe_as_hashes": as_hashes / events,
             "log": (no_dedupe - hot) / events, "hot": (hot - base) / events, "bare_xadd": bare}
 
 
@@ -104,6 +125,8 @@ async def redis_memory(opts: Options) -> Result:
         Row(f"Redis memory per event, everything the append writes, {label}", "B",
             [value(r, "all") for r in runs], lower=True),
         Row("  its 24 h idempotency record", "B", [value(r, "dedupe") for r in runs], lower=True),
+        Row("  the same record as a field of a hash per thread and sender (not built)", "B",
+            [value(r, "dedupe_as_hashes") for r in runs], lower=True),
         Row("  its partition-log entry (until projected)", "B",
             [value(r, "log") for r in runs], lower=True),
         Row("  its thread stream entry, state and index share (while retained)", "B",
