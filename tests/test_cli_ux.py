@@ -188,13 +188,20 @@ def test_dev_refuses_a_port_in_use_before_starting_anything(tmp_path):
     assert not (tmp_path / ".duologue" / "postgres").exists()
 
 
+def _interactive_sigint() -> None:
+    """SIGINT as a terminal delivers it: a suite started in the background (``cmd &``)
+    has it ignored, and the child would inherit that and never see the Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_dev(root: Path) -> tuple[str, str]:
     """``duologue dev`` until its banner, then Ctrl-C: (stdout, stderr)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "duologue.cli", "dev", "--port", str(free_port())], cwd=root,
         env={k: v for k, v in os.environ.items()
              if k not in ("REDIS_URL", "DATABASE_URL", "DUOLOGUE_SECRET")},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_interactive_sigint)
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 90
