@@ -281,7 +281,7 @@ async def project_backlog(opts: Options, workers_n: int, env: dict[str, str] | N
     projector`` (with ``env``) applying it; the projection is checked against what the
     backlog holds."""
     child = None
-    async with scratch(opts, "proj", database=True) as world:
+    async with scratch(opts, "proj", database=True, backend=backend) as world:
         prefix, url, busy_before = world.prefix, world.database_url, world.busy_before
         expected = await asyncio.to_thread(fill, prefix, opts.backlog, opts.backlog_threads,
                                            url=backend.url)

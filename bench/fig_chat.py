@@ -84,7 +84,7 @@ async def chat_run(opts: Options, rate: float, active: int, profile: bool = Fals
     profile_task = None
     settings = opts.experiment | {"REDIS_URL": backend.url}
     async with scratch(opts, "chat", gateway=True, settings=settings,
-                       workers=processes) as world:
+                       workers=processes, backend=backend) as world:
         server = world.server
         if prepare is not None:
             await asyncio.to_thread(prepare, world.prefix)

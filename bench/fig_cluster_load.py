@@ -84,9 +84,6 @@ async def _rounds(opts: Options, result: Result, what: str,
                   say: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]] | None:
     """``opts.runs`` counted rounds on one pair of backends; None (and a note) when this
     machine has no Redis 7 to start a cluster from."""
-    if shutil.which("redis-benchmark") is None:
-        result.notes.append(f"{what}: redis-benchmark is not on PATH")
-        return None
     try:
         async with backends() as where:
             return await counted_runs(opts, result, what, lambda: one_round(where), say)
@@ -102,8 +99,15 @@ def _disturbed(runs: dict[str, dict[str, Any]]) -> dict[str, float]:
                          default=0.0)}
 
 
+def _ok(run: dict[str, Any], label: str) -> bool:
+    found = run.get(label, {})
+    return bool(found.get("ok", found.get("check", {}).get("ok")))
+
+
 def _ratio(run: dict[str, Any], label: str, reference: str, *path: str) -> float:
-    mine, ref = value(run, label, *path), value(run, reference, *path)
+    """``label``'s figure over the reference's, in one round (NaN unless both are ok)."""
+    mine = value(run, label, *path, ok=_ok(run, label))
+    ref = value(run, reference, *path, ok=_ok(run, reference))
     return mine / ref if ref and not math.isnan(ref) else math.nan
 
 
@@ -130,7 +134,7 @@ async def _echo(opts: Options) -> dict[str, Any]:
 
 
 async def _append_ceiling(opts: Options, single: Backend) -> float:
-    async with scratch(opts, "ceil") as world:
+    async with scratch(opts, "ceil", backend=single) as world:
         command = await asyncio.to_thread(append_command, world.keys, single.url)
         return await redis_benchmark("-n", "100000", "-r", "1000000000000", *command,
                                      url=single.url)
@@ -171,6 +175,9 @@ def _say_chat(where: list[Config]) -> Callable[[dict[str, Any]], str]:
 
 async def cluster_chat(opts: Options) -> Result:
     result = Result()
+    if shutil.which("redis-benchmark") is None:  # its ceiling
+        result.notes.append("cluster chat: redis-benchmark is not on PATH")
+        return result
     labels = _chat_configs(Backends(Backend(), Backend()))
     runs = await _rounds(opts, result, "cluster chat", lambda w: chat_round(opts, w),
                          _say_chat(labels))

@@ -42,6 +42,7 @@ import redis
 
 from adapters.postgres import migrate
 from adapters.record import Keys
+from adapters.redis_connect import scan_keys, sync_redis
 from bench.options import Options
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -468,10 +469,11 @@ async def load(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 # -- Redis prefixes and Postgres databases ---------------------------------------------
 def delete_keys(pattern: str, url: str = REDIS_URL) -> None:
-    """SCAN MATCH pattern and DEL, in batches of 500."""
-    client = redis.Redis.from_url(url)
+    """SCAN MATCH pattern and DEL, in batches of 500 (a cluster: every primary; the
+    client splits each DEL by slot)."""
+    client = sync_redis(url)
     try:
-        keys = list(client.scan_iter(match=pattern, count=1000))
+        keys = list(scan_keys(client, pattern))
         for start in range(0, len(keys), 500):
             client.delete(*keys[start:start + 500])
     finally:
@@ -539,10 +541,10 @@ class Scratch:
 async def scratch(opts: Options, tag: str, *, database: bool = False, schema: bool = True,
                   gateway: bool = False, settings: dict[str, str] | None = None,
                   gateway_argv: list[str] | None = None, workers: int = 1,
-                  ) -> AsyncIterator[Scratch]:
+                  backend: Backend | None = None) -> AsyncIterator[Scratch]:
     """After up to ``opts.quiet_wait`` s waiting for a quiet machine: a run's own key
-    prefix (+ a database, + a gateway with ``settings``, ``workers`` processes), all
-    removed afterwards."""
+    prefix on ``backend`` (+ a database, + a gateway with ``settings``, ``workers``
+    processes), all removed afterwards."""
     world = Scratch(f"dlbench-{tag}-{uuid.uuid4().hex[:12]}", await wait_quiet(opts.quiet_wait))
     name = ""
     try:
@@ -562,7 +564,7 @@ async def scratch(opts: Options, tag: str, *, database: bool = False, schema: bo
             await asyncio.to_thread(world.gateway.stop)
         if name:
             await asyncio.to_thread(drop_database, name)
-        await asyncio.to_thread(delete_keys, f"{world.prefix}*")
+        await asyncio.to_thread(delete_keys, f"{world.prefix}*", (backend or Backend()).url)
 
 
 async def counted_runs(opts: Options, result: Result, what: str,

@@ -23,7 +23,7 @@ class Options:
     load_procs: int = 1  # load-generator processes for the chat figures
     events: int = 10000  # events to catch up on (sync figures)
     idle: int = 2000  # idle sockets (memory figure)
-    idle_watch: float = 25.0  # seconds the memory figure reads the gateway's CPU with them idle
+    idle_watch: float = 60.0  # seconds the memory figure reads the gateway's CPU, sockets idle
     deflate_idle: int = 1000  # idle sockets per permessage-deflate case
     echo_clients: int = 100  # clients of the echo ceiling
     quiet_wait: float = 20.0  # before a run, wait up to this long for an idle machine (0: not)

@@ -34,9 +34,12 @@ MAX_BATCH = 512
 
 class ScriptBatcher:
     def __init__(self, redis: AsyncRedis, script: str, replicas: int = 0,
-                 wait_ms: int = 1000) -> None:
+                 wait_ms: int = 1000, drop_abandoned: bool = False) -> None:
         self.redis = redis
         self.script = script
+        # a call whose caller went away before its batch was sent is not sent (the send
+        # budget: a take nobody will append after, or give back, would be lost)
+        self.drop_abandoned = drop_abandoned
         # DUOLOGUE_ACK_REPLICAS (protocol.md section 9): each batch ends with WAIT on the
         # connection (each node's, on a cluster) that ran its scripts
         self.replicas = replicas
@@ -56,6 +59,10 @@ class ScriptBatcher:
     async def _run(self) -> None:
         while self.queue:
             batch, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
+            if self.drop_abandoned:
+                batch = [call for call in batch if not call[2].done()]
+                if not batch:
+                    continue
             try:
                 results = await self._execute(batch)
             except asyncio.CancelledError:

@@ -45,6 +45,22 @@ async def test_a_cancelled_caller_does_not_disturb_the_others(aredis):
     await aredis.delete(key)
 
 
+async def test_a_call_abandoned_before_its_batch_left_is_not_sent_when_asked(aredis):
+    """Attacks: a send-budget take sent for a send whose caller went away (a budget
+    charged for nothing, never given back)."""
+    key = f"{RUN_PREFIX}-batch-abandoned"
+    batcher = ScriptBatcher(aredis, INCR, drop_abandoned=True)
+    first = asyncio.create_task(batcher([key], [1]))
+    queued = [asyncio.create_task(batcher([key], [1])) for _ in range(20)]
+    await asyncio.sleep(0)  # every call queued; their batch not sent yet
+    for task in queued[5:]:
+        task.cancel()
+    done = await asyncio.gather(first, *queued, return_exceptions=True)
+    assert sum(isinstance(r, asyncio.CancelledError) for r in done) == 15
+    assert int(await aredis.get(key)) == 6  # the cancelled ones never reached Redis
+    await aredis.delete(key)
+
+
 async def test_errors_belong_to_their_own_call(aredis):
     batcher = ScriptBatcher(aredis, FAIL_ON_NEGATIVE)
     ok, bad = await asyncio.gather(batcher([], [1]), batcher([], [-1]), return_exceptions=True)

@@ -224,3 +224,24 @@ async def test_a_flood_of_refused_frames_is_one_log_line_a_second_per_socket(sta
     refusals = [json.loads(line) for line in gateway.log().splitlines()
                 if '"frame_refused"' in line]
     assert [r["unlogged"] for r in refusals] == [0, 199], refusals  # 199 counted, not logged
+
+
+async def test_a_command_not_decided_gives_its_budget_back(start_gateway):
+    """Attacks: a duplicate charged when its budget was taken before the append found the
+    dedupe record (on a Redis Cluster the budget is taken by a script of its own, in
+    batches, and must be given back); a client retrying a lost ack would be refused."""
+    env = {"DUOLOGUE_RATE": "0.1", "DUOLOGUE_BURST": "4"}  # a token every 10 s
+    gateway = start_gateway(**env)
+    alice, bob = uid("a"), uid("b")
+    a = await Client.connect(gateway.ws_url, alice)
+    try:
+        first = await a.say(bob, "first", client_msg_id="once")
+        assert first["type"] == "ack", first
+        resends = await asyncio.gather(*(a.say(bob, "first", client_msg_id="once")
+                                         for _ in range(6)))  # in flight together: batched
+        assert all(x["type"] == "ack" and x["duplicate"] for x in resends), resends
+        fresh = [await a.say(bob, f"new {n}", client_msg_id=uid(f"n{n}")) for n in range(4)]
+        assert [x["type"] for x in fresh] == ["ack", "ack", "ack", "error"], fresh
+        assert fresh[-1]["code"] == "rate_limited", fresh
+    finally:
+        await a.close()
