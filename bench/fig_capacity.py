@@ -15,8 +15,8 @@ projector figure's backlog mix (``--backlog`` events over ``--backlog-threads`` 
 Each row is bytes per event. The same run's ceiling: a bare ``XADD`` of the same event
 payload into one stream (the least a stream entry can cost). Two more rows measure a
 design not built: the same idempotency records as fields (``client_msg_id`` -> event id)
-of hashes of 50 fields (a listpack, as a short time bucket per thread and sender would
-hold them) and of 500 fields (a hash table, as a day's bucket of a busy sender would).
+of hashes of 500 fields (a listpack: ``hash-max-listpack-entries`` is 512, as a day's
+bucket per thread and sender would hold them) and of 2,000 (past it: a hash table).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from bench.options import Options
 from duologue.embedded import EmbeddedRedis
 
 PREFIX = "dl"  # a private server: the key names of a real deployment
-SMALL_HASH, LARGE_HASH = 50, 500  # fields per hash in the two hash-field designs
+SMALL_HASH, LARGE_HASH = 500, 2000  # fields a hash: a listpack (up to 512), a hash table
 
 
 def _used(client: redis.Redis) -> int:
@@ -67,8 +67,9 @@ def _bare_xadd(client: redis.Redis, keys: Keys, count: int) -> int:
 
 def _as_hashes(client: redis.Redis, pattern: str, per_hash: int) -> int:
     """Bytes the idempotency records take as fields (``client_msg_id`` -> event id) of
-    hashes of ``per_hash`` fields each (built beside them, measured, removed). Up to 128
-    fields a hash is a compact listpack; past that, a hash table."""
+    hashes of ``per_hash`` fields each (built beside them, measured, removed). Up to 512
+    fields a hash (``hash-max-listpack-entries``) it is a compact listpack; past that, a
+    hash table."""
     keys = list(scan_keys(client, pattern))
     before = _used(client)
     for start in range(0, len(keys), 1000):
