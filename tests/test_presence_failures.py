@@ -83,3 +83,25 @@ async def test_sigterm_drain_publishes_offline(start_gateway, aredis, prefix):
     for client in users:
         assert await client.wait_closed() == 1001
     await watcher.close()
+
+
+async def test_leases_are_renewed_after_redis_forgot_the_script(start_gateway, aredis):
+    """Attacks: a heartbeat whose pipeline queues the presence script by its sha alone
+    (after a Redis restart or a failover, NOSCRIPT for every lease: a connected user
+    drops offline while connected)."""
+    env = {"DUOLOGUE_PRESENCE_LEASE": str(LEASE)}
+    gateway = start_gateway(**env)
+    alice, bob = uid("a"), uid("b")
+    watcher = await Client.connect(gateway.ws_url, alice)
+    user = await Client.connect(gateway.ws_url, bob)
+    try:
+        await befriend(watcher, bob)
+        await watcher.send({"type": "watch", "users": [bob]})
+        await next_presence(watcher, bob, 2.0, online=True)
+        for _ in range(3):  # each flush lands at another point of the heartbeat
+            await aredis.script_flush()
+            await asyncio.sleep(LEASE)
+        assert not [f for f in watcher.frames if f.get("type") == "presence"], watcher.frames
+    finally:
+        await user.close()
+        await watcher.close()
