@@ -19,12 +19,11 @@ import uuid
 from collections.abc import Hashable
 
 import structlog
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisClusterException, RedisError
 
 from adapters import presence
 from adapters.record import lua
-from adapters.redis_connect import AsyncRedis, apreload
+from adapters.redis_connect import AsyncRedis, AsyncTarget, apreload
 
 log = structlog.get_logger("duologue.presence")
 PRESENCE_LUA = lua("gateway", "presence.lua")
@@ -108,8 +107,9 @@ class Leases:
         finally:
             self.settling.pop(user, None)
 
-    async def _write(self, mode: str, user: str) -> None:
-        await self.script(keys=[presence.key(self.prefix, user)], args=self._args(mode, user))
+    async def _write(self, mode: str, user: str, client: AsyncTarget | None = None) -> None:
+        await self.script(keys=[presence.key(self.prefix, user)],
+                          args=self._args(mode, user), client=client)  # type: ignore[arg-type]  # a pipeline, too
 
     def _args(self, mode: str, user: str) -> list[str | int]:
         return [mode, self.gateway_id, self.lease_ms, presence.channel(self.prefix, user), user]
@@ -133,12 +133,6 @@ class Leases:
             await apreload(self.redis, PRESENCE_LUA)
         for start in range(0, len(users), BATCH):
             async with self.redis.pipeline(transaction=False) as pipe:
-                if isinstance(pipe, Pipeline):  # it loads the script if Redis lost it
-                    pipe.scripts.add(self.script)  # type: ignore[arg-type]  # as redis-py does
                 for user in users[start:start + BATCH]:
-                    # queued directly: the script's own call costs two isinstance checks
-                    # against redis-py's Protocol-based classes per user, a quarter of an
-                    # idle gateway's CPU (py-spy, docs/benchmarks.md)
-                    pipe.evalsha(self.script.sha, 1, presence.key(self.prefix, user),
-                                 *self._args("up", user))
+                    await self._write("up", user, pipe)
                 await pipe.execute()
