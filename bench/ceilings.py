@@ -12,7 +12,17 @@ from urllib.parse import urlparse
 import redis
 
 from adapters.record import OK, Keys
-from bench.harness import REDIS_URL, Result, Row, counted_runs, echo_server, load, scratch, value
+from bench.harness import (
+    REDIS_URL,
+    Result,
+    Row,
+    Scratch,
+    counted_runs,
+    echo_server,
+    load,
+    scratch,
+    value,
+)
 from bench.options import Options
 from gateway.store import APPEND_LUA, append_call
 from schemas.events import MessageSent
@@ -59,20 +69,31 @@ def append_command(keys: Keys, url: str = REDIS_URL) -> list[str]:
     return command
 
 
-async def ceilings_run(opts: Options) -> dict[str, Any]:
-    async with scratch(opts, "ceil") as world:
-        xadd = await redis_benchmark("-n", "200000", "XADD", f"{world.prefix}:x", "*", "f", "v")
-        command = await asyncio.to_thread(append_command, world.keys)
-        lua = await redis_benchmark("-n", "100000", "-r", "1000000000000", *command)
+async def append_lua_ceiling(world: Scratch, url: str = REDIS_URL) -> float:
+    """``redis-benchmark`` running ``append.lua`` (ops/s) on the Redis at ``url``, under
+    the run's prefix."""
+    command = await asyncio.to_thread(append_command, world.keys, url)
+    return await redis_benchmark("-n", "100000", "-r", "1000000000000", *command, url=url)
+
+
+async def echo_ceiling(opts: Options) -> dict[str, Any]:
+    """The bare Starlette echo under the gateway's uvicorn options: its load result."""
     server = echo_server()
     try:
         await asyncio.to_thread(server.start)
-        echo = await load({"mode": "echo", "port": server.port, "clients": opts.echo_clients,
+        return await load({"mode": "echo", "port": server.port, "clients": opts.echo_clients,
                            "window": opts.window, "warmup": opts.warmup,
                            "duration": opts.duration, "server_pid": server.pid},
                           opts.warmup + opts.duration + 60)
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def ceilings_run(opts: Options) -> dict[str, Any]:
+    async with scratch(opts, "ceil") as world:
+        xadd = await redis_benchmark("-n", "200000", "XADD", f"{world.prefix}:x", "*", "f", "v")
+        lua = await append_lua_ceiling(world)
+    echo = await echo_ceiling(opts)
     return {"xadd": xadd, "append_lua": lua, "echo": echo, "busy_before": world.busy_before}
 
 

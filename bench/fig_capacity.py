@@ -31,7 +31,15 @@ import redis
 from adapters.record import Keys
 from adapters.redis_connect import scan_keys
 from bench.backlog import fill
-from bench.harness import Result, Row, counted_runs, scratch, value
+from bench.harness import (
+    Result,
+    Row,
+    counted_runs,
+    delete_matching,
+    scratch,
+    used_memory,
+    value,
+)
 from bench.options import Options
 from duologue.embedded import EmbeddedRedis
 
@@ -39,21 +47,14 @@ PREFIX = "dl"  # a private server: the key names of a real deployment
 SMALL_HASH, LARGE_HASH = 500, 2000  # fields a hash: a listpack (up to 512), a hash table
 
 
-def _used(client: redis.Redis) -> int:
-    info: Any = client.info("memory")
-    return int(info["used_memory"])
-
-
 def _drop(client: redis.Redis, pattern: str) -> None:
-    keys = list(scan_keys(client, pattern))
-    for start in range(0, len(keys), 1000):
-        client.delete(*keys[start:start + 1000])  # freed now: UNLINK frees in the background
+    delete_matching(client, pattern)
     client.execute_command("MEMORY", "PURGE")  # type: ignore[no-untyped-call]
 
 
-def _bare_xadd(client: redis.Redis, keys: Keys, count: int) -> int:
+def _bare_xadd(client: redis.Redis, count: int) -> int:
     """Bytes per entry of ``count`` entries shaped like the backlog's sends in one stream."""
-    before = _used(client)
+    before = used_memory(client)
     payload = ('{"type":"message_sent","sender":"b00000a","body":"backlog message 1: the quick '
                'brown fox jumps over the lazy dog","client_msg_id":"bl-1"}')
     with client.pipeline(transaction=False) as pipe:
@@ -62,7 +63,7 @@ def _bare_xadd(client: redis.Redis, keys: Keys, count: int) -> int:
             if n % 1000 == 999:
                 pipe.execute()
         pipe.execute()
-    return (_used(client) - before) // max(count, 1)
+    return (used_memory(client) - before) // max(count, 1)
 
 
 def _as_hashes(client: redis.Redis, pattern: str, per_hash: int) -> int:
@@ -71,7 +72,7 @@ def _as_hashes(client: redis.Redis, pattern: str, per_hash: int) -> int:
     fields a hash (``hash-max-listpack-entries``) it is a compact listpack; past that, a
     hash table."""
     keys = list(scan_keys(client, pattern))
-    before = _used(client)
+    before = used_memory(client)
     for start in range(0, len(keys), 1000):
         chunk = keys[start:start + 1000]
         with client.pipeline(transaction=False) as pipe:
@@ -79,7 +80,7 @@ def _as_hashes(client: redis.Redis, pattern: str, per_hash: int) -> int:
                 cmid = key.decode().rpartition(":")[2]
                 pipe.hset(f"{PREFIX}:dh:{(start + n) // per_hash}", cmid, event_id or b"")
             pipe.execute()
-    used = _used(client) - before
+    used = used_memory(client) - before
     _drop(client, f"{PREFIX}:dh:*")
     return used
 
@@ -88,17 +89,17 @@ def _measure(opts: Options, url: str) -> dict[str, Any]:
     keys = Keys(PREFIX, 64)
     client = redis.Redis.from_url(url)
     try:
-        base = _used(client)
+        base = used_memory(client)
         expected = fill(PREFIX, opts.backlog, opts.backlog_threads, url=url)
         events = expected.events
-        filled = _used(client)
+        filled = used_memory(client)
         small = _as_hashes(client, keys.dedupe_pattern(), SMALL_HASH)
         large = _as_hashes(client, keys.dedupe_pattern(), LARGE_HASH)
         _drop(client, keys.dedupe_pattern())
-        no_dedupe = _used(client)
+        no_dedupe = used_memory(client)
         _drop(client, f"{PREFIX}:{{p*}}:log")
-        hot = _used(client)
-        bare = _bare_xadd(client, keys, min(events, 100_000))
+        hot = used_memory(client)
+        bare = _bare_xadd(client, min(events, 100_000))
     finally:
         client.close()
     return {"events": events, "threads": expected.threads,

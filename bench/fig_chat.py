@@ -82,8 +82,7 @@ async def chat_run(opts: Options, rate: float, active: int, profile: bool = Fals
     result is ``run["beside"]``, with the gateway's RSS when every worker was ready and 2 s
     after that worker ``left``."""
     profile_task = None
-    settings = opts.experiment | {"REDIS_URL": backend.url}
-    async with scratch(opts, "chat", gateway=True, settings=settings,
+    async with scratch(opts, "chat", gateway=True, settings=opts.experiment,
                        workers=processes, backend=backend) as world:
         server = world.server
         if prepare is not None:

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.backlog import project_backlog
-from bench.ceilings import append_command, redis_benchmark
+from bench.ceilings import append_lua_ceiling, echo_ceiling
 from bench.fig_chat import chat_run
-from bench.harness import Backend, Result, Row, counted_runs, echo_server, load, scratch, value
+from bench.harness import Backend, Result, Row, counted_runs, scratch, value
 from bench.options import Options
 from duologue.embedded import EmbeddedRedis
 from duologue.local_cluster import LocalCluster, LocalClusterError, require_redis_7
@@ -121,25 +121,6 @@ def _chat_configs(where: Backends) -> list[Config]:
             ("--workers 2, cluster", where.cluster, 2)]
 
 
-async def _echo(opts: Options) -> dict[str, Any]:
-    server = echo_server()
-    try:
-        await asyncio.to_thread(server.start)
-        return await load({"mode": "echo", "port": server.port, "clients": opts.echo_clients,
-                           "window": opts.window, "warmup": opts.warmup,
-                           "duration": opts.duration, "server_pid": server.pid},
-                          opts.warmup + opts.duration + 60)
-    finally:
-        await asyncio.to_thread(server.stop)
-
-
-async def _append_ceiling(opts: Options, single: Backend) -> float:
-    async with scratch(opts, "ceil", backend=single) as world:
-        command = await asyncio.to_thread(append_command, world.keys, single.url)
-        return await redis_benchmark("-n", "100000", "-r", "1000000000000", *command,
-                                     url=single.url)
-
-
 def _chat_figures(run: dict[str, Any]) -> dict[str, Any]:
     rate = run.get("rate") or math.nan
     cpu = run.get("cpu", {})
@@ -152,8 +133,9 @@ def _chat_figures(run: dict[str, Any]) -> dict[str, Any]:
 
 
 async def chat_round(opts: Options, where: Backends) -> dict[str, Any]:
-    out: dict[str, Any] = {"echo": await _echo(opts),
-                           "append_lua": await _append_ceiling(opts, where.single)}
+    async with scratch(opts, "ceil", backend=where.single) as world:
+        append_lua = await append_lua_ceiling(world, where.single.url)
+    out: dict[str, Any] = {"echo": await echo_ceiling(opts), "append_lua": append_lua}
     runs: dict[str, dict[str, Any]] = {}
     for label, backend, workers in _chat_configs(where):
         run = await chat_run(opts, 0.0, opts.pairs, backend=backend,

@@ -30,6 +30,7 @@ from bench.harness import (
     load,
     run_duologue,
     scratch,
+    used_memory,
     value,
 )
 from bench.options import Options
@@ -44,11 +45,6 @@ def _burst(redis_url: str, database_url: str, prefix: str, **env: str) -> None:
     """``duologue projector --burst`` until it has drained and made its retention pass."""
     run_duologue(["projector", "--burst"], {"REDIS_URL": redis_url, "DATABASE_URL": database_url,
                                             "DUOLOGUE_PREFIX": prefix, **env})
-
-
-def _used(client: redis.Redis) -> int:
-    info: Any = client.info("memory")
-    return int(info["used_memory"])
 
 
 def _threads(count: int) -> list[tuple[str, str]]:
@@ -79,17 +75,17 @@ async def idle_memory_run(opts: Options) -> dict[str, Any]:
             client = redis.Redis.from_url(server.url)
             try:
                 pairs = _threads(opts.idle_threads)
-                base = _used(client)
+                base = used_memory(client)
                 _fill(client, keys, pairs)
-                filled = _used(client)
+                filled = used_memory(client)
                 dedupe = sum(client.memory_usage(k, samples=0) or 0
                              for k in client.scan_iter(match=keys.dedupe_pattern(), count=1000))
                 await asyncio.to_thread(_burst, server.url, world.database_url, prefix,
                                         DUOLOGUE_RETAIN_IDLE="0")
                 delete_keys(keys.dedupe_pattern(), server.url)  # 24 h idempotency: not counted
-                after = _used(client)
+                after = used_memory(client)
                 left = sum(1 for _ in client.scan_iter(match=keys.thread_pattern(), count=1000))
-                floor_base = _used(client)
+                floor_base = used_memory(client)
                 floor_keys = Keys("floor", 64)
                 with client.pipeline(transaction=False) as pipe:  # the bare index entries
                     for sender, peer in pairs:
@@ -99,7 +95,7 @@ async def idle_memory_run(opts: Options) -> dict[str, Any]:
                             pipe.hset(floor_keys.index(keys.partition(thread), user), thread,
                                       "1796464541657-0")
                     pipe.execute()
-                floor = _used(client) - floor_base
+                floor = used_memory(client) - floor_base
             finally:
                 client.close()
                 server.stop()

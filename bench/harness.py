@@ -42,7 +42,7 @@ import redis
 
 from adapters.postgres import migrate
 from adapters.record import Keys
-from adapters.redis_connect import scan_keys, sync_redis
+from adapters.redis_connect import SyncRedis, scan_keys, sync_redis
 from bench.options import Options
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -469,15 +469,26 @@ async def load(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 # -- Redis prefixes and Postgres databases ---------------------------------------------
 def delete_keys(pattern: str, url: str = REDIS_URL) -> None:
-    """SCAN MATCH pattern and DEL, in batches of 500 (a cluster: every primary; the
-    client splits each DEL by slot)."""
+    """``delete_matching`` on the Redis or cluster at ``url``."""
     client = sync_redis(url)
     try:
-        keys = list(scan_keys(client, pattern))
-        for start in range(0, len(keys), 500):
-            client.delete(*keys[start:start + 500])
+        delete_matching(client, pattern)
     finally:
         client.close()
+
+
+def delete_matching(client: SyncRedis, pattern: str) -> None:
+    """SCAN MATCH pattern and DEL (freed at once, not in the background as UNLINK), in
+    batches of 500 (a cluster: every primary; the client splits each DEL by slot)."""
+    keys = list(scan_keys(client, pattern))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start:start + 500])
+
+
+def used_memory(client: redis.Redis) -> int:
+    """INFO used_memory of one Redis server, in bytes."""
+    info: Any = client.info("memory")
+    return int(info["used_memory"])
 
 
 def _admin(sql: str) -> None:
@@ -541,7 +552,7 @@ class Scratch:
 async def scratch(opts: Options, tag: str, *, database: bool = False, schema: bool = True,
                   gateway: bool = False, settings: dict[str, str] | None = None,
                   gateway_argv: list[str] | None = None, workers: int = 1,
-                  backend: Backend | None = None) -> AsyncIterator[Scratch]:
+                  backend: Backend = DEFAULT_BACKEND) -> AsyncIterator[Scratch]:
     """After up to ``opts.quiet_wait`` s waiting for a quiet machine: a run's own key
     prefix on ``backend`` (+ a database, + a gateway with ``settings``, ``workers``
     processes), all removed afterwards."""
@@ -554,8 +565,8 @@ async def scratch(opts: Options, tag: str, *, database: bool = False, schema: bo
             if workers > 1:
                 gateway_argv = [*(gateway_argv or duologue("gateway", "")[0]),
                                 "--workers", str(workers)]
-            world.gateway = gateway_child(world.prefix, settings, world.database_url,
-                                          gateway_argv)
+            world.gateway = gateway_child(world.prefix, {"REDIS_URL": backend.url} | (
+                settings or {}), world.database_url, gateway_argv)
             await asyncio.to_thread(world.gateway.start)
             await asyncio.to_thread(wait_listening, world.gateway, workers)
         yield world
@@ -564,7 +575,7 @@ async def scratch(opts: Options, tag: str, *, database: bool = False, schema: bo
             await asyncio.to_thread(world.gateway.stop)
         if name:
             await asyncio.to_thread(drop_database, name)
-        await asyncio.to_thread(delete_keys, f"{world.prefix}*", (backend or Backend()).url)
+        await asyncio.to_thread(delete_keys, f"{world.prefix}*", backend.url)
 
 
 async def counted_runs(opts: Options, result: Result, what: str,
