@@ -49,6 +49,10 @@ class Hub:
         self.task: asyncio.Task[None] | None = None
         self.healthy = False
         self.lost = False  # the connection dropped at least once
+        # one (un)subscribe at a time: redis-py's PubSub opens a second connection when two
+        # commands race to open its first, and what went out on the one it forgets is
+        # never confirmed (a gateway's first sockets waited out SUBSCRIBE_TIMEOUT)
+        self.sending = asyncio.Lock()
 
     async def start(self) -> None:
         self.pubsub = await self.source.open()
@@ -67,6 +71,14 @@ class Hub:
         assert self.pubsub is not None, "Hub.start() opens it"
         return self.pubsub
 
+    async def _subscribe(self, *channels: bytes) -> None:
+        async with self.sending:
+            await self.ps.subscribe(*channels)
+
+    async def _unsubscribe(self, *channels: bytes) -> None:
+        async with self.sending:
+            await self.ps.unsubscribe(*channels)
+
     async def attach(self, conn: Connection) -> None:
         """Register ``conn`` and return once its user's channel is subscribed."""
         channel = self.channel_of(conn.user).encode()
@@ -79,7 +91,7 @@ class Hub:
         conn.delivery.awaiting_subscription = True  # the confirmation it waits for is no gap
         try:
             if len(waiters) == 1:
-                await self.ps.subscribe(channel)
+                await self._subscribe(channel)
             await asyncio.wait_for(waiter, SUBSCRIBE_TIMEOUT)
         except BaseException:
             self._forget_waiter(channel, waiter)
@@ -107,7 +119,7 @@ class Hub:
         if channel not in self.waiters:
             # if the connection is gone, redis-py resubscribes only what is left
             with contextlib.suppress(RedisError, RedisClusterException, OSError):
-                await self.ps.unsubscribe(channel)
+                await self._unsubscribe(channel)
 
     async def listen(self, channels: Iterable[bytes],
                      listener: Callable[[bytes, bytes | None], None]) -> None:
@@ -128,7 +140,7 @@ class Hub:
                 fresh.append(channel)
         try:
             if fresh:
-                await self.ps.subscribe(*fresh)
+                await self._subscribe(*fresh)
             if pending:
                 await asyncio.wait_for(asyncio.gather(*(w for _, w in pending)),
                                        SUBSCRIBE_TIMEOUT)
@@ -146,14 +158,14 @@ class Hub:
                 gone.append(channel)
         if gone:
             with contextlib.suppress(RedisError, RedisClusterException, OSError):
-                await self.ps.unsubscribe(*gone)
+                await self._unsubscribe(*gone)
 
     async def _run(self) -> None:
         backoff = 0.05
         while True:
             try:
                 if self.own not in self.ps.channels:
-                    await self.ps.subscribe(self.own)
+                    await self._subscribe(self.own)
                 message = await self.ps.get_message(timeout=1.0)
                 if message is not None:
                     self._dispatch(message)
@@ -180,10 +192,10 @@ class Hub:
         channels = list({*self.local, *self.listeners, *self.waiters, self.own})
         with contextlib.suppress(RedisError, RedisClusterException, OSError):
             await old.aclose()
-        self.pubsub = new = await self.source.open()
+        self.pubsub = await self.source.open()
         with contextlib.suppress(RedisError, RedisClusterException, OSError):
             if channels:
-                await new.subscribe(*channels)  # failing: the next round moves again
+                await self._subscribe(*channels)  # failing: the next round moves again
 
     def _dispatch(self, message: dict[str, object]) -> None:
         kind, channel, data = message["type"], message["channel"], message["data"]

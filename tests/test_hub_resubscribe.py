@@ -117,3 +117,22 @@ async def test_channel_left_after_a_late_resubscribe_confirmation_is_resubscribe
     assert event_ids(second, thread) == [e1]
 
 
+
+
+async def test_connections_attaching_as_the_hub_starts_are_all_subscribed(aredis, prefix):
+    """The first sockets of a gateway that just started attach while the hub's own first
+    subscription is still connecting: each one gets its confirmation, none waits out the
+    timeout (redis-py's PubSub opens a second connection when two commands race to open
+    the first, and what was sent on the one it forgets is never answered)."""
+    keys = Keys(prefix)
+    store = EventStore(aredis, keys, 86400)
+    for _ in range(5):  # a race: several rounds
+        hub = Hub(PubSubSource(aredis), keys.channel, lambda conn: schedule_catch_up(store, conn))
+        await hub.start()
+        try:
+            conns = [Connection(uid("a"), 64) for _ in range(8)]
+            await asyncio.wait_for(asyncio.gather(*(hub.attach(c) for c in conns)), 3)
+            for conn in conns:
+                assert await numsub(aredis, keys.channel(conn.user)) == 1
+        finally:
+            await hub.stop()
