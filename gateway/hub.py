@@ -9,6 +9,12 @@ connection reads its starting point, and every later confirmation of the same
 channel (redis-py resubscribes after a reconnect) means messages may have been
 lost, so the user's connections are caught up from the streams.
 
+The reader blocks on the connection (no read timeout: a timeout armed and cancelled per
+message cost more than the message, docs/benchmarks.md "Issue 13 levers"). A watchdog
+pings when nothing has been heard for ``PING_EVERY`` seconds, and a connection that then
+stays silent for ``SILENT_FOR`` more (a peer gone without a reset, a partition) is
+dropped, so the reader reconnects and resubscribes, and the gap is caught up.
+
 Other channels (presence) are ``listen``ed to on the same connection: their messages and
 every confirmation of their subscription (the first, and each one after a reconnect) go
 to the listener, which treats them as hints to re-read.
@@ -30,12 +36,15 @@ from gateway.pubsub_source import PubSubSource
 
 log = structlog.get_logger("duologue.hub")
 SUBSCRIBE_TIMEOUT = 5.0
+PING_EVERY = 5.0  # seconds without a word from pub/sub before the watchdog pings
+SILENT_FOR = 10.0  # seconds a ping may go unanswered before the connection is dropped
 
 
 class Hub:
     def __init__(
         self, source: PubSubSource, channel_of: Callable[[str], str],
         on_gap: Callable[[Connection], None],  # starts a catch-up of the connection
+        ping_every: float = PING_EVERY, silent_for: float = SILENT_FOR,
     ) -> None:
         self.source = source
         self.pubsub: PubSub | None = None  # opened by start()
@@ -47,6 +56,9 @@ class Hub:
         self.waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self.listeners: dict[bytes, Callable[[bytes, bytes | None], None]] = {}
         self.task: asyncio.Task[None] | None = None
+        self.watchdog: asyncio.Task[None] | None = None
+        self.ping_every, self.silent_for = ping_every, silent_for
+        self.heard = 0.0  # loop time the reader last got anything (a message, a pong)
         self.healthy = False
         self.lost = False  # the connection dropped at least once
         # one (un)subscribe at a time: redis-py's PubSub opens a second connection when two
@@ -56,12 +68,15 @@ class Hub:
 
     async def start(self) -> None:
         self.pubsub = await self.source.open()
+        self.heard = asyncio.get_running_loop().time()
         self.task = asyncio.create_task(self._run(), name="duologue-hub")
+        self.watchdog = asyncio.create_task(self._watch(), name="duologue-hub-watchdog")
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        tasks = [t for t in (self.task, self.watchdog) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.pubsub is not None:
             await self.ps.aclose()
         await self.source.close()
@@ -166,7 +181,8 @@ class Hub:
             try:
                 if self.own not in self.ps.channels:
                     await self._subscribe(self.own)
-                message = await self.ps.get_message(timeout=1.0)
+                message = await self.ps.get_message(timeout=None)
+                self.heard = asyncio.get_running_loop().time()
                 if message is not None:
                     self._dispatch(message)
                 backoff = 0.05
@@ -182,6 +198,25 @@ class Hub:
                 backoff = min(backoff * 2, 2.0)
                 if self.source.moves:
                     await self._move()
+
+    async def _watch(self) -> None:
+        """Ping a quiet connection; drop one that stays silent (the reader reconnects)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.ping_every)
+            if loop.time() - self.heard < self.ping_every:
+                continue  # the reader heard something lately
+            asked = loop.time()
+            try:
+                async with self.sending:
+                    await self.ps.ping()
+            except (RedisError, RedisClusterException, OSError):
+                continue  # the reader meets the same failure and reconnects
+            await asyncio.sleep(self.silent_for)
+            connection = self.ps.connection
+            if self.heard < asked and connection is not None:
+                log.warning("pubsub_silent", seconds=round(loop.time() - asked, 1))
+                await connection.disconnect()  # the blocked read fails: reconnect, resubscribe
 
     async def _move(self) -> None:
         """Subscribe everything again on another cluster node (``PubSubSource``); each

@@ -19,6 +19,12 @@ from redis.exceptions import RedisClusterException, RedisError
 from adapters.redis_connect import AsyncRedis
 
 
+async def as_is(message: object) -> object:
+    """Each pub/sub message as it came (RESP3 delivers them as pushes): redis-py's own
+    handler looks up a logger and logs it at debug level, a few microseconds a message."""
+    return message
+
+
 class PubSubSource:
     def __init__(self, redis: AsyncRedis) -> None:
         self.redis = redis
@@ -32,7 +38,7 @@ class PubSubSource:
 
     async def open(self) -> PubSub:
         if not isinstance(self.redis, RedisCluster):
-            return self.redis.pubsub()
+            return self.redis.pubsub(push_handler_func=as_is)
         await self.close()
         with contextlib.suppress(RedisError, RedisClusterException, OSError):
             await self.redis.initialize()  # no-op once it knows the nodes
@@ -45,7 +51,7 @@ class PubSubSource:
             host=node.host, port=int(node.port),
             socket_connect_timeout=kwargs.get("socket_connect_timeout"),
             username=kwargs.get("username"), password=kwargs.get("password"))
-        return self.client.pubsub()
+        return self.client.pubsub(push_handler_func=as_is)
 
     async def close(self) -> None:
         if self.client is not None:

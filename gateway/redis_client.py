@@ -28,9 +28,11 @@ class PackedConnection(Connection):
             head = head.encode()
         if isinstance(head, bytes) and b" " in head:
             args = (*head.split(), *args[1:])
-        packed: Any = tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a
-                            for a in args)
-        return [hiredis.pack_command(packed)]
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # a bytearray (rare): hiredis takes str, int, float, bytes, memoryview
+            packed: Any = tuple(bytes(a) if isinstance(a, bytearray) else a for a in args)
+            return [hiredis.pack_command(packed)]
 
 
 def connect_redis(url: str, pool_size: int = 64) -> AsyncRedis:

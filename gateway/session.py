@@ -17,6 +17,7 @@ from gateway.connection import Connection
 from gateway.errors import RateLimitedError, UnavailableError
 from gateway.http_errors import error_response
 from gateway.node import SHUTTING_DOWN, Gateway
+from gateway.ws_protocol import TEXT_FRAMES
 from schemas.server import Error, encode_frame
 
 log = structlog.get_logger("duologue.ws")
@@ -145,12 +146,17 @@ async def _receive(gateway: Gateway, ws: WebSocket, conn: Connection) -> None:
 
 
 async def _send(ws: WebSocket, conn: Connection) -> None:
+    batched = TEXT_FRAMES in ws.scope.get("extensions", {})  # our own protocol: one write
     try:
         while True:
             await conn.wake.wait()
             if conn.close_code is None or conn.flush_before_close:
-                for frame in conn.take():
-                    await ws.send_text(frame)
+                frames = conn.take()
+                if batched and frames:
+                    await ws.send({"type": "websocket.send", TEXT_FRAMES: frames})
+                else:
+                    for frame in frames:
+                        await ws.send_text(frame)
             if conn.close_code is not None:
                 await ws.close(conn.close_code, conn.close_reason)
                 return

@@ -14,6 +14,14 @@ most of a chat server's sockets' lives. ``DUOLOGUE_WS_COMPRESSION`` chooses:
 - ``off``: never negotiate compression.
 
 The figures behind the default are in docs/benchmarks.md ("permessage-deflate").
+
+The protocol also offers the ASGI extension ``duologue.text_frames``: one
+``websocket.send`` message carrying a list of text frames (``{"type": "websocket.send",
+"duologue.text_frames": [...]}``), written to the socket with one ``write()``. A
+connection's sender drains its whole queue at a time, so under load one write carries an
+ack and the events queued with it instead of one write each (docs/benchmarks.md, "Issue
+13 levers"). A frame that needs no deflate is framed here directly (RFC 6455 section 5.2:
+FIN, opcode text, the length, the payload; a server does not mask).
 """
 
 from __future__ import annotations
@@ -23,18 +31,23 @@ import logging
 from typing import Any
 
 from uvicorn.config import Config
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.exceptions import InvalidState
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import (
     PerMessageDeflate,
     ServerPerMessageDeflateFactory,
 )
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 WINDOW_BITS, MEM_LEVEL = 12, 5
 SMALL = 256  # bytes: a message this short goes out uncompressed under ``per-message``
+TEXT_FRAMES = "duologue.text_frames"  # the ASGI extension: many text frames, one write
 
 
 class SmallFramesPlain(PerMessageDeflate):
@@ -80,4 +93,52 @@ def protocol_class(policy: str) -> type[asyncio.Protocol]:
                                        max_size=self.config.ws_max_size,
                                        logger=logging.getLogger("uvicorn.error"))
 
+        def handle_connect(self, event: Request) -> None:
+            super().handle_connect(event)
+            self.scope["extensions"][TEXT_FRAMES] = {}
+
+        async def send(self, message: Any) -> None:
+            frames = message.get(TEXT_FRAMES) if message["type"] == "websocket.send" else None
+            if frames is None:
+                await super().send(message)
+            elif (not self.handshake_complete or self.close_sent
+                  or self.initial_response is not None):
+                for text in frames:  # uvicorn's own answer to a send out of turn
+                    await super().send({"type": "websocket.send", "text": text})
+            else:
+                await self.writable.wait()
+                if self.disconnected:
+                    raise ClientDisconnected()
+                self.transport.write(self._framed(frames))
+
+        def _framed(self, frames: list[str]) -> bytes:
+            conn = self.conn
+            if conn.state is not State.OPEN:
+                raise ClientDisconnected()
+            extensions = conn.extensions
+            plain_below = (1 << 63 if not extensions
+                           else SMALL if type(extensions[0]) is SmallFramesPlain else 0)
+            out: list[bytes] = []
+            try:
+                for text in frames:
+                    data = text.encode()
+                    if len(data) < plain_below:
+                        out.append(text_header(len(data)))
+                        out.append(data)
+                    else:
+                        conn.send_text(data)
+                        out.extend(conn.data_to_send())
+            except InvalidState:
+                raise ClientDisconnected() from None
+            return b"".join(out)
+
     return DeflatePolicyProtocol
+
+
+def text_header(length: int) -> bytes:
+    """A server's header of one whole text frame (RFC 6455 section 5.2)."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 1 << 16:
+        return bytes((0x81, 126)) + length.to_bytes(2, "big")
+    return bytes((0x81, 127)) + length.to_bytes(8, "big")

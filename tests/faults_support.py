@@ -178,11 +178,14 @@ async def wait_numsub(aredis, channel: str, want: int, timeout: float) -> int:
 
 
 class TcpProxy:
-    """A loopback TCP proxy that can drop every connection and refuse new ones."""
+    """A loopback TCP proxy that can drop every connection and refuse new ones, or freeze
+    the connections it has: they stay open and carry nothing either way (a peer gone
+    without a reset, a partition), while new ones work."""
 
     def __init__(self, port: int) -> None:
         self.upstream = port
         self.links: set[asyncio.StreamWriter] = set()
+        self.frozen: set[asyncio.StreamWriter] = set()
         self.refusing = False
         self.server: asyncio.Server | None = None
         self.port = 0
@@ -200,6 +203,9 @@ class TcpProxy:
     def resume(self) -> None:
         self.refusing = False
 
+    def freeze(self) -> None:
+        self.frozen.update(self.links)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.refusing:
             writer.transport.abort()
@@ -210,6 +216,8 @@ class TcpProxy:
 
             async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
                 while data := await src.read(1 << 16):
+                    if dst in self.frozen:
+                        continue  # swallowed
                     dst.write(data)
                     await dst.drain()
 

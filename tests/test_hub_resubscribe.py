@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from adapters.record import Keys
+from adapters.redis_connect import async_redis
 from gateway.backfill import schedule_catch_up
 from gateway.connection import Connection
 from gateway.hub import Hub
 from gateway.pubsub_source import PubSubSource
 from gateway.store import EventStore
-from tests.faults_support import numsub
+from tests.faults_support import TcpProxy, numsub
 from tests.support import id_key, sent, thread_of, uid
 
 # -- the hub: resubscription races, driven step by step on a real Redis ---------------------
@@ -136,3 +139,41 @@ async def test_connections_attaching_as_the_hub_starts_are_all_subscribed(aredis
                 assert await numsub(aredis, keys.channel(conn.user)) == 1
         finally:
             await hub.stop()
+
+
+@pytest.mark.single_redis  # a TCP proxy in front of one server: a cluster client goes around it
+async def test_a_pubsub_connection_gone_silent_is_replaced_and_the_gap_caught_up(
+        aredis, redis_url, prefix):
+    """The pub/sub connection stops carrying anything without being closed (a peer gone
+    without a reset, a partition): the hub's watchdog pings, hears nothing, drops it; the
+    reader reconnects and resubscribes, and what was published meanwhile is caught up."""
+    port = int(redis_url.removeprefix("redis://").partition("/")[0].partition(":")[2] or 6379)
+    proxy = await TcpProxy(port).start()
+    via_proxy = async_redis(f"redis://127.0.0.1:{proxy.port}")
+    keys = Keys(prefix)
+    store = EventStore(aredis, keys, 86400)
+    hub = Hub(PubSubSource(via_proxy), keys.channel,
+              lambda conn: schedule_catch_up(store, conn), ping_every=0.3, silent_for=0.5)
+    await hub.start()
+    try:
+        alice, bob = uid("a"), uid("b")
+        thread = thread_of(alice, bob)
+        conn = Connection(alice, 64)
+        await asyncio.wait_for(hub.attach(conn), 5)
+        conn.start(await store.threads(alice))
+        e0 = (await store.append(thread, bob, "c0", sent(bob, "c0"))).id
+        await wait_until(lambda: event_ids(conn, thread) == [e0])
+        proxy.freeze()  # open, silent: only the watchdog can tell
+        e1 = (await store.append(thread, bob, "c1", sent(bob, "c1"))).id
+        await wait_until(lambda: event_ids(conn, thread) == [e0, e1], 10)
+    finally:
+        await hub.stop()
+        await via_proxy.aclose()
+        await proxy.close()
+
+
+async def wait_until(predicate, seconds: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "not in time"
+        await asyncio.sleep(0.05)

@@ -58,3 +58,15 @@ def test_an_unknown_policy_is_refused_with_the_variable_named():
 
     with pytest.raises(SettingsError, match="DUOLOGUE_WS_COMPRESSION must be one of"):
         Settings.from_env({"DUOLOGUE_WS_COMPRESSION": "max"})
+
+
+def test_frames_written_together_are_framed_as_websockets_frames_them():
+    """The one-write path frames text itself (gateway/ws_protocol.py): byte for byte what
+    the websockets library writes, at each length encoding of RFC 6455 section 5.2."""
+    from websockets.frames import Frame, Opcode
+
+    from gateway.ws_protocol import text_header
+
+    for length in (0, 1, 125, 126, 127, 65535, 65536, 70000):
+        data = b"x" * length
+        assert text_header(length) + data == Frame(Opcode.TEXT, data).serialize(mask=False), length
