@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable
 
 import structlog
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisClusterException, RedisError
 
@@ -185,6 +186,7 @@ class Hub:
                 self.heard = asyncio.get_running_loop().time()
                 if message is not None:
                     self._dispatch(message)
+                await self._drain()
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
@@ -198,6 +200,27 @@ class Hub:
                 backoff = min(backoff * 2, 2.0)
                 if self.source.moves:
                     await self._move()
+
+    async def _drain(self) -> None:
+        """Hand out every reply the connection's hiredis reader already holds, without a
+        ``get_message`` each: the messages of one socket read come in bursts (a batch of
+        appends), and redis-py's path costs about 6 us a message against under 1 us here
+        (docs/benchmarks.md, "Issue 13 levers"). Anything but a message goes through
+        redis-py's own handling, which keeps its subscription bookkeeping."""
+        parser = getattr(self.ps.connection, "_parser", None)
+        reader = getattr(parser, "_reader", None)
+        if reader is None:  # not connected, or redis-py without hiredis
+            return
+        while (reply := reader.gets()) is not NOT_ENOUGH_DATA:
+            if type(reply) is not bytes and isinstance(reply, list) and len(reply) == 3 \
+                    and reply[0] == b"message":
+                self._message(reply[1], reply[2])
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            message = await self.ps.handle_message(reply)  # type: ignore[no-untyped-call]
+            if message is not None:
+                self._dispatch(message)
 
     async def _watch(self) -> None:
         """Ping a quiet connection; drop one that stays silent (the reader reconnects)."""
@@ -236,18 +259,24 @@ class Hub:
         kind, channel, data = message["type"], message["channel"], message["data"]
         if not isinstance(channel, bytes):
             return
-        listener = self.listeners.get(channel)
-        if listener is not None and kind in ("message", "subscribe"):
-            if kind == "subscribe":
-                self._confirmed(channel)
-            listener(channel, data if kind == "message" and isinstance(data, bytes) else None)
+        if kind == "message":
+            if isinstance(data, bytes):
+                self._message(channel, data)
             return
-        if kind == "message" and isinstance(data, bytes):
-            self._deliver(channel, data)
-        elif kind == "subscribe":
+        listener = self.listeners.get(channel)
+        if kind == "subscribe":
             self._confirmed(channel)
+            if listener is not None:
+                listener(channel, None)
         elif kind == "unsubscribe":
             self.active.discard(channel)  # late: a reconnect may have resubscribed it
+
+    def _message(self, channel: bytes, data: bytes) -> None:
+        listener = self.listeners.get(channel)
+        if listener is not None:
+            listener(channel, data)
+        else:
+            self._deliver(channel, data)
 
     def _confirmed(self, channel: bytes) -> None:
         if channel == self.own:

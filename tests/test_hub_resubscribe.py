@@ -177,3 +177,29 @@ async def wait_until(predicate, seconds: float = 5.0) -> None:
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "not in time"
         await asyncio.sleep(0.05)
+
+
+async def test_a_burst_read_at_once_reaches_every_connection_in_order(aredis, prefix):
+    """Messages buffered by one socket read are handed out straight from the reader
+    (``Hub._drain``): a burst of appends, with new subscriptions confirmed in the middle
+    of it, reaches every connection once each, in the stream's order."""
+    keys = Keys(prefix)
+    store = EventStore(aredis, keys, 86400)
+    hub = Hub(PubSubSource(aredis), keys.channel, lambda conn: schedule_catch_up(store, conn))
+    await hub.start()
+    try:
+        alice, bob = uid("a"), uid("b")
+        thread = thread_of(alice, bob)
+        first = Connection(alice, 4096)
+        await asyncio.wait_for(hub.attach(first), 5)
+        first.start(await store.threads(alice))
+        burst = [store.append(thread, bob, f"c{n}", sent(bob, f"c{n}")) for n in range(300)]
+        later = [Connection(uid("z"), 64) for _ in range(5)]  # confirmed amid the burst
+        results = await asyncio.gather(*burst, *(hub.attach(c) for c in later))
+        ids = sorted((r.id for r in results[:300]), key=id_key)
+        await wait_until(lambda: len(event_ids(first, thread)) >= 300)
+        assert event_ids(first, thread) == ids
+        for conn in later:
+            assert await numsub(aredis, keys.channel(conn.user)) == 1
+    finally:
+        await hub.stop()
