@@ -231,11 +231,13 @@ class Hub:
                 continue  # the reader heard something lately
             asked = loop.time()
             try:
-                async with self.sending:
-                    await self.ps.ping()
+                async with asyncio.timeout(self.silent_for), self.sending:
+                    await self.ps.ping()  # a reconnect to a frozen node hangs: bounded
+                await asyncio.sleep(max(0.0, asked + self.silent_for - loop.time()))
             except (RedisError, RedisClusterException, OSError):
                 continue  # the reader meets the same failure and reconnects
-            await asyncio.sleep(self.silent_for)
+            except TimeoutError:
+                pass
             connection = self.ps.connection
             if self.heard < asked and connection is not None:
                 log.warning("pubsub_silent", seconds=round(loop.time() - asked, 1))
