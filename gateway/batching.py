@@ -27,6 +27,7 @@ from redis.exceptions import (
 
 from adapters.redis_connect import AsyncRedis
 from gateway.errors import NotReplicatedError
+from gateway.pipeline import Command, pipelined
 
 Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]
 MAX_BATCH = 512
@@ -91,12 +92,17 @@ class ScriptBatcher:
     async def _send(self, batch: list[Call]) -> list[Any]:
         if self.replicas and isinstance(self.redis, RedisCluster):
             return await self._send_per_node(self.redis, batch)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
-                pipe.evalsha(self.sha, len(keys), *keys, *args)
-            if self.replicas:
-                pipe.execute_command("WAIT", self.replicas, self.wait_ms)
-            results = list(await pipe.execute(raise_on_error=False))
+        commands: list[Command] = [("EVALSHA", self.sha, len(keys), *keys, *args)
+                                   for keys, args, _ in batch]
+        if self.replicas:
+            commands.append(("WAIT", self.replicas, self.wait_ms))
+        if isinstance(self.redis, RedisCluster):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                results = list(await pipe.execute(raise_on_error=False))
+        else:
+            results = await pipelined(self.redis, commands)
         if not self.replicas:
             return results
         return [_replicated(result, results[-1], self.replicas) for result in results[:-1]]
