@@ -32,6 +32,7 @@ def _bench_databases(admin_url: str) -> set[str]:
 
 
 @pytest.mark.single_redis  # bench/ drives one Redis (cluster_publish starts its own cluster)
+@pytest.mark.timeout(600)  # every figure, each its own gateway and services: the run's bound
 def test_every_figure_runs_at_a_tiny_size(tmp_path, redis_url, admin_url):
     keys_before, databases_before = _bench_keys(redis_url), _bench_databases(admin_url)
     out = tmp_path / "smoke.json"
