@@ -102,7 +102,8 @@ class ScriptBatcher:
                     pipe.execute_command(*command)
                 results = list(await pipe.execute(raise_on_error=False))
         else:
-            results = await pipelined(self.redis, commands)
+            results = await pipelined(self.redis, commands,
+                                      self.wait_ms / 1000 if self.replicas else 0.0)
         if not self.replicas:
             return results
         return [_replicated(result, results[-1], self.replicas) for result in results[:-1]]

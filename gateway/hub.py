@@ -190,9 +190,9 @@ class Hub:
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
-            except (RedisError, RedisClusterException, OSError) as exc:
+            except Exception as exc:  # a Redis error, or redis-py's own (never the end)
                 if self.healthy:
-                    log.warning("pubsub_lost", error=str(exc))
+                    log.warning("pubsub_lost", error=f"{type(exc).__name__}: {exc}")
                 self.healthy = False
                 self.lost = True
                 self.active.clear()
@@ -224,24 +224,35 @@ class Hub:
 
     async def _watch(self) -> None:
         """Ping a quiet connection; drop one that stays silent (the reader reconnects)."""
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.ping_every)
-            if loop.time() - self.heard < self.ping_every:
-                continue  # the reader heard something lately
-            asked = loop.time()
             try:
-                async with asyncio.timeout(self.silent_for), self.sending:
-                    await self.ps.ping()  # a reconnect to a frozen node hangs: bounded
-                await asyncio.sleep(max(0.0, asked + self.silent_for - loop.time()))
-            except (RedisError, RedisClusterException, OSError):
-                continue  # the reader meets the same failure and reconnects
-            except TimeoutError:
-                pass
-            connection = self.ps.connection
-            if self.heard < asked and connection is not None:
-                log.warning("pubsub_silent", seconds=round(loop.time() - asked, 1))
-                await connection.disconnect()  # the blocked read fails: reconnect, resubscribe
+                await self._check_silence()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next round tries again
+                log.warning("pubsub_watchdog_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _check_silence(self) -> None:
+        loop = asyncio.get_running_loop()
+        connection = self.ps.connection
+        if loop.time() - self.heard < self.ping_every:
+            return  # the reader heard something lately
+        if connection is None or not connection.is_connected:
+            return  # the reader is (re)connecting, bounded by the connection's timeouts
+        asked = loop.time()
+        try:
+            # connected: no lock needed (it guards the first connect), and none held
+            async with asyncio.timeout(self.silent_for):
+                await self.ps.ping()
+            await asyncio.sleep(max(0.0, asked + self.silent_for - loop.time()))
+        except TimeoutError:  # before OSError: in Python 3.11 it is one
+            pass
+        except (RedisError, RedisClusterException, OSError):
+            return  # the reader meets the same failure and reconnects
+        if self.heard < asked and self.ps.connection is connection:
+            log.warning("pubsub_silent", seconds=round(loop.time() - asked, 1))
+            await connection.disconnect()  # the blocked read fails: reconnect, resubscribe
 
     async def _move(self) -> None:
         """Subscribe everything again on another cluster node (``PubSubSource``); each

@@ -24,23 +24,26 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 Command = tuple[Any, ...]
 
 
-async def pipelined(redis: Redis, commands: list[Command]) -> list[Any]:
-    """Each command's reply (or its ``ResponseError``), in order."""
+async def pipelined(redis: Redis, commands: list[Command], waits: float = 0.0) -> list[Any]:
+    """Each command's reply (or its ``ResponseError``), in order. ``waits``: seconds a
+    command of the batch may block on purpose (``WAIT``), on top of the socket timeout."""
     pool = redis.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         return await connection.retry.call_with_retry(  # type: ignore[no-any-return]
-            lambda: _exchange(connection, commands),
+            lambda: _exchange(connection, commands, waits),
             lambda _: connection.disconnect())
     finally:
         await pool.release(connection)
 
 
-async def _exchange(connection: AbstractConnection, commands: list[Command]) -> list[Any]:
+async def _exchange(connection: AbstractConnection, commands: list[Command], waits: float
+                    ) -> list[Any]:
     await connection.send_packed_command(connection.pack_commands(commands))
     replies: list[Any] = []
     try:
-        async with asyncio.timeout(connection.socket_timeout):
+        limit = connection.socket_timeout
+        async with asyncio.timeout(None if limit is None else limit + waits):
             for _ in commands:
                 try:
                     replies.append(await connection.read_response(timeout=math.inf))

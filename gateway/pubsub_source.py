@@ -50,6 +50,9 @@ class PubSubSource:
         self.client = aioredis.Redis(
             host=node.host, port=int(node.port),
             socket_connect_timeout=kwargs.get("socket_connect_timeout"),
+            # bounds the handshake of a (re)connect to a node gone silent; the hub's
+            # reads block without it (``get_message(timeout=None)``)
+            socket_timeout=kwargs.get("socket_timeout") or 5,
             username=kwargs.get("username"), password=kwargs.get("password"))
         return self.client.pubsub(push_handler_func=as_is)
 

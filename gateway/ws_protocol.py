@@ -95,7 +95,8 @@ def protocol_class(policy: str) -> type[asyncio.Protocol]:
 
         def handle_connect(self, event: Request) -> None:
             super().handle_connect(event)
-            self.scope["extensions"][TEXT_FRAMES] = {}
+            if self.response.status_code == 101:  # a refused upgrade has no scope
+                self.scope["extensions"][TEXT_FRAMES] = {}
 
         async def send(self, message: Any) -> None:
             frames = message.get(TEXT_FRAMES) if message["type"] == "websocket.send" else None
@@ -109,30 +110,32 @@ def protocol_class(policy: str) -> type[asyncio.Protocol]:
                 await self.writable.wait()
                 if self.disconnected:
                     raise ClientDisconnected()
-                self.transport.write(self._framed(frames))
-
-        def _framed(self, frames: list[str]) -> bytes:
-            conn = self.conn
-            if conn.state is not State.OPEN:
-                raise ClientDisconnected()
-            extensions = conn.extensions
-            plain_below = (1 << 63 if not extensions
-                           else SMALL if type(extensions[0]) is SmallFramesPlain else 0)
-            out: list[bytes] = []
-            try:
-                for text in frames:
-                    data = text.encode()
-                    if len(data) < plain_below:
-                        out.append(text_header(len(data)))
-                        out.append(data)
-                    else:
-                        conn.send_text(data)
-                        out.extend(conn.data_to_send())
-            except InvalidState:
-                raise ClientDisconnected() from None
-            return b"".join(out)
+                self.transport.write(framed(self.conn, frames))
 
     return DeflatePolicyProtocol
+
+
+def framed(conn: ServerProtocol, frames: list[str]) -> bytes:
+    """``frames`` as text frames on the wire, in order: framed here when no deflate
+    applies to them, by the websockets protocol (its extensions) otherwise."""
+    if conn.state is not State.OPEN:
+        raise ClientDisconnected()
+    extensions = conn.extensions
+    plain_below = (1 << 63 if not extensions
+                   else SMALL if type(extensions[0]) is SmallFramesPlain else 0)
+    out: list[bytes] = []
+    try:
+        for text in frames:
+            data = text.encode()
+            if len(data) < plain_below:
+                out.append(text_header(len(data)))
+                out.append(data)
+            else:
+                conn.send_text(data)
+                out.extend(conn.data_to_send())
+    except InvalidState:
+        raise ClientDisconnected() from None
+    return b"".join(out)
 
 
 def text_header(length: int) -> bytes:

@@ -142,11 +142,13 @@ async def test_connections_attaching_as_the_hub_starts_are_all_subscribed(aredis
 
 
 @pytest.mark.single_redis  # a TCP proxy in front of one server: a cluster client goes around it
+@pytest.mark.parametrize("ping", ["answered by nobody", "never returning"])
 async def test_a_pubsub_connection_gone_silent_is_replaced_and_the_gap_caught_up(
-        aredis, redis_url, prefix):
+        aredis, redis_url, prefix, ping):
     """The pub/sub connection stops carrying anything without being closed (a peer gone
     without a reset, a partition): the hub's watchdog pings, hears nothing, drops it; the
-    reader reconnects and resubscribes, and what was published meanwhile is caught up."""
+    reader reconnects and resubscribes, and what was published meanwhile is caught up.
+    Also when the ping itself never returns (a write that cannot drain)."""
     port = int(redis_url.removeprefix("redis://").partition("/")[0].partition(":")[2] or 6379)
     proxy = await TcpProxy(port).start()
     via_proxy = async_redis(f"redis://127.0.0.1:{proxy.port}")
@@ -164,6 +166,10 @@ async def test_a_pubsub_connection_gone_silent_is_replaced_and_the_gap_caught_up
         e0 = (await store.append(thread, bob, "c0", sent(bob, "c0"))).id
         await wait_until(lambda: event_ids(conn, thread) == [e0])
         proxy.freeze()  # open, silent: only the watchdog can tell
+        if ping == "never returning":
+            async def hang(*_: object) -> None:
+                await asyncio.Event().wait()
+            hub.ps.ping = hang  # type: ignore[method-assign]
         e1 = (await store.append(thread, bob, "c1", sent(bob, "c1"))).id
         await wait_until(lambda: event_ids(conn, thread) == [e0, e1], 10)
     finally:
@@ -186,6 +192,23 @@ async def test_a_burst_read_at_once_reaches_every_connection_in_order(aredis, pr
     keys = Keys(prefix)
     store = EventStore(aredis, keys, 86400)
     hub = Hub(PubSubSource(aredis), keys.channel, lambda conn: schedule_catch_up(store, conn))
+    handed: list[bytes] = []
+    hand_out = hub._message
+
+    def counted(channel: bytes, data: bytes) -> None:
+        handed.append(channel)
+        hand_out(channel, data)
+
+    hub._message = counted  # type: ignore[method-assign]
+    dispatched = 0
+    dispatch = hub._dispatch
+
+    def counted_dispatch(message: dict[str, object]) -> None:
+        nonlocal dispatched
+        dispatched += message["type"] == "message"
+        dispatch(message)
+
+    hub._dispatch = counted_dispatch  # type: ignore[method-assign]
     await hub.start()
     try:
         alice, bob = uid("a"), uid("b")
@@ -199,6 +222,9 @@ async def test_a_burst_read_at_once_reaches_every_connection_in_order(aredis, pr
         ids = sorted((r.id for r in results[:300]), key=id_key)
         await wait_until(lambda: len(event_ids(first, thread)) >= 300)
         assert event_ids(first, thread) == ids
+        mine = keys.channel(alice).encode()
+        assert handed.count(mine) == 300  # each once: the connection's dedupe hid nothing
+        assert dispatched < len(handed), "nothing was handed out by the drain"
         for conn in later:
             assert await numsub(aredis, keys.channel(conn.user)) == 1
     finally:

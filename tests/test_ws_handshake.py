@@ -49,3 +49,22 @@ async def test_handshake_with_good_token_works(shared_gateway, how):
         await ws.close()
 
 
+
+
+async def test_a_malformed_upgrade_gets_400_and_logs_no_traceback(start_gateway):
+    """An upgrade the WebSocket library refuses (no Sec-WebSocket-Key) is answered 400 and
+    closed; the gateway logs no error for it, and goes on serving."""
+    gateway = start_gateway()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(b"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)  # read to EOF: it is closed
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    alice = uid("a")
+    async with websockets.connect(
+            gateway.ws_url, additional_headers={"Authorization": f"Bearer {token(alice)}"}) as ws:
+        assert json.loads(await ws.recv())["type"] == "hello"
+    log = gateway.log()
+    assert "Traceback" not in log and "Fatal error" not in log, log[-3000:]
