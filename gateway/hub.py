@@ -212,8 +212,7 @@ class Hub:
         if reader is None:  # not connected, or redis-py without hiredis
             return
         while (reply := reader.gets()) is not NOT_ENOUGH_DATA:
-            if type(reply) is not bytes and isinstance(reply, list) and len(reply) == 3 \
-                    and reply[0] == b"message":
+            if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
                 self._message(reply[1], reply[2])
                 continue
             if isinstance(reply, Exception):

@@ -56,8 +56,10 @@ class SmallFramesPlain(PerMessageDeflate):
     changes). A chat's frames are mostly 100-300 bytes: deflating one saves a few dozen
     bytes and costs both ends a zlib stream set up and torn down."""
 
+    plain_below = SMALL  # bytes: ``framed`` sends shorter text frames plain too
+
     def encode(self, frame: Frame) -> Frame:
-        if frame.opcode is Opcode.TEXT and frame.fin and len(frame.data) < SMALL:
+        if frame.opcode is Opcode.TEXT and frame.fin and len(frame.data) < self.plain_below:
             return frame
         return super().encode(frame)
 
@@ -120,9 +122,8 @@ def framed(conn: ServerProtocol, frames: list[str]) -> bytes:
     applies to them, by the websockets protocol (its extensions) otherwise."""
     if conn.state is not State.OPEN:
         raise ClientDisconnected()
-    extensions = conn.extensions
-    plain_below = (1 << 63 if not extensions
-                   else SMALL if type(extensions[0]) is SmallFramesPlain else 0)
+    extensions = conn.extensions  # none, or the one deflate extension negotiated
+    plain_below = getattr(extensions[0], "plain_below", 0) if extensions else 1 << 63
     out: list[bytes] = []
     try:
         for text in frames:

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from adapters.record import Keys
-from adapters.redis_connect import async_redis
+from adapters.redis_connect import AsyncRedis, async_redis
 from gateway.backfill import schedule_catch_up
 from gateway.connection import Connection
 from gateway.hub import Hub
@@ -34,7 +34,7 @@ async def pump(hub: Hub, seconds: float = 0.3) -> None:
 async def hub_on_real_redis(aredis, prefix: str) -> tuple[Hub, EventStore]:
     keys = Keys(prefix)
     store = EventStore(aredis, keys, 86400)
-    hub = Hub(PubSubSource(aredis), keys.channel, lambda conn: schedule_catch_up(store, conn))
+    hub = hub_of(store, aredis)
     hub.pubsub = await hub.source.open()  # what Hub.start does, without its reading task
     await hub.ps.subscribe(hub.own)  # what Hub._run does first; we pump by hand
     await pump(hub)
@@ -49,6 +49,21 @@ async def attach_and_start(hub: Hub, store: EventStore, conn: Connection) -> Non
         await pump(hub, 0.05)
     await attaching
     conn.start(await store.threads(conn.user))
+
+
+def hub_of(store: EventStore, source: AsyncRedis, **timing: float) -> Hub:
+    """A hub as the gateway makes one: pub/sub from ``source``, gaps caught up from
+    ``store`` (not started)."""
+    return Hub(PubSubSource(source), store.keys.channel,
+               lambda conn: schedule_catch_up(store, conn), **timing)
+
+
+async def attached(hub: Hub, store: EventStore, user: str, capacity: int = 64) -> Connection:
+    """A connection of ``user`` on a started hub, as ``session._serve`` makes it live."""
+    conn = Connection(user, capacity)
+    await asyncio.wait_for(hub.attach(conn), 5)
+    conn.start(await store.threads(user))
+    return conn
 
 
 def event_ids(conn: Connection, thread: str) -> list[str]:
@@ -130,7 +145,7 @@ async def test_connections_attaching_as_the_hub_starts_are_all_subscribed(aredis
     keys = Keys(prefix)
     store = EventStore(aredis, keys, 86400)
     for _ in range(5):  # a race: several rounds
-        hub = Hub(PubSubSource(aredis), keys.channel, lambda conn: schedule_catch_up(store, conn))
+        hub = hub_of(store, aredis)
         await hub.start()
         try:
             conns = [Connection(uid("a"), 64) for _ in range(8)]
@@ -154,15 +169,12 @@ async def test_a_pubsub_connection_gone_silent_is_replaced_and_the_gap_caught_up
     via_proxy = async_redis(f"redis://127.0.0.1:{proxy.port}")
     keys = Keys(prefix)
     store = EventStore(aredis, keys, 86400)
-    hub = Hub(PubSubSource(via_proxy), keys.channel,
-              lambda conn: schedule_catch_up(store, conn), ping_every=0.3, silent_for=0.5)
+    hub = hub_of(store, via_proxy, ping_every=0.3, silent_for=0.5)
     await hub.start()
     try:
         alice, bob = uid("a"), uid("b")
         thread = thread_of(alice, bob)
-        conn = Connection(alice, 64)
-        await asyncio.wait_for(hub.attach(conn), 5)
-        conn.start(await store.threads(alice))
+        conn = await attached(hub, store, alice)
         e0 = (await store.append(thread, bob, "c0", sent(bob, "c0"))).id
         await wait_until(lambda: event_ids(conn, thread) == [e0])
         proxy.freeze()  # open, silent: only the watchdog can tell
@@ -191,7 +203,7 @@ async def test_a_burst_read_at_once_reaches_every_connection_in_order(aredis, pr
     of it, reaches every connection once each, in the stream's order."""
     keys = Keys(prefix)
     store = EventStore(aredis, keys, 86400)
-    hub = Hub(PubSubSource(aredis), keys.channel, lambda conn: schedule_catch_up(store, conn))
+    hub = hub_of(store, aredis)
     handed: list[bytes] = []
     hand_out = hub._message
 
@@ -213,9 +225,7 @@ async def test_a_burst_read_at_once_reaches_every_connection_in_order(aredis, pr
     try:
         alice, bob = uid("a"), uid("b")
         thread = thread_of(alice, bob)
-        first = Connection(alice, 4096)
-        await asyncio.wait_for(hub.attach(first), 5)
-        first.start(await store.threads(alice))
+        first = await attached(hub, store, alice, 4096)
         burst = [store.append(thread, bob, f"c{n}", sent(bob, f"c{n}")) for n in range(300)]
         later = [Connection(uid("z"), 64) for _ in range(5)]  # confirmed amid the burst
         results = await asyncio.gather(*burst, *(hub.attach(c) for c in later))
