@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -365,20 +366,26 @@ def test_a_replay_or_a_second_rebuild_during_a_rebuild_refuses_and_nothing_is_un
     """A replay during a rebuild would be undone by its swap; two rebuilds would swap over
     each other. While one rebuild runs, both refuse with one readable line (exit 1), and
     work once it is done; the rebuilt projection equals the archive's fold."""
-    db.execute(SYNTHETIC_ARCHIVE, (400_000,))
+    db.execute(SYNTHETIC_ARCHIVE, (100_000,))
     env = {k: v for k, v in os.environ.items()
            if k not in ("REDIS_URL", "DATABASE_URL", "DUOLOGUE_PREFIX")}
     first = subprocess.Popen([sys.executable, "-m", "duologue.cli", "rebuild"], cwd=ROOT,
                              env={**env, **ops_env}, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while not db.execute("SELECT to_regclass('messages_next')").fetchone()[0]:
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()
             time.sleep(0.02)
-        replay, second = duologue_all(ops_env, ("replay", "--thread", "dm:u1:v1"),
-                                      ("rebuild",))
-        out, err = first.communicate(timeout=120)
+        # Frozen mid-rebuild (its lock held by its session), however slow the machine is,
+        # the first rebuild is surely still running while the other two start.
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            replay, second = duologue_all(ops_env, ("replay", "--thread", "dm:u1:v1"),
+                                          ("rebuild",))
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
+        out, err = first.communicate(timeout=240)
     finally:
         if first.poll() is None:
             first.kill()
@@ -389,7 +396,7 @@ def test_a_replay_or_a_second_rebuild_during_a_rebuild_refuses_and_nothing_is_un
     assert "a rebuild is running" in replay.stderr, replay.stderr
     for done in (second, replay):
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 3
-    assert db.execute("SELECT count(*), sum(events) FROM threads").fetchone() == (2000, 400_000)
+    assert db.execute("SELECT count(*), sum(events) FROM threads").fetchone() == (2000, 100_000)
     assert leftovers(db) == []
     for done in duologue_all(ops_env, ("replay", "--thread", "dm:u1:v1"), ("verify",)):
         assert done.returncode == 0, done.stdout + done.stderr
