@@ -1,5 +1,8 @@
 """Figure 4 and permessage-deflate: the gateway's RSS growth per idle connected socket.
 
+``memory``: 2,000 idle sockets offering ``permessage-deflate`` as browsers do, then 2,000
+not offering it, each against a gateway of its own; target ≤ 20 KiB each (issue 13).
+
 A load worker opens one warm-up socket (so first-use imports and caches are not charged
 to the sockets) and VmRSS is read; then N idle sockets of N distinct users connect (64 at
 a time, each subscribes its channel and gets its ``hello``), the gateway settles 1 s, and
@@ -76,16 +79,26 @@ async def idle_run(opts: Options, count: int, settings: dict[str, str] | None = 
                   "busy_before": world.busy_before}
 
 
+async def _both(opts: Options) -> dict[str, Any]:
+    """The same idle sockets offering deflate as browsers do, then not offering it."""
+    offered = await idle_run(opts, opts.idle, deflate=True)
+    return await idle_run(opts, opts.idle, watch=opts.idle_watch) | {"offered": offered}
+
+
 async def memory(opts: Options) -> Result:
     result = Result()
     runs = await counted_runs(
-        opts, result, "memory", lambda: idle_run(opts, opts.idle, watch=opts.idle_watch),
-        lambda r: (f"{r['per_socket_kib']:.1f} KiB/socket ({r['rss_before_kib']} -> "
+        opts, result, "memory", lambda: _both(opts),
+        lambda r: (f"{r['offered']['per_socket_kib']:.1f} KiB/socket deflate offered, "
+                   f"{r['per_socket_kib']:.1f} not ({r['rss_before_kib']} -> "
                    f"{r['rss_after_kib']} KiB, {r['connections']} sockets in "
                    f"{r['connect_seconds']:.1f} s); idle {r['idle_cores']:.4f} cores"))
     result.rows += [
-        Row(f"RSS per idle socket, {opts.idle:,} sockets", "KiB",
-            [value(r, "per_socket_kib") for r in runs], 64, lower=True, digits=1),
+        Row(f"RSS per idle socket, {opts.idle:,} sockets, deflate offered (as browsers do)",
+            "KiB", [value(r, "offered", "per_socket_kib") for r in runs], 20, lower=True,
+            digits=1),
+        Row(f"RSS per idle socket, {opts.idle:,} sockets, deflate not offered", "KiB",
+            [value(r, "per_socket_kib") for r in runs], 20, lower=True, digits=1),
         Row(f"  gateway CPU while they idle {opts.idle_watch:.0f} s, per 1,000 sockets",
             "cores", [value(r, "idle_cores") / value(r, "connections") * 1000 for r in runs],
             lower=True, digits=4),

@@ -12,6 +12,8 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from adapters.settings import Settings
 from gateway import api_docs, health, http_api, http_presence, http_search
@@ -21,6 +23,7 @@ from gateway.node import Gateway
 from gateway.read_model import ReadModel
 from gateway.session import websocket_endpoint
 
+WS_PATH = "/v1/ws"
 DEMO_PAGE = files("gateway").joinpath("static/index.html").read_text()
 # The demo page's client library: clients/js/dist, copied by its `npm run build`
 CLIENT_MODULES = {entry.name: entry.read_bytes()
@@ -38,6 +41,26 @@ async def client_module(request: Request) -> Response:
         raise HTTPException(404, "no such module")
     return Response(body, media_type="text/javascript; charset=utf-8",
                     headers={"Cache-Control": "no-cache"})
+
+
+class WebSocketFirst:
+    """The application as the server runs it: ``/v1/ws`` goes straight to its endpoint,
+    everything else through Starlette. A socket holds its call chain for its whole life;
+    Starlette's (error and exception middleware, the metrics middleware, which only counts
+    HTTP, the router, the route) cost ~4 KiB an idle socket and a call per frame sent, and
+    did nothing for a WebSocket that the endpoint does not do itself (docs/benchmarks.md).
+    """
+
+    def __init__(self, app: Starlette, path: str = WS_PATH) -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == self.path:
+            scope["app"] = self.app  # as Starlette sets it: the endpoint reads app.state
+            await websocket_endpoint(WebSocket(scope, receive, send))
+        else:
+            await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -75,7 +98,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/threads/{thread}/messages", http_api.messages, methods=["GET", "POST"]),
         Route("/v1/presence", http_presence.presence),
         Route("/v1/search", http_search.search_messages),
-        WebSocketRoute("/v1/ws", websocket_endpoint),
+        WebSocketRoute(WS_PATH, websocket_endpoint),  # WebSocketFirst takes it first
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     middleware=[Middleware(HttpMetricsMiddleware, metrics=metrics)],

@@ -15,6 +15,7 @@ from collections import deque
 
 from domain.ids import EventKey
 from gateway.delivery import Delivery, SlowConsumerError
+from gateway.lean import Flag
 
 SLOW_CONSUMER = 1013
 POLICY = 1008
@@ -27,9 +28,9 @@ class Connection:
     def __init__(self, user: str, capacity: int) -> None:
         self.user = user
         self.capacity = capacity
-        self.frames: deque[str] = deque()
-        self.wake = asyncio.Event()
-        self.room = asyncio.Event()
+        self.frames: list[str] = []
+        self.wake = Flag()
+        self.room = Flag()
         self.delivery = Delivery(capacity)
         self.replaying = asyncio.Lock()  # one replay (sync or catch-up) at a time
         self.catching_up: asyncio.Task[None] | None = None
@@ -129,8 +130,7 @@ class Connection:
         self.push(frame)
 
     def take(self) -> list[str]:
-        batch = list(self.frames)
-        self.frames.clear()
+        batch, self.frames = self.frames, []
         self.wake.clear()
         self.room.set()
         self.delivered += len(batch)

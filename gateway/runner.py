@@ -10,7 +10,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from adapters.settings import Settings
-from gateway.app import create_app
+from gateway.app import WebSocketFirst, create_app
 from gateway.workers import reuse_port_socket
 from gateway.ws_protocol import protocol_class
 
@@ -49,7 +49,7 @@ def build(
 ) -> DrainingServer:
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=host, port=port, ws=protocol_class(settings.ws_compression),
+        WebSocketFirst(app), host=host, port=port, ws=protocol_class(settings.ws_compression),
         ws_max_size=settings.max_frame, ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_interval, log_config=None, access_log=False,
         lifespan="on", timeout_graceful_shutdown=int(settings.drain_timeout) + 5,
