@@ -56,11 +56,18 @@ class WebSocketFirst:
         self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == self.path:
+        if scope["type"] == "websocket" and _route_path(scope) == self.path:
             scope["app"] = self.app  # as Starlette sets it: the endpoint reads app.state
             await websocket_endpoint(WebSocket(scope, receive, send))
         else:
             await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path without the server's ``root_path``, as Starlette's router matches it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 def create_app(settings: Settings) -> Starlette:

@@ -56,12 +56,15 @@ class Flag:
 
 class Inbox(Generic[T]):
     """What uvicorn's WebSocket protocol uses of ``asyncio.Queue`` (``put_nowait``, ``get``,
-    ``empty``, ``qsize``) for its one reader, the application's ``receive``."""
+    ``empty``, ``qsize``) for its one reader, the application's ``receive``. One socket
+    read can queue tens of thousands of tiny frames: items are taken by position, not
+    shifted out one by one, and the list is emptied once all are taken."""
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_head", "_items", "_waiter")
 
     def __init__(self) -> None:
-        self._items: list[T] = []
+        self._items: list[T | None] = []
+        self._head = 0  # the next item to hand out
         self._waiter: asyncio.Future[None] | None = None
 
     def put_nowait(self, item: T) -> None:
@@ -71,8 +74,8 @@ class Inbox(Generic[T]):
             waiter.set_result(None)
 
     async def get(self) -> T:
-        while not self._items:
-            if self._waiter is not None:
+        while self._head == len(self._items):
+            if self._waiter is not None and not self._waiter.done():
                 raise RuntimeError("Inbox.get: another reader is already waiting")
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -80,10 +83,16 @@ class Inbox(Generic[T]):
             finally:
                 if self._waiter is waiter:  # cancelled while waiting
                     self._waiter = None
-        return self._items.pop(0)
+        item = self._items[self._head]
+        self._items[self._head] = None  # handed out: not kept alive until the list empties
+        self._head += 1
+        if self._head == len(self._items):
+            self._items.clear()
+            self._head = 0
+        return item  # type: ignore[return-value]
 
     def empty(self) -> bool:
-        return not self._items
+        return self._head == len(self._items)
 
     def qsize(self) -> int:
-        return len(self._items)
+        return len(self._items) - self._head

@@ -70,7 +70,8 @@ async def _deny(ws: WebSocket, answer: Response) -> None:
 async def _accepted(gateway: Gateway, ws: WebSocket, identity: Identity) -> None:
     await ws.accept()
     # Read (the token) and answered: nothing reads the upgrade's headers again, and an
-    # idle socket would keep them (~1.2 KiB) for its whole life.
+    # idle socket would keep them (~1.2 KiB) for its whole life. Whatever a later change
+    # needs of them must be read before this line: ``ws.headers`` is empty after it.
     ws.scope["headers"].clear()
     conn = Connection(identity.user, gateway.settings.outbox)
     started = time.monotonic()

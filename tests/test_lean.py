@@ -73,3 +73,50 @@ async def test_an_inbox_refuses_a_second_waiting_reader() -> None:
         await inbox.get()
     inbox.put_nowait("x")
     assert await first == "x"
+
+
+async def test_an_inbox_holding_a_whole_read_of_tiny_frames_hands_them_all_out() -> None:
+    """One socket read can queue ~43,000 six-byte frames: each is taken by position (a
+    list shifted per take would cost the square of that), and nothing is kept after."""
+    inbox: Inbox[int] = Inbox()
+    for n in range(50_000):
+        inbox.put_nowait(n)
+    assert inbox.qsize() == 50_000
+    assert [await inbox.get() for _ in range(50_000)] == list(range(50_000))
+    assert inbox.empty() and inbox._items == [] and inbox._head == 0
+    inbox.put_nowait(7)  # usable again after emptying
+    assert await inbox.get() == 7
+
+
+async def test_an_item_put_before_a_cancelled_reader_resumes_is_not_lost() -> None:
+    inbox: Inbox[str] = Inbox()
+    reader = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait("kept")
+    reader.cancel()  # woken and cancelled in the same step: the item stays queued
+    await asyncio.gather(reader, return_exceptions=True)
+    if reader.cancelled():
+        assert await asyncio.wait_for(inbox.get(), 1) == "kept"
+    else:
+        assert reader.result() == "kept"
+
+
+async def test_a_new_reader_right_after_a_cancelled_one_is_served() -> None:
+    inbox: Inbox[str] = Inbox()
+    reader = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    reader.cancel()  # not unwound yet when the next reader starts
+    successor = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait("x")
+    assert await asyncio.wait_for(successor, 1) == "x"
+    await asyncio.gather(reader, return_exceptions=True)
+
+
+async def test_a_flag_set_then_cleared_before_its_waiter_runs_still_wakes_it() -> None:
+    flag = Flag()
+    waiter = asyncio.create_task(flag.wait())
+    await asyncio.sleep(0)
+    flag.set()
+    flag.clear()
+    assert await asyncio.wait_for(waiter, 1)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
 import pytest
 import websockets
 
+from gateway.app import _route_path
 from tests.support import token, uid
 from tests.ws_errors_support import BAD_TOKENS, assert_refused
 
@@ -49,6 +51,21 @@ async def test_handshake_with_good_token_works(shared_gateway, how):
         await ws.close()
 
 
+async def test_a_websocket_to_another_path_is_refused_and_http_on_the_ws_path_is_404(
+        shared_gateway):
+    """/v1/ws is served straight from the server (gateway.app.WebSocketFirst); every other
+    WebSocket path, and plain HTTP on /v1/ws, still go through the router."""
+    good = {"Authorization": f"Bearer {token(uid('a'))}"}
+    await assert_refused(shared_gateway.ws_url.replace("/v1/ws", "/v1/other"), good)
+    await assert_refused(shared_gateway.ws_url + "/more", good)
+    async with httpx.AsyncClient(base_url=shared_gateway.http_url, timeout=5) as http:
+        assert (await http.get("/v1/ws")).status_code == 404
+
+
+def test_the_websocket_path_is_matched_without_the_root_path():
+    assert _route_path({"path": "/chat/v1/ws", "root_path": "/chat"}) == "/v1/ws"
+    assert _route_path({"path": "/v1/ws", "root_path": ""}) == "/v1/ws"
+    assert _route_path({"path": "/v1/ws"}) == "/v1/ws"
 
 
 async def test_a_malformed_upgrade_gets_400_and_logs_no_traceback(start_gateway):
