@@ -1,8 +1,11 @@
 """One WebSocket connection: its outbound queue, its close, its token expiry and
 refusal count, and its ``Delivery`` state machine (``gateway/delivery.py``).
 
-- ``frames``: the bounded outbound queue, drained by the connection's sender task;
-  a frame that finds it full closes the socket with 1013 (slow consumer).
+- ``frames``: the bounded outbound queue; a frame that finds it full closes the socket
+  with 1013 (slow consumer). Under our uvicorn protocol (``gateway.ws_protocol``) it is
+  flushed by a callback the first push of a loop iteration schedules, with one write,
+  and a close is sent the same way: a socket needs no task of its own to send. Under
+  another server a sender task drains it (``gateway.session``), woken by ``wake``.
 - ``delivery``: which frames go out, once each and in order per thread, across live
   fan-out, ``sync`` and catch-ups after a pub/sub gap.
 """
@@ -16,9 +19,11 @@ from collections import deque
 from domain.ids import EventKey
 from gateway.delivery import Delivery, SlowConsumerError
 from gateway.lean import Flag
+from gateway.ws_protocol import FrameWriter
 
 SLOW_CONSUMER = 1013
 POLICY = 1008
+GONE = 1006  # logged only: the peer vanished without a close frame
 REFUSAL_LIMIT = 20  # more refusals than this within REFUSAL_WINDOW seconds close the socket
 REFUSAL_WINDOW = 60.0
 LOG_EVERY = 1.0  # seconds: a connection's refusals past the first in this span are counted
@@ -45,6 +50,8 @@ class Connection:
         self.refusals: deque[float] | None = None
         self.logged_at = -LOG_EVERY  # when a refusal of this connection was last logged
         self.unlogged = 0  # refusals since then, not logged one by one
+        self.writer: FrameWriter | None = None  # attach(): flushed by callbacks
+        self.flush_at: asyncio.Handle | None = None  # the flush scheduled, if any
 
     @property
     def last(self) -> dict[str, EventKey]:
@@ -114,7 +121,46 @@ class Connection:
             self.close(SLOW_CONSUMER, "slow consumer")
             return
         self.frames.append(frame)
-        self.wake.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.writer is None:
+            self.wake.set()
+        elif self.flush_at is None:
+            self.flush_at = asyncio.get_running_loop().call_soon(self._flush)
+
+    def attach(self, writer: FrameWriter) -> None:
+        """From now on ``writer`` sends the queue (what is queued already, at once)."""
+        self.writer = writer
+        writer.on_resume = self._wake
+        self._wake()
+
+    def detach(self) -> None:
+        if self.flush_at is not None:
+            self.flush_at.cancel()
+            self.flush_at = None
+        if self.writer is not None:
+            self.writer.on_resume = None
+            self.writer = None
+
+    def _flush(self) -> None:
+        """Everything queued, in one write; then the close, if one was asked for."""
+        self.flush_at = None
+        writer = self.writer
+        if writer is None:
+            return
+        try:
+            if self.frames and (self.close_code is None or self.flush_before_close):
+                if not writer.write_now(self.frames):
+                    return  # paused: ``on_resume`` flushes again
+                self.delivered += len(self.frames)
+                self.frames = []
+                self.room.set()
+            if self.close_code is not None:
+                writer.close_now(self.close_code, self.close_reason)
+        except (RuntimeError, OSError):  # the socket is gone (ClientDisconnected), or closing
+            self.detach()
+            self.close(GONE, "client gone")  # wakes a replay waiting for room
 
     def push_droppable(self, frame: str) -> None:
         """Queue an ephemeral frame (typing) only while the queue is under half full: a
@@ -139,7 +185,7 @@ class Connection:
     def close(self, code: int, reason: str = "", flush: bool = False) -> None:
         if self.close_code is None:
             self.close_code, self.close_reason, self.flush_before_close = code, reason, flush
-        self.wake.set()
+        self._wake()
         self.room.set()
 
     def closed_by_client(self, code: int) -> None:

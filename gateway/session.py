@@ -13,7 +13,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from adapters.logs import clip
 from adapters.tokens import AuthError, Identity, bearer, read_token
 from gateway.backfill import schedule_catch_up
-from gateway.connection import Connection
+from gateway.connection import GONE, Connection
 from gateway.errors import RateLimitedError, UnavailableError
 from gateway.http_errors import error_response
 from gateway.node import SHUTTING_DOWN, Gateway
@@ -22,7 +22,6 @@ from schemas.server import Error, encode_frame
 
 log = structlog.get_logger("duologue.ws")
 INTERNAL = 1011
-GONE = 1006  # logged only: the peer vanished without a close frame
 TURN = 0.0002  # seconds a connection's frames may run before the loop serves the others
 
 
@@ -109,7 +108,15 @@ async def _serve(gateway: Gateway, ws: WebSocket, conn: Connection, identity: Id
     if conn.start(threads):
         schedule_catch_up(gateway.store, conn)
     conn.expire_at(identity.exp)
-    sender = asyncio.create_task(_send(ws, conn))
+    writer = ws.scope.get("extensions", {}).get(TEXT_FRAMES, {}).get("writer")
+    if writer is not None:  # our protocol: the queue is flushed by callbacks
+        conn.attach(writer)
+        try:
+            await _receive(gateway, ws, conn)
+        finally:
+            conn.detach()
+        return
+    sender = asyncio.create_task(_send(ws, conn))  # another server: a task sends
     try:
         await _receive(gateway, ws, conn)
     finally:
@@ -150,17 +157,13 @@ async def _receive(gateway: Gateway, ws: WebSocket, conn: Connection) -> None:
 
 
 async def _send(ws: WebSocket, conn: Connection) -> None:
-    batched = TEXT_FRAMES in ws.scope.get("extensions", {})  # our own protocol: one write
+    """The queue's sender under a server without our protocol's writer."""
     try:
         while True:
             await conn.wake.wait()
             if conn.close_code is None or conn.flush_before_close:
-                frames = conn.take()
-                if batched and frames:
-                    await ws.send({"type": "websocket.send", TEXT_FRAMES: frames})
-                else:
-                    for frame in frames:
-                        await ws.send_text(frame)
+                for frame in conn.take():
+                    await ws.send_text(frame)
             if conn.close_code is not None:
                 await ws.close(conn.close_code, conn.close_reason)
                 return

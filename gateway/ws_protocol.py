@@ -15,20 +15,22 @@ most of a chat server's sockets' lives. ``DUOLOGUE_WS_COMPRESSION`` chooses:
 
 The figures behind the default are in docs/benchmarks.md ("permessage-deflate").
 
-The protocol also offers the ASGI extension ``duologue.text_frames``: one
-``websocket.send`` message carrying a list of text frames (``{"type": "websocket.send",
-"duologue.text_frames": [...]}``), written to the socket with one ``write()``. A
-connection's sender drains its whole queue at a time, so under load one write carries an
-ack and the events queued with it instead of one write each (docs/benchmarks.md, "Issue
-13 levers"). A frame that needs no deflate is framed here directly (RFC 6455 section 5.2:
-FIN, opcode text, the length, the payload; a server does not mask).
+The protocol also offers the ASGI extension ``duologue.text_frames``, whose ``writer``
+(a ``FrameWriter``, the protocol itself) writes a connection's queued text frames with
+one ``write()`` straight from the event loop's callback, and closes the socket, without
+the ASGI ``send`` coroutines in between. A connection then needs no sender task of its
+own: its pushes schedule one flush per loop iteration (``gateway.connection``), so under
+load one write carries an ack and the events queued with it (docs/benchmarks.md, "Issue
+13"). A frame that needs no deflate is framed here directly (RFC 6455 section 5.2: FIN,
+opcode text, the length, the payload; a server does not mask).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from uvicorn.config import Config
 from uvicorn.protocols.utils import ClientDisconnected
@@ -49,7 +51,17 @@ from gateway.lean import Flag, Inbox
 
 WINDOW_BITS, MEM_LEVEL = 12, 5
 SMALL = 256  # bytes: a message this short goes out uncompressed under ``per-message``
-TEXT_FRAMES = "duologue.text_frames"  # the ASGI extension: many text frames, one write
+TEXT_FRAMES = "duologue.text_frames"  # the ASGI extension: a FrameWriter, one write a flush
+
+
+class FrameWriter(Protocol):
+    """What ``duologue.text_frames`` offers a connection (our protocol, below)."""
+
+    on_resume: Callable[[], None] | None
+
+    def write_now(self, frames: list[str]) -> bool: ...
+
+    def close_now(self, code: int, reason: str) -> None: ...
 
 
 class SmallFramesPlain(PerMessageDeflate):
@@ -85,48 +97,81 @@ def extensions(policy: str) -> list[ServerExtensionFactory]:
         compress_settings={"memLevel": MEM_LEVEL})]
 
 
+class DuologueProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's ``websockets-sansio`` protocol with our deflate policy, lean waiting
+    primitives, and the ``duologue.text_frames`` writer (``protocol_class``)."""
+
+    policy = "per-message"
+    on_resume: Callable[[], None] | None = None  # FrameWriter: called when writable again
+
+    def __init__(self, config: Config, server_state: ServerState,
+                 app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.conn = ServerProtocol(extensions=extensions(self.policy),
+                                   max_size=self.config.ws_max_size,
+                                   logger=logging.getLogger("uvicorn.error"))
+        # the same calls, without asyncio's deques (gateway.lean): 3.8 KiB a socket
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag(True)  # type: ignore[assignment]
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if self.response.status_code == 101:  # a refused upgrade has no scope
+            self.scope["extensions"][TEXT_FRAMES] = {"writer": self}
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # Answered: the parsed upgrade request and our response are never
+            # read again. Their headers cost ~3 KiB a socket; websockets' parser
+            # keeps the request for the socket's life (a local of its generator),
+            # so its headers are emptied rather than only let go.
+            self.request.headers.clear()
+            del self.request, self.response
+
+    def write_now(self, frames: list[str]) -> bool:
+        """``frames`` written with one ``write()``; False (nothing written) while the
+        transport asks us to pause: ``on_resume`` is called when it has room again."""
+        if self.disconnected or self.close_sent or not self.handshake_complete:
+            raise ClientDisconnected()
+        if not self.writable.is_set():
+            return False
+        self.transport.write(framed(self.conn, frames))
+        return True
+
+    def close_now(self, code: int, reason: str) -> None:
+        """Start the closing handshake, as uvicorn does for ``websocket.close``: the
+        application's ``receive`` gets the disconnect; the transport closes when the
+        peer answers, or after ``close_timeout``."""
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code,
+                               "reason": reason})
+        try:
+            self.conn.send_close(code, reason)
+        except InvalidState:
+            return
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.on_resume is not None:
+            self.on_resume()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.on_resume = None
+
+
 def protocol_class(policy: str) -> type[asyncio.Protocol]:
-    """uvicorn's ``websockets-sansio`` protocol negotiating deflate as ``policy`` says."""
-
-    class DeflatePolicyProtocol(WebSocketsSansIOProtocol):
-        def __init__(self, config: Config, server_state: ServerState,
-                     app_state: dict[str, Any],
-                     _loop: asyncio.AbstractEventLoop | None = None) -> None:
-            super().__init__(config, server_state, app_state, _loop)
-            self.conn = ServerProtocol(extensions=extensions(policy),
-                                       max_size=self.config.ws_max_size,
-                                       logger=logging.getLogger("uvicorn.error"))
-            # the same calls, without asyncio's deques (gateway.lean): 3.8 KiB a socket
-            self.queue = Inbox()  # type: ignore[assignment]
-            self.writable = Flag(True)  # type: ignore[assignment]
-
-        def handle_connect(self, event: Request) -> None:
-            super().handle_connect(event)
-            if self.response.status_code == 101:  # a refused upgrade has no scope
-                self.scope["extensions"][TEXT_FRAMES] = {}
-
-        async def send(self, message: Any) -> None:
-            frames = message.get(TEXT_FRAMES) if message["type"] == "websocket.send" else None
-            if frames is None:
-                await super().send(message)
-                if message["type"] == "websocket.accept" and self.handshake_complete:
-                    # Answered: the parsed upgrade request and our response are never
-                    # read again. Their headers cost ~3 KiB a socket; websockets' parser
-                    # keeps the request for the socket's life (a local of its generator),
-                    # so its headers are emptied rather than only let go.
-                    self.request.headers.clear()
-                    del self.request, self.response
-            elif (not self.handshake_complete or self.close_sent
-                  or self.initial_response is not None):
-                for text in frames:  # uvicorn's own answer to a send out of turn
-                    await super().send({"type": "websocket.send", "text": text})
-            else:
-                await self.writable.wait()
-                if self.disconnected:
-                    raise ClientDisconnected()
-                self.transport.write(framed(self.conn, frames))
-
-    return DeflatePolicyProtocol
+    """Our protocol negotiating deflate as ``policy`` says."""
+    return type("DeflatePolicyProtocol", (DuologueProtocol,), {"policy": policy})
 
 
 def framed(conn: ServerProtocol, frames: list[str]) -> bytes:

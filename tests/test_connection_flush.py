@@ -1,0 +1,135 @@
+"""gateway.connection under our protocol's writer: a socket's queue is flushed by one
+callback per loop iteration (no sender task), paused while the transport is full, and
+its close goes out after what it must flush. The writer here records what the protocol
+would write; the end-to-end tests run the real one (tests/test_ws_*.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from uvicorn.protocols.utils import ClientDisconnected
+
+from gateway.connection import GONE, SLOW_CONSUMER, Connection
+
+
+class Recorder:
+    """A ``FrameWriter`` that keeps each write and close instead of sending them."""
+
+    def __init__(self) -> None:
+        self.on_resume: Callable[[], None] | None = None
+        self.writes: list[list[str]] = []
+        self.closes: list[tuple[int, str]] = []
+        self.paused = False
+        self.gone = False
+
+    def write_now(self, frames: list[str]) -> bool:
+        if self.gone:
+            raise ClientDisconnected()
+        if self.paused:
+            return False
+        self.writes.append(list(frames))
+        return True
+
+    def close_now(self, code: int, reason: str) -> None:
+        self.closes.append((code, reason))
+
+    def resume(self) -> None:
+        self.paused = False
+        assert self.on_resume is not None
+        self.on_resume()
+
+
+async def turn() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def test_frames_pushed_in_one_loop_iteration_go_out_in_one_write() -> None:
+    conn, writer = Connection("alice", 64), Recorder()
+    conn.push("hello")  # queued before the writer is attached: flushed on attach
+    conn.attach(writer)
+    conn.push("a")
+    await turn()
+    for frame in ("b", "c", "d"):
+        conn.push(frame)
+    await turn()
+    assert writer.writes == [["hello", "a"], ["b", "c", "d"]]
+    assert conn.frames == [] and conn.delivered == 5
+
+
+async def test_a_paused_transport_keeps_the_queue_until_it_resumes() -> None:
+    conn, writer = Connection("alice", 8), Recorder()
+    conn.attach(writer)
+    writer.paused = True
+    conn.push("a")
+    conn.push("b")
+    await turn()
+    assert writer.writes == [] and conn.frames == ["a", "b"]
+    writer.resume()
+    await turn()
+    assert writer.writes == [["a", "b"]] and conn.frames == []
+
+
+async def test_a_queue_that_stays_full_closes_the_socket_1013() -> None:
+    conn, writer = Connection("alice", 4), Recorder()
+    conn.attach(writer)
+    writer.paused = True
+    for n in range(5):
+        conn.push(f"m{n}")
+    await turn()
+    assert conn.close_code == SLOW_CONSUMER
+    assert writer.closes == [(SLOW_CONSUMER, "slow consumer")] and writer.writes == []
+
+
+async def test_a_close_with_flush_sends_the_queue_first_and_one_without_drops_it() -> None:
+    flushed, flushing = Connection("alice", 64), Recorder()
+    flushed.attach(flushing)
+    flushed.push("last words")
+    flushed.close(1001, "server shutting down", flush=True)
+    await turn()
+    assert flushing.writes == [["last words"]]
+    assert flushing.closes == [(1001, "server shutting down")]
+    dropped, dropping = Connection("bob", 64), Recorder()
+    dropped.attach(dropping)
+    dropped.push("never sent")
+    dropped.close(1008, "token expired")
+    dropped.close(1011, "a second close changes nothing")
+    await turn()
+    assert dropping.writes == [] and dropping.closes == [(1008, "token expired")]
+
+
+async def test_a_vanished_client_closes_the_connection_and_detaches_it() -> None:
+    conn, writer = Connection("alice", 64), Recorder()
+    conn.attach(writer)
+    writer.gone = True
+    conn.push("into the void")
+    await turn()
+    assert conn.close_code == GONE and conn.writer is None and writer.on_resume is None
+    conn.push("after")  # closed: nothing queued, nothing scheduled
+    await turn()
+    assert conn.frames == ["into the void"] and conn.flush_at is None
+
+
+async def test_a_replay_waiting_for_room_is_woken_by_a_flush() -> None:
+    conn, writer = Connection("alice", 4), Recorder()
+    conn.attach(writer)
+    writer.paused = True
+    conn.push("a")
+    conn.push("b")  # half full: a paced push waits
+    paced = asyncio.create_task(conn.push_paced("replayed"))
+    await turn()
+    assert not paced.done()
+    writer.resume()
+    await asyncio.wait_for(paced, 1)
+    await turn()
+    assert writer.writes == [["a", "b"], ["replayed"]]
+
+
+async def test_a_detached_connection_schedules_nothing() -> None:
+    conn, writer = Connection("alice", 64), Recorder()
+    conn.attach(writer)
+    conn.push("a")
+    conn.detach()  # the socket's receive loop ended before the flush ran
+    await turn()
+    assert writer.writes == [] and conn.flush_at is None and writer.on_resume is None
