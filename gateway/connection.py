@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 from domain.ids import EventKey
 from gateway.delivery import Delivery, SlowConsumerError
 from gateway.lean import Flag
-from gateway.ws_protocol import FrameWriter
+
+if TYPE_CHECKING:
+    from gateway.ws_protocol import FrameWriter
 
 SLOW_CONSUMER = 1013
 POLICY = 1008
@@ -150,8 +153,12 @@ class Connection:
         if writer is None:
             return
         try:
-            if self.frames and (self.close_code is None or self.flush_before_close):
-                if not writer.write_now(self.frames):
+            closing = self.close_code is not None
+            if self.frames and (not closing or self.flush_before_close):
+                # Closing, the last frames go out even while the transport is paused
+                # (no more can be queued), or a client that stopped reading would keep
+                # its socket: the close behind them would never be sent.
+                if not writer.write_now(self.frames, force=closing):
                     return  # paused: ``on_resume`` flushes again
                 self.delivered += len(self.frames)
                 self.frames = []

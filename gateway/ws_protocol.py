@@ -36,7 +36,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
-from websockets.exceptions import InvalidState
+from websockets.exceptions import InvalidState, WebSocketException
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import (
     PerMessageDeflate,
@@ -51,6 +51,7 @@ from gateway.lean import Flag, Inbox
 
 WINDOW_BITS, MEM_LEVEL = 12, 5
 SMALL = 256  # bytes: a message this short goes out uncompressed under ``per-message``
+STALLED_CLOSE = 30.0  # seconds after our close frame a write buffer may stand still
 TEXT_FRAMES = "duologue.text_frames"  # the ASGI extension: a FrameWriter, one write a flush
 
 
@@ -59,7 +60,7 @@ class FrameWriter(Protocol):
 
     on_resume: Callable[[], None] | None
 
-    def write_now(self, frames: list[str]) -> bool: ...
+    def write_now(self, frames: list[str], force: bool = False) -> bool: ...
 
     def close_now(self, code: int, reason: str) -> None: ...
 
@@ -102,6 +103,8 @@ class DuologueProtocol(WebSocketsSansIOProtocol):
     primitives, and the ``duologue.text_frames`` writer (``protocol_class``)."""
 
     policy = "per-message"
+    closing_since = 0.0  # loop time our close frame was written (close_now)
+    closing_left = -1  # the write buffer's size at the last look after it
     on_resume: Callable[[], None] | None = None  # FrameWriter: called when writable again
 
     def __init__(self, config: Config, server_state: ServerState,
@@ -130,12 +133,13 @@ class DuologueProtocol(WebSocketsSansIOProtocol):
             self.request.headers.clear()
             del self.request, self.response
 
-    def write_now(self, frames: list[str]) -> bool:
+    def write_now(self, frames: list[str], force: bool = False) -> bool:
         """``frames`` written with one ``write()``; False (nothing written) while the
-        transport asks us to pause: ``on_resume`` is called when it has room again."""
+        transport asks us to pause, unless ``force`` (the last frames before a close):
+        ``on_resume`` is called when it has room again."""
         if self.disconnected or self.close_sent or not self.handshake_complete:
             raise ClientDisconnected()
-        if not self.writable.is_set():
+        if not force and not self.writable.is_set():
             return False
         self.transport.write(framed(self.conn, frames))
         return True
@@ -150,14 +154,33 @@ class DuologueProtocol(WebSocketsSansIOProtocol):
                                "reason": reason})
         try:
             self.conn.send_close(code, reason)
-        except InvalidState:
+        except WebSocketException:  # not open any more, or a code a close cannot carry
             return
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
-        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+        self.closing_since, self.closing_left = self.loop.time(), -1
+        self.close_timer = self.loop.call_later(self.close_timeout, self._close_transport)
+
+    def _close_transport(self) -> None:
+        """``close_timeout`` after our close frame, the peer has not answered it. An
+        empty write buffer: close (as uvicorn does). A buffer still draining: wait on.
+        A buffer that has not moved for a whole wait, ``STALLED_CLOSE`` seconds after
+        the close: abort. ``transport.close()`` waits for the buffer to drain, so a
+        slow consumer that never reads again (the 1013 case) would hold its socket and
+        buffer for good."""
+        left = self.transport.get_write_buffer_size()
+        if not left:
+            self.transport.close()
+        elif (left == self.closing_left
+              and self.loop.time() - self.closing_since >= STALLED_CLOSE):
+            self.transport.abort()
+        else:
+            self.closing_left = left
+            self.close_timer = self.loop.call_later(self.close_timeout,
+                                                    self._close_transport)
 
     def resume_writing(self) -> None:
         super().resume_writing()

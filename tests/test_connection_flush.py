@@ -6,11 +6,14 @@ would write; the end-to-end tests run the real one (tests/test_ws_*.py)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
+from types import SimpleNamespace
 
 from uvicorn.protocols.utils import ClientDisconnected
 
 from gateway.connection import GONE, SLOW_CONSUMER, Connection
+from gateway.ws_protocol import STALLED_CLOSE, DuologueProtocol
 
 
 class Recorder:
@@ -23,10 +26,10 @@ class Recorder:
         self.paused = False
         self.gone = False
 
-    def write_now(self, frames: list[str]) -> bool:
+    def write_now(self, frames: list[str], force: bool = False) -> bool:
         if self.gone:
             raise ClientDisconnected()
-        if self.paused:
+        if self.paused and not force:
             return False
         self.writes.append(list(frames))
         return True
@@ -99,6 +102,20 @@ async def test_a_close_with_flush_sends_the_queue_first_and_one_without_drops_it
     assert dropping.writes == [] and dropping.closes == [(1008, "token expired")]
 
 
+async def test_a_close_that_flushes_goes_out_even_while_the_transport_is_paused() -> None:
+    """A drain's 1001 (or a 1008 for refused frames) after the queue: a client that
+    stopped reading must not keep its socket by never letting the transport resume."""
+    conn, writer = Connection("alice", 64), Recorder()
+    conn.attach(writer)
+    writer.paused = True
+    conn.push("queued")
+    await turn()
+    assert writer.writes == []
+    conn.close(1001, "server shutting down", flush=True)
+    await turn()
+    assert writer.writes == [["queued"]] and writer.closes == [(1001, "server shutting down")]
+
+
 async def test_a_vanished_client_closes_the_connection_and_detaches_it() -> None:
     conn, writer = Connection("alice", 64), Recorder()
     conn.attach(writer)
@@ -133,3 +150,50 @@ async def test_a_detached_connection_schedules_nothing() -> None:
     conn.detach()  # the socket's receive loop ended before the flush ran
     await turn()
     assert writer.writes == [] and conn.flush_at is None and writer.on_resume is None
+
+
+def closing(transport: asyncio.Transport) -> SimpleNamespace:
+    """What ``DuologueProtocol._close_transport`` reads of its protocol, just after
+    ``close_now`` wrote the close frame."""
+    loop = asyncio.get_running_loop()
+    state = SimpleNamespace(transport=transport, loop=loop, close_timeout=60.0,
+                            closing_since=loop.time(), closing_left=-1, close_timer=None)
+    state._close_transport = lambda: DuologueProtocol._close_transport(state)  # type: ignore[arg-type]
+    return state
+
+
+async def test_a_close_nobody_answers_aborts_a_write_buffer_that_stands_still() -> None:
+    """After our close frame: an empty buffer is closed, a draining one waited on, and
+    one that did not move for a whole wait, STALLED_CLOSE after the close, aborted
+    (transport.close() would wait for it to drain for ever)."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()  # ``theirs`` never reads
+    try:
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+        transport.write(b"x" * 8_000_000)
+        state = closing(transport)
+        DuologueProtocol._close_transport(state)  # type: ignore[arg-type]
+        assert not transport.is_closing() and state.close_timer is not None  # waits on
+        state.close_timer.cancel()
+        DuologueProtocol._close_transport(state)  # type: ignore[arg-type]
+        assert not transport.is_closing()  # no progress, but not STALLED_CLOSE yet
+        state.close_timer.cancel()
+        state.closing_since = loop.time() - STALLED_CLOSE
+        DuologueProtocol._close_transport(state)  # type: ignore[arg-type]
+        assert transport.is_closing()
+        await asyncio.sleep(0.05)
+        assert transport.get_write_buffer_size() == 0  # aborted: the buffer is dropped
+    finally:
+        theirs.close()
+
+
+async def test_a_close_nobody_answers_closes_an_empty_buffer_at_once() -> None:
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    try:
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+        state = closing(transport)
+        DuologueProtocol._close_transport(state)  # type: ignore[arg-type]
+        assert transport.is_closing() and state.close_timer is None
+    finally:
+        theirs.close()
