@@ -2,10 +2,10 @@
 refusal count, and its ``Delivery`` state machine (``gateway/delivery.py``).
 
 - ``frames``: the bounded outbound queue; a frame that finds it full closes the socket
-  with 1013 (slow consumer). Under our uvicorn protocol (``gateway.ws_protocol``) it is
-  flushed by a callback the first push of a loop iteration schedules, with one write,
-  and a close is sent the same way: a socket needs no task of its own to send. Under
-  another server a sender task drains it (``gateway.session``), woken by ``wake``.
+  with 1013 (slow consumer). Our uvicorn protocol's writer (``gateway.ws_protocol``)
+  sends it: the first push of a loop iteration schedules a callback that writes the
+  whole queue with one write, and a close is sent the same way, so a socket needs no
+  task of its own to send.
 - ``delivery``: which frames go out, once each and in order per thread, across live
   fan-out, ``sync`` and catch-ups after a pub/sub gap.
 """
@@ -37,7 +37,6 @@ class Connection:
         self.user = user
         self.capacity = capacity
         self.frames: list[str] = []
-        self.wake = Flag()
         self.room = Flag()
         self.delivery = Delivery(capacity)
         self.replaying = asyncio.Lock()  # one replay (sync or catch-up) at a time
@@ -127,9 +126,8 @@ class Connection:
         self._wake()
 
     def _wake(self) -> None:
-        if self.writer is None:
-            self.wake.set()
-        elif self.flush_at is None:
+        """A flush, once per loop iteration, from the moment a writer is attached."""
+        if self.writer is not None and self.flush_at is None:
             self.flush_at = asyncio.get_running_loop().call_soon(self._flush)
 
     def attach(self, writer: FrameWriter) -> None:
@@ -181,13 +179,6 @@ class Connection:
             self.room.clear()
             await self.room.wait()
         self.push(frame)
-
-    def take(self) -> list[str]:
-        batch, self.frames = self.frames, []
-        self.wake.clear()
-        self.room.set()
-        self.delivered += len(batch)
-        return batch
 
     def close(self, code: int, reason: str = "", flush: bool = False) -> None:
         if self.close_code is None:

@@ -8,12 +8,12 @@ import time
 import structlog
 from redis.exceptions import RedisClusterException, RedisError
 from starlette.responses import Response
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from adapters.logs import clip
 from adapters.tokens import AuthError, Identity, bearer, read_token
 from gateway.backfill import schedule_catch_up
-from gateway.connection import GONE, Connection
+from gateway.connection import Connection
 from gateway.errors import RateLimitedError, UnavailableError
 from gateway.http_errors import error_response
 from gateway.node import SHUTTING_DOWN, Gateway
@@ -26,6 +26,13 @@ TURN = 0.0002  # seconds a connection's frames may run before the loop serves th
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
+    if TEXT_FRAMES not in ws.scope.get("extensions", {}):
+        # a connection's queue is written by our protocol's writer (gateway.ws_protocol),
+        # which ``duologue gateway`` runs; another ASGI server has none
+        log.error("ws_refused", reason="not served by duologue's WebSocket protocol: "
+                  "run `duologue gateway`", client=_client(ws))
+        await ws.close(INTERNAL)
+        return
     gateway: Gateway = ws.app.state.gateway
     token = bearer(ws.headers.get("authorization")) or ws.query_params.get("token", "")
     try:
@@ -108,21 +115,11 @@ async def _serve(gateway: Gateway, ws: WebSocket, conn: Connection, identity: Id
     if conn.start(threads):
         schedule_catch_up(gateway.store, conn)
     conn.expire_at(identity.exp)
-    writer = ws.scope.get("extensions", {}).get(TEXT_FRAMES, {}).get("writer")
-    if writer is not None:  # our protocol: the queue is flushed by callbacks
-        conn.attach(writer)
-        try:
-            await _receive(gateway, ws, conn)
-        finally:
-            conn.detach()
-        return
-    sender = asyncio.create_task(_send(ws, conn))  # another server: a task sends
+    conn.attach(ws.scope["extensions"][TEXT_FRAMES]["writer"])  # flushes the queue
     try:
         await _receive(gateway, ws, conn)
     finally:
-        if not sender.done():
-            sender.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
+        conn.detach()
 
 
 async def _receive(gateway: Gateway, ws: WebSocket, conn: Connection) -> None:
@@ -154,21 +151,6 @@ async def _receive(gateway: Gateway, ws: WebSocket, conn: Connection) -> None:
         took = time.perf_counter() - began
         # longer than a turn: it waited (for the frame, or for Redis), and others ran
         held = 0.0 if took > TURN else held + took
-
-
-async def _send(ws: WebSocket, conn: Connection) -> None:
-    """The queue's sender under a server without our protocol's writer."""
-    try:
-        while True:
-            await conn.wake.wait()
-            if conn.close_code is None or conn.flush_before_close:
-                for frame in conn.take():
-                    await ws.send_text(frame)
-            if conn.close_code is not None:
-                await ws.close(conn.close_code, conn.close_reason)
-                return
-    except (RuntimeError, OSError, WebSocketDisconnect):
-        conn.close(GONE, "client gone")  # wakes a replay waiting for room
 
 
 def _client(ws: WebSocket) -> str:

@@ -11,7 +11,8 @@ import httpx
 import pytest
 import websockets
 
-from gateway.app import _route_path
+from adapters.settings import Settings
+from gateway.app import _route_path, create_app
 from tests.support import token, uid
 from tests.ws_errors_support import BAD_TOKENS, assert_refused
 
@@ -85,3 +86,24 @@ async def test_a_malformed_upgrade_gets_400_and_logs_no_traceback(start_gateway)
         assert json.loads(await ws.recv())["type"] == "hello"
     log = gateway.log()
     assert "Traceback" not in log and "Fatal error" not in log, log[-3000:]
+
+
+async def test_another_asgi_server_gets_a_refusal_not_a_socket_that_never_sends():
+    """A connection's frames are written by our protocol's writer (``duologue gateway``
+    runs it). Served by anything else (here a bare ASGI call without our extension), the
+    upgrade is refused with 1011 and the reason logged, instead of a socket whose queue
+    nobody sends."""
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", secret="s" * 40))
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/v1/ws", "root_path": "", "headers": [],
+             "query_string": f"token={token(uid('a'))}".encode(), "subprotocols": [],
+             "extensions": {"websocket.http.response": {}}}
+    await app(scope, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1011, "reason": ""}]
