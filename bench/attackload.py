@@ -1,6 +1,7 @@
 """The hostile user of the ``hostile`` figure (protocol.md section 8): one account on
 ``sockets`` WebSockets flooding typing (to a normal user's thread), ``sync`` of its own
-threads and oversized frames, ``rate`` frames/s in all, for ``seconds``; a socket the
+threads and oversized frames, ``rate`` frames/s in all, for ``seconds`` (only the
+``kinds`` given: the others' slots in the schedule stay empty); a socket the
 gateway closes (an oversized frame: 1009) is opened again. Frames are written without
 waiting for answers. Stages: ``ready`` (sockets open), then ``left`` (all closed)."""
 
@@ -21,6 +22,7 @@ OVERSIZED = 70_000  # characters: over the gateway's 64 KiB frame limit
 async def attack(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
     user, victim, port = spec["user"], spec["victim"], spec["port"]
     low, high = sorted((user, victim), key=str.encode)
+    kinds = set(spec.get("kinds", ("typing", "sync", "oversized")))
     typing = json.dumps({"type": "typing", "thread": f"dm:{low}:{high}"}).encode()
     answers = {"error": 0, "other": 0}
 
@@ -53,17 +55,18 @@ async def attack(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
                     await asyncio.sleep(0.05)
                     continue
             i = next(counter)
-            if i % 50 == 49:
+            kind = "oversized" if i % 50 == 49 else "typing" if i % 2 else "sync"
+            if kind not in kinds:
+                pass  # measured without this kind: its slot in the schedule stays empty
+            elif kind == "oversized":
                 ws.send(json.dumps({"type": "send", "to": victim,
                                     "body": "x" * OVERSIZED}).encode())
-                sent["oversized"] += 1
-            elif i % 2:
+            elif kind == "typing":
                 ws.send(typing)
-                sent["typing"] += 1
             else:
                 ws.send(json.dumps({"type": "sync", "thread": f"dm:{user}:{user}",
                                     "after": "0"}).encode())
-                sent["sync"] += 1
+            sent[kind] += kind in kinds
             next_at += interval
             delay = next_at - time.perf_counter()
             if delay > 0:

@@ -60,6 +60,7 @@ async def limits_sends(opts: Options) -> Result:
 def _attacker(opts: Options, port: int) -> dict[str, Any]:
     return {"mode": "attack", "port": port, "user": "mallory", "victim": "u0000a",
             "sockets": opts.hostile_sockets, "rate": opts.hostile_rate,
+            "kinds": opts.hostile_kinds.split(","),
             "seconds": opts.warmup + opts.duration * 0.6}
 
 

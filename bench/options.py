@@ -60,6 +60,7 @@ class Options:
     hostile_send_rate: float = 1000.0  # sends/s of the normal pairs in the hostile figure
     hostile_sockets: int = 10  # the hostile user's sockets
     hostile_rate: float = 5000.0  # the hostile user's frames/s, all sockets together
+    hostile_kinds: str = "typing,sync,oversized"  # the hostile user's frames (comma-separated)
     cluster_messages: int = 400_000  # publishes per kind in the cluster_publish figure
     catchup_events: int = 10_000  # events the JS client misses while the gateway is down
     catchup_threads: int = 100  # threads those events are spread over (client_catchup)
