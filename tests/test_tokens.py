@@ -1,0 +1,51 @@
+"""adapters.tokens: a verified token is remembered, and nothing a cached token skips
+could let a bad one in (expiry is checked on every use; a remembered token is the whole
+string under the same secret)."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from adapters import tokens
+from adapters.tokens import AuthError, mint, read_token
+
+SECRET = "s" * 40
+
+
+def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    exp = int(time.time()) + 30
+    token = jwt.encode({"sub": "alice", "exp": exp}, SECRET, algorithm="HS256")
+    assert read_token(token, SECRET).user == "alice"
+    assert read_token(token, SECRET).exp == exp  # remembered
+    monkeypatch.setattr(tokens.time, "time", lambda: exp + 0.0)
+    with pytest.raises(AuthError, match="Expired"):
+        read_token(token, SECRET)
+
+
+def test_a_remembered_token_under_another_secret_or_altered_is_refused() -> None:
+    token = mint("alice", SECRET)
+    assert read_token(token, SECRET).user == "alice"
+    with pytest.raises(AuthError, match="InvalidSignature"):
+        read_token(token, "t" * 40)
+    head, payload, signature = token.split(".")
+    forged = jwt.encode({"sub": "mallory", "exp": int(time.time()) + 60}, "x" * 40,
+                        algorithm="HS256").split(".")[1]
+    for altered in (f"{head}.{forged}.{signature}",
+                    f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}",
+                    token + " "):
+        with pytest.raises(AuthError):
+            read_token(altered, SECRET)
+
+
+def test_a_refused_token_is_refused_every_time() -> None:
+    token = jwt.encode({"sub": "alice", "exp": int(time.time()) - 1}, SECRET, algorithm="HS256")
+    for _ in range(2):
+        with pytest.raises(AuthError, match="Expired"):
+            read_token(token, SECRET)
+    no_sub = jwt.encode({"exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            read_token(no_sub, SECRET)
