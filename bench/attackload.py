@@ -1,7 +1,8 @@
 """The hostile user of the ``hostile`` figure (protocol.md section 8): one account on
 ``sockets`` WebSockets flooding typing (to a normal user's thread), ``sync`` of its own
 threads and oversized frames, ``rate`` frames/s in all, for ``seconds`` (only the
-``kinds`` given: the others' slots in the schedule stay empty); a socket the
+``kinds`` given: the others' slots in the schedule stay empty; ``reconnect``, not in
+the default mix, closes the socket in the oversized frames' slots instead); a socket the
 gateway closes (an oversized frame: 1009) is opened again. Frames are written without
 waiting for answers. Stages: ``ready`` (sockets open), then ``left`` (all closed)."""
 
@@ -19,11 +20,27 @@ from bench.wire import Stage, WsClient
 OVERSIZED = 70_000  # characters: over the gateway's 64 KiB frame limit
 
 
+def _kind(i: int, kinds: set[str]) -> str | None:
+    """The ``i``-th slot's frame: every 50th oversized (or a reconnect), the others typing
+    and sync in turn; None when that kind is not measured (the slot stays empty)."""
+    kind = "oversized" if i % 50 == 49 else "typing" if i % 2 else "sync"
+    if kind == "oversized" and "reconnect" in kinds:
+        kind = "reconnect"  # the socket closed by the client in the same slots
+    return kind if kind in kinds else None
+
+
 async def attack(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
     user, victim, port = spec["user"], spec["victim"], spec["port"]
     low, high = sorted((user, victim), key=str.encode)
     kinds = set(spec.get("kinds", ("typing", "sync", "oversized")))
     typing = json.dumps({"type": "typing", "thread": f"dm:{low}:{high}"}).encode()
+    frames = {
+        "typing": lambda: typing,
+        "sync": lambda: json.dumps({"type": "sync", "thread": f"dm:{user}:{user}",
+                                    "after": "0"}).encode(),
+        "oversized": lambda: json.dumps({"type": "send", "to": victim,
+                                         "body": "x" * OVERSIZED}).encode(),
+    }
     answers = {"error": 0, "other": 0}
 
     def on_message(payload: bytes) -> None:
@@ -35,7 +52,7 @@ async def attack(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
 
     sockets = [await opened() for _ in range(spec["sockets"])]
     await stage("ready")
-    sent = {"typing": 0, "sync": 0, "oversized": 0}
+    sent = {"typing": 0, "sync": 0, "oversized": 0, "reconnect": 0}
     reopened = 0
     started = time.perf_counter()
     interval = spec["sockets"] / spec["rate"]  # per socket, between two frames
@@ -54,19 +71,13 @@ async def attack(spec: dict[str, Any], stage: Stage) -> dict[str, Any]:
                 except Exception:  # refused (429) or not yet: try again a little later
                     await asyncio.sleep(0.05)
                     continue
-            i = next(counter)
-            kind = "oversized" if i % 50 == 49 else "typing" if i % 2 else "sync"
-            if kind not in kinds:
-                pass  # measured without this kind: its slot in the schedule stays empty
-            elif kind == "oversized":
-                ws.send(json.dumps({"type": "send", "to": victim,
-                                    "body": "x" * OVERSIZED}).encode())
-            elif kind == "typing":
-                ws.send(typing)
-            else:
-                ws.send(json.dumps({"type": "sync", "thread": f"dm:{user}:{user}",
-                                    "after": "0"}).encode())
-            sent[kind] += kind in kinds
+            kind = _kind(next(counter), kinds)
+            if kind == "reconnect":
+                ws.close()
+            elif kind is not None:
+                ws.send(frames[kind]())
+            if kind is not None:
+                sent[kind] += 1
             next_at += interval
             delay = next_at - time.perf_counter()
             if delay > 0:

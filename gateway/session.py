@@ -16,6 +16,7 @@ from gateway.backfill import schedule_catch_up
 from gateway.connection import Connection
 from gateway.errors import RateLimitedError, UnavailableError
 from gateway.http_errors import error_response
+from gateway.log_throttle import LogThrottle
 from gateway.node import SHUTTING_DOWN, Gateway
 from gateway.ws_protocol import TEXT_FRAMES
 from schemas.server import Error, encode_frame
@@ -23,6 +24,7 @@ from schemas.server import Error, encode_frame
 log = structlog.get_logger("duologue.ws")
 INTERNAL = 1011
 TURN = 0.0002  # seconds a connection's frames may run before the loop serves the others
+REFUSED = LogThrottle()  # refused handshakes: a line a second per user (or address)
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
@@ -38,23 +40,27 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     try:
         identity = read_token(token, gateway.settings.secret)
     except AuthError as exc:
-        log.info("ws_refused", reason=clip(str(exc)), client=_client(ws))
+        client = _client(ws)
+        if (unlogged := REFUSED.take(client.rpartition(":")[0])) is not None:
+            log.info("ws_refused", reason=clip(str(exc)), client=client, unlogged=unlogged)
         await ws.close(1008)  # before accept: the handshake is refused with HTTP 403
         return
     settings = gateway.settings
     try:  # the hello reads the user's threads: a read (protocol.md section 8)
         await gateway.store.take_read(identity.user, settings.read_rate, settings.read_burst)
     except RateLimitedError as exc:
-        log.info("ws_refused", reason="read budget spent", user=identity.user,
-                 client=_client(ws), retry_after_ms=exc.retry_after_ms)
+        if (unlogged := REFUSED.take(identity.user)) is not None:
+            log.info("ws_refused", reason="read budget spent", user=identity.user,
+                     client=_client(ws), retry_after_ms=exc.retry_after_ms, unlogged=unlogged)
         await _deny(ws, error_response("rate_limited", str(exc),
                                        {"Retry-After": str(-(-exc.retry_after_ms // 1000))}))
         return
     except (RedisError, RedisClusterException, OSError):
         pass  # the hello after it needs Redis too, and answers for it
     if not await gateway.sockets.admit(identity.user):
-        log.info("ws_refused", reason="too many sockets", user=identity.user,
-                 client=_client(ws), max_sockets=settings.max_sockets)
+        if (unlogged := REFUSED.take(identity.user)) is not None:
+            log.info("ws_refused", reason="too many sockets", user=identity.user,
+                     client=_client(ws), max_sockets=settings.max_sockets, unlogged=unlogged)
         await _deny(ws, error_response(
             "rate_limited", f"at most {settings.max_sockets} open WebSockets per user",
             {"Retry-After": "1"}))

@@ -226,6 +226,37 @@ async def test_a_flood_of_refused_frames_is_one_log_line_a_second_per_socket(sta
     assert [r["unlogged"] for r in refusals] == [0, 199], refusals  # 199 counted, not logged
 
 
+async def test_a_flood_of_refused_handshakes_is_one_log_line_a_second_per_user(
+        start_gateway):
+    """Attacks: one log line per refused handshake (a client reconnecting as fast as it
+    can once its read budget is spent, or with a bad token). Every handshake is still
+    refused with its status; other users' refusals have lines of their own."""
+    gateway = start_gateway(DUOLOGUE_READ_RATE="0.1", DUOLOGUE_READ_BURST="1")
+    alice, bob = uid("a"), uid("b")
+    await (await Client.connect(gateway.ws_url, alice)).close()  # the hello takes the token
+    statuses = [await _refused_status(gateway.ws_url, alice) for _ in range(30)]
+    assert statuses == [429] * 30
+    await (await Client.connect(gateway.ws_url, bob)).close()
+    assert await _refused_status(gateway.ws_url, bob) == 429
+    bad = token(alice, secret="another-secret-" + "y" * 32)
+    for _ in range(10):
+        try:
+            await websockets.connect(f"{gateway.ws_url}?token={bad}")
+        except websockets.InvalidStatus as exc:
+            assert exc.response.status_code == 403
+        else:
+            raise AssertionError("a bad token was accepted")
+    await asyncio.sleep(1.1)
+    assert await _refused_status(gateway.ws_url, alice) == 429  # a second later: a line
+    await asyncio.sleep(0.2)
+    refused = [json.loads(line) for line in gateway.log().splitlines()
+               if '"ws_refused"' in line]
+    assert [(r.get("user"), r["unlogged"]) for r in refused if r.get("user") == alice] == [
+        (alice, 0), (alice, 29)]
+    assert [r["unlogged"] for r in refused if r.get("user") == bob] == [0]
+    assert [r["unlogged"] for r in refused if "user" not in r] == [0]  # by address
+
+
 async def test_a_command_not_decided_gives_its_budget_back(start_gateway):
     """Attacks: a duplicate charged when its budget was taken before the append found the
     dedupe record (on a Redis Cluster the budget is taken by a script of its own, in
