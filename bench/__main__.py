@@ -38,6 +38,7 @@ from bench.fig_catchup import client_catchup
 from bench.fig_chat import latency, throughput
 from bench.fig_cluster import cluster_publish
 from bench.fig_cluster_load import cluster_chat, cluster_projector
+from bench.fig_handshake import handshakes
 from bench.fig_history import history_read
 from bench.fig_limits import hostile, limits_sends
 from bench.fig_memory import deflate_memory, memory
@@ -66,7 +67,7 @@ FIGURES: dict[str, Callable[[Options], Awaitable[Result]]] = {
     # offline notifications (protocol.md section 6)
     "webhook": webhook,
     # per-user limits (protocol.md section 8)
-    "limits_sends": limits_sends, "hostile": hostile,
+    "limits_sends": limits_sends, "hostile": hostile, "handshakes": handshakes,
     # the JavaScript client (clients/js): reconnect and catch-up, measured in Node
     "client_catchup": client_catchup,
     # Redis Cluster (protocol.md section 9): what the fan-out costs each master; the chat

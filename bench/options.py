@@ -61,6 +61,8 @@ class Options:
     hostile_sockets: int = 10  # the hostile user's sockets
     hostile_rate: float = 5000.0  # the hostile user's frames/s, all sockets together
     hostile_kinds: str = "typing,sync,oversized"  # the hostile user's frames (comma-separated)
+    handshake_clients: int = 10  # clients reconnecting in a loop (handshakes figure)
+    handshake_users: int = 10  # users those clients are (handshakes figure)
     cluster_messages: int = 400_000  # publishes per kind in the cluster_publish figure
     catchup_events: int = 10_000  # events the JS client misses while the gateway is down
     catchup_threads: int = 100  # threads those events are spread over (client_catchup)
@@ -87,5 +89,5 @@ SMOKE = Options(
     churn_users=10, churn_rate=20.0, churn_duration=1.0,
     search_messages=300, search_others=3000, search_rate=20.0, search_duration=1.0,
     webhook_rate=50.0, webhook_duration=1.0, webhook_pairs=4, webhook_backlog=400,
-    limits_pairs=4, hostile_send_rate=50.0, hostile_rate=200.0,
+    limits_pairs=4, hostile_send_rate=50.0, hostile_rate=200.0, handshake_clients=2,
     catchup_events=100, catchup_threads=5, cluster_messages=2000)
