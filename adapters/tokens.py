@@ -1,9 +1,10 @@
 """HS256 JWT tokens (PyJWT): ``sub`` is the user id, ``exp`` is required.
 
-A token verified once is remembered (the newest ``VERIFIED`` of them, by the whole token
-string and the secret): PyJWT's decode costs ~85 us, a tenth of a WebSocket handshake,
-and a reconnecting client presents the same token again. Only a token that passed every
-check is remembered, and its ``exp`` is checked again on every use.
+A token verified once is remembered (the ``VERIFIED`` most recently used, by the whole
+token string and the secret; none longer than ``CACHED_MAX`` characters): PyJWT's decode
+costs ~85 us, a tenth of a WebSocket handshake, and a reconnecting client presents the
+same token again. Only a token that passed every check is remembered, and its ``exp`` is
+checked again on every use.
 """
 
 from __future__ import annotations
@@ -27,19 +28,19 @@ class Identity:
     exp: int
 
 
-VERIFIED = 4096  # tokens remembered as verified (~1.5 MB at most)
+VERIFIED = 4096  # tokens remembered as verified
+CACHED_MAX = 2048  # characters: a longer token is checked in full every time (<= 8 MiB held)
 
 
 def read_token(token: str, secret: str) -> Identity:
     if not token:
         raise AuthError("missing token")
-    identity = _verified(token, secret)
+    identity = (_remembered if len(token) <= CACHED_MAX else _verified)(token, secret)
     if identity.exp <= time.time():  # as PyJWT decides, with no leeway
         raise AuthError("bad token: ExpiredSignatureError")
     return identity
 
 
-@lru_cache(maxsize=VERIFIED)
 def _verified(token: str, secret: str) -> Identity:
     """The token's identity, or ``AuthError`` (never remembered)."""
     try:
@@ -52,6 +53,9 @@ def _verified(token: str, secret: str) -> Identity:
     if not isinstance(user, str) or not is_user_id(user) or not isinstance(exp, int | float):
         raise AuthError("bad token: claims")
     return Identity(user, int(exp))
+
+
+_remembered = lru_cache(maxsize=VERIFIED)(_verified)
 
 
 def mint(user: str, secret: str, ttl: int = 3600) -> str:

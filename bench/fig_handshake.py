@@ -47,7 +47,9 @@ async def _cycles(opts: Options, port: int, pid: int, echo: bool) -> dict[str, A
                     first.set_result(payload)
             try:
                 ws = await wire.open_ws(port, user, on_message)
-            except wire.HandshakeError:  # refused (429): counted, as the accepted ones
+            except wire.HandshakeError as exc:  # refused: counted, as the accepted ones
+                if " 429 " not in f"{exc} ":  # the status line
+                    raise
                 refused += 1
                 done += 1
                 continue
@@ -65,17 +67,22 @@ async def _cycles(opts: Options, port: int, pid: int, echo: bool) -> dict[str, A
     await asyncio.gather(*(client(n) for n in range(opts.handshake_clients)))
     seconds = time.perf_counter() - t0
     server, me = cpu_of(pid) - server0, time.process_time() - me0
-    return {"rate": done / seconds, "refused": refused, "server_us": server / done * 1e6,
-            "load_us": me / done * 1e6, "server_cores": server / seconds,
-            "load_cores": me / seconds}
+    return {"rate": done / seconds, "handshakes": done, "refused": refused,
+            "server_us": server / done * 1e6, "load_us": me / done * 1e6,
+            "server_cores": server / seconds, "load_cores": me / seconds}
 
 
 async def handshake_run(opts: Options) -> dict[str, Any]:
     run: dict[str, Any] = {}
     for name, settings in (("accepted", ACCEPTED), ("refused", REFUSED)):
         async with scratch(opts, "hs", gateway=True, settings=settings) as world:
-            run[name] = await _cycles(opts, world.server.port, world.server.pid, echo=False)
-            run["busy_before"] = world.busy_before
+            cycles = await _cycles(opts, world.server.port, world.server.pid, echo=False)
+            run.setdefault("busy_before", world.busy_before)
+        wanted = 0 if name == "accepted" else cycles["handshakes"]
+        if cycles["refused"] != wanted:  # else the series measured something else
+            raise RuntimeError(f"{name} series: {cycles['refused']} of "
+                               f"{cycles['handshakes']} handshakes refused, wanted {wanted}")
+        run[name] = cycles
     server: Child = echo_server()
     try:
         await asyncio.to_thread(server.start)

@@ -57,7 +57,13 @@ async def limits_sends(opts: Options) -> Result:
 # ---------------------------------------------------------------- a hostile user
 
 
+KINDS = {"typing", "sync", "oversized", "reconnect"}  # the attacker's (bench.attackload)
+
+
 def _attacker(opts: Options, port: int) -> dict[str, Any]:
+    unknown = set(opts.hostile_kinds.split(",")) - KINDS
+    if unknown:
+        raise ValueError(f"--hostile-kinds: unknown {sorted(unknown)}; known {sorted(KINDS)}")
     return {"mode": "attack", "port": port, "user": "mallory", "victim": "u0000a",
             "sockets": opts.hostile_sockets, "rate": opts.hostile_rate,
             "kinds": opts.hostile_kinds.split(","),

@@ -25,7 +25,7 @@ class LogThrottle:
             self.seen[key] = (last[0], last[1] + 1)
             return None
         if last is None and len(self.seen) >= self.keys:
-            for old in list(self.seen)[: self.keys // 10]:  # the oldest tenth
+            for old in list(self.seen)[: max(1, self.keys // 10)]:  # the oldest tenth
                 del self.seen[old]
         self.seen.pop(key, None)  # re-inserted: newest last
         self.seen[key] = (now, 0)

@@ -53,9 +53,11 @@ WINDOW_BITS, MEM_LEVEL = 12, 5
 SMALL = 256  # bytes: a message this short goes out uncompressed under ``per-message``
 STALLED_CLOSE = 30.0  # seconds after our close frame a write buffer may stand still
 TEXT_FRAMES = "duologue.text_frames"  # the ASGI extension: a FrameWriter, one write a flush
-# uvicorn's per-socket lines ("[accepted]", "connection open", ...) are INFO: a logger at
-# WARNING skips them before a record is made (~10 % of a handshake's CPU when made and
-# then filtered, adapters.logs); its errors and exceptions still reach the log.
+# Per-socket lines of uvicorn ("[accepted]") and of websockets ("connection open",
+# "connection rejected (429 …)", "connection closed") are INFO: a logger at WARNING skips
+# them before a record is made (~10 % of a handshake's CPU when made and then filtered;
+# and a refused handshake must not write a line each, gateway.log_throttle). Errors and
+# exceptions still reach the log.
 SOCKET_LOG = logging.getLogger("duologue.ws.server")
 SOCKET_LOG.setLevel(logging.WARNING)
 
@@ -117,9 +119,10 @@ class DuologueProtocol(WebSocketsSansIOProtocol):
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.logger = SOCKET_LOG
-        # uvicorn's ServerProtocol with our deflate policy (a second one would cost a
-        # uuid4, a system call, per handshake)
+        # uvicorn's ServerProtocol with our deflate policy and logger (a second one
+        # would cost a uuid4, a system call, per handshake)
         self.conn.available_extensions = extensions(self.policy)
+        self.conn.logger, self.conn.debug = SOCKET_LOG, False
         # the same calls, without asyncio's deques (gateway.lean): 3.8 KiB a socket
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag(True)  # type: ignore[assignment]

@@ -239,22 +239,31 @@ async def test_a_flood_of_refused_handshakes_is_one_log_line_a_second_per_user(
     await (await Client.connect(gateway.ws_url, bob)).close()
     assert await _refused_status(gateway.ws_url, bob) == 429
     bad = token(alice, secret="another-secret-" + "y" * 32)
-    for _ in range(10):
+
+    async def bad_token() -> None:
         try:
             await websockets.connect(f"{gateway.ws_url}?token={bad}")
         except websockets.InvalidStatus as exc:
             assert exc.response.status_code == 403
         else:
             raise AssertionError("a bad token was accepted")
+    for _ in range(10):
+        await bad_token()
     await asyncio.sleep(1.1)
     assert await _refused_status(gateway.ws_url, alice) == 429  # a second later: a line
+    await bad_token()
     await asyncio.sleep(0.2)
-    refused = [json.loads(line) for line in gateway.log().splitlines()
-               if '"ws_refused"' in line]
-    assert [(r.get("user"), r["unlogged"]) for r in refused if r.get("user") == alice] == [
-        (alice, 0), (alice, 29)]
+    lines = gateway.log().splitlines()
+    refused = [json.loads(line) for line in lines if '"ws_refused"' in line]
+    alices = [r["unlogged"] for r in refused if r.get("user") == alice]
+    # 31 refusals in two lines a second apart (three if this machine took over a second
+    # for the 30): each line counts those since the one before
+    assert len(alices) in (2, 3) and alices[0] == 0 and sum(alices) + len(alices) == 31
     assert [r["unlogged"] for r in refused if r.get("user") == bob] == [0]
-    assert [r["unlogged"] for r in refused if "user" not in r] == [0]  # by address
+    addresses = [r["unlogged"] for r in refused if "user" not in r]  # a bad token: by address
+    assert addresses[0] == 0 and sum(addresses) + len(addresses) == 11 and len(addresses) <= 3
+    # nor any other line per refused handshake (websockets' "connection rejected")
+    assert len(lines) < 20, lines
 
 
 async def test_a_command_not_decided_gives_its_budget_back(start_gateway):

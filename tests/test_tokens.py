@@ -49,3 +49,24 @@ def test_a_refused_token_is_refused_every_time() -> None:
     for _ in range(2):
         with pytest.raises(AuthError):
             read_token(no_sub, SECRET)
+
+
+def test_a_token_is_decoded_once_and_a_long_one_every_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded: list[str] = []
+    real = jwt.decode
+
+    def counting(token: str, *args: object, **kwargs: object) -> object:
+        decoded.append(token)
+        return real(token, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tokens.jwt, "decode", counting)
+    short = mint("bob", SECRET)
+    long = jwt.encode({"sub": "bob", "exp": int(time.time()) + 60, "pad": "p" * 3000},
+                      SECRET, algorithm="HS256")
+    assert len(long) > tokens.CACHED_MAX
+    for _ in range(3):
+        assert read_token(short, SECRET).user == "bob"
+        assert read_token(long, SECRET).user == "bob"
+    assert decoded.count(short) == 1
+    assert decoded.count(long) == 3
