@@ -41,26 +41,23 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         identity = read_token(token, gateway.settings.secret)
     except AuthError as exc:
         client = _client(ws)
-        if (unlogged := REFUSED.take(client.rpartition(":")[0])) is not None:
-            log.info("ws_refused", reason=clip(str(exc)), client=client, unlogged=unlogged)
+        _refused(client.rpartition(":")[0], reason=clip(str(exc)), client=client)
         await ws.close(1008)  # before accept: the handshake is refused with HTTP 403
         return
     settings = gateway.settings
     try:  # the hello reads the user's threads: a read (protocol.md section 8)
         await gateway.store.take_read(identity.user, settings.read_rate, settings.read_burst)
     except RateLimitedError as exc:
-        if (unlogged := REFUSED.take(identity.user)) is not None:
-            log.info("ws_refused", reason="read budget spent", user=identity.user,
-                     client=_client(ws), retry_after_ms=exc.retry_after_ms, unlogged=unlogged)
+        _refused(identity.user, reason="read budget spent", user=identity.user,
+                 client=_client(ws), retry_after_ms=exc.retry_after_ms)
         await _deny(ws, error_response("rate_limited", str(exc),
                                        {"Retry-After": str(-(-exc.retry_after_ms // 1000))}))
         return
     except (RedisError, RedisClusterException, OSError):
         pass  # the hello after it needs Redis too, and answers for it
     if not await gateway.sockets.admit(identity.user):
-        if (unlogged := REFUSED.take(identity.user)) is not None:
-            log.info("ws_refused", reason="too many sockets", user=identity.user,
-                     client=_client(ws), max_sockets=settings.max_sockets, unlogged=unlogged)
+        _refused(identity.user, reason="too many sockets", user=identity.user,
+                 client=_client(ws), max_sockets=settings.max_sockets)
         await _deny(ws, error_response(
             "rate_limited", f"at most {settings.max_sockets} open WebSockets per user",
             {"Retry-After": "1"}))
@@ -69,6 +66,13 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await _accepted(gateway, ws, identity)
     finally:
         gateway.sockets.release(identity.user)
+
+
+def _refused(key: str, **fields: object) -> None:
+    """A refused handshake's ``ws_refused`` line: one a second per ``key`` (a user, or a
+    client address), each saying how many were refused unlogged since the last."""
+    if (unlogged := REFUSED.take(key)) is not None:
+        log.info("ws_refused", **fields, unlogged=unlogged)
 
 
 async def _deny(ws: WebSocket, answer: Response) -> None:
