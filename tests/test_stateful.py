@@ -98,8 +98,11 @@ class Conversations(RuleBasedStateMachine):
         self.acked: dict[tuple[str, str, str], tuple[str, str]] = {}  # (user, thread,
         # cmid) -> (event id, body)
         self.messages: dict[str, list[tuple[str, str]]] = {}  # thread -> (id, sender)
-        self.deleted: set[str] = set()  # ids of deleted messages
-        self.reactions: dict[tuple[str, str, str], str] = {}  # (user, target, emoji) -> id
+        # Event ids are per stream: two threads can hold the same id (two appends in one
+        # millisecond), so what is known about a message is keyed by its thread too.
+        self.deleted: set[tuple[str, str]] = set()  # (thread, id) of deleted messages
+        self.reactions: dict[tuple[str, str, str, str], str] = {}  # (user, thread, target,
+        # emoji) -> id
         self.receipts: dict[tuple[str, str], tuple[str, str]] = {}  # (reader, thread) ->
         # (up_to, id of its ReadUpTo)
         self.seq = 0
@@ -193,21 +196,21 @@ class Conversations(RuleBasedStateMachine):
         answer = self.command(socket, frame)
         if emoji == " " and kind != "delete":
             self.refused(socket, answer, "invalid")
-        elif target in self.deleted:  # someone else's: the contract orders no check
+        elif (thread, target) in self.deleted:  # someone else's: the contract orders no check
             other = kind != "react" and sender != socket.user and answer.get("code") != "not_found"
             self.refused(socket, answer, "forbidden" if other else "not_found")
         elif kind == "react":
-            self.reacted(socket, answer, thread, (socket.user, target, emoji))
+            self.reacted(socket, answer, thread, (socket.user, thread, target, emoji))
         elif sender != socket.user:
             self.refused(socket, answer, "forbidden")
         else:
             assert answer["type"] == "ack" and not answer["duplicate"], answer
             if kind == "delete":
-                self.deleted.add(target)
+                self.deleted.add((thread, target))
             self.appended(thread, answer["id"])
 
     def reacted(self, socket: Socket, answer: dict, thread: str,
-                reaction: tuple[str, str, str]) -> None:
+                reaction: tuple[str, str, str, str]) -> None:
         """A reaction already present is acked duplicate with the id that added it."""
         assert answer["type"] == "ack", answer
         if reaction in self.reactions:
