@@ -14,7 +14,7 @@ import hashlib
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -24,10 +24,15 @@ from redis.exceptions import (
     RedisError,
     TryAgainError,
 )
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters.redis_connect import AsyncRedis
 from gateway.errors import NotReplicatedError
-from gateway.pipeline import Command, pipelined
+from gateway.pipeline import Command, pipelined, pipelined_on_node
+
+# a node's answer that the command belongs elsewhere, or not yet (MovedError is an AskError,
+# MasterDownError a ClusterDownError): sent again through the cluster client
+ELSEWHERE = (AskError, TryAgainError, ClusterDownError)
 
 Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]
 MAX_BATCH = 512
@@ -89,24 +94,70 @@ class ScriptBatcher:
                 results[n] = result
         return results
 
+    def _command(self, call: Call) -> Command:
+        keys, args, _ = call
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
     async def _send(self, batch: list[Call]) -> list[Any]:
-        if self.replicas and isinstance(self.redis, RedisCluster):
-            return await self._send_per_node(self.redis, batch)
-        commands: list[Command] = [("EVALSHA", self.sha, len(keys), *keys, *args)
-                                   for keys, args, _ in batch]
+        if isinstance(self.redis, RedisCluster):
+            if self.replicas:
+                return await self._send_per_node(self.redis, batch)
+            return await self._send_to_nodes(self.redis, batch)
+        commands = [self._command(call) for call in batch]
         if self.replicas:
             commands.append(("WAIT", self.replicas, self.wait_ms))
-        if isinstance(self.redis, RedisCluster):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for command in commands:
-                    pipe.execute_command(*command)
-                results = list(await pipe.execute(raise_on_error=False))
-        else:
-            results = await pipelined(self.redis, commands,
-                                      self.wait_ms / 1000 if self.replicas else 0.0)
+        results = await pipelined(self.redis, commands,
+                                  self.wait_ms / 1000 if self.replicas else 0.0)
         if not self.replicas:
             return results
         return [_replicated(result, results[-1], self.replicas) for result in results[:-1]]
+
+    async def _send_to_nodes(self, cluster: RedisCluster, batch: list[Call]) -> list[Any]:
+        """Each node's calls in one round trip on that node's connection, in parallel; a
+        call the node answers belongs elsewhere (or whose node cannot be reached or is not
+        known) is sent again, in order, through the cluster client's pipeline, which
+        follows redirections and reads the slot map again. Sending again is safe: a call
+        that ran is answered as the duplicate it is (every script here is idempotent). A
+        node that does not answer within the socket timeout fails its calls."""
+        results: list[Any] = [None] * len(batch)
+        again: list[int] = []
+        groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for n, (keys, _, _) in enumerate(batch):
+            try:
+                node = cluster.get_node_from_key(keys[0]) if keys else None
+            except RedisClusterException:  # the slot map is not read yet, or lacks it
+                node = None
+            if node is None:
+                again.append(n)
+            else:
+                groups.setdefault(node.name, (node, []))[1].append(n)
+
+        async def on(node: ClusterNode, calls: list[int]) -> None:
+            try:
+                replies = await pipelined_on_node(node, [self._command(batch[n]) for n in calls])
+            except RedisTimeoutError as exc:  # a node that stopped answering: unavailable,
+                for n in calls:  # not sent to it again (a client resends after its own
+                    results[n] = exc  # wait, as on one Redis)
+                return
+            except (RedisError, OSError):  # its connection is gone: the cluster client
+                again.extend(calls)  # connects again, where the slot map says now
+                return
+            for n, reply in zip(calls, replies, strict=True):
+                if isinstance(reply, ELSEWHERE):
+                    again.append(n)
+                else:
+                    results[n] = reply
+
+        await asyncio.gather(*(on(node, calls) for node, calls in groups.values()))
+        if again:
+            again.sort()
+            async with cluster.pipeline(transaction=False) as pipe:
+                for n in again:
+                    pipe.execute_command(*self._command(batch[n]))
+                replies = await pipe.execute(raise_on_error=False)
+            for n, reply in zip(again, replies, strict=True):
+                results[n] = reply
+        return results
 
     async def _send_per_node(self, cluster: RedisCluster, batch: list[Call]) -> list[Any]:
         """``WAIT`` counts what one connection wrote, so on a cluster each node's calls go
@@ -139,8 +190,7 @@ class ScriptBatcher:
                 results[n] = _replicated(reply, replies[-1], self.replicas)
 
         await asyncio.gather(*(on(name, calls) for name, calls in groups.items()))
-        if any(isinstance(r, AskError | TryAgainError | ClusterDownError | ConnectionError)
-               for r in results):
+        if any(isinstance(r, (*ELSEWHERE, ConnectionError)) for r in results):
             with contextlib.suppress(RedisError, RedisClusterException, OSError):
                 await cluster.nodes_manager.initialize()  # where the slots are now
         return results

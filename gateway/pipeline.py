@@ -8,6 +8,11 @@ reading each reply under one timeout for the whole batch spends about 6 us
 fresh one by the client's ``Retry`` (as redis-py does; every script it runs here is
 idempotent: a rerun append answers as the duplicate it is), a timeout raised as redis-py's
 ``TimeoutError`` with the connection dropped.
+
+On a Redis Cluster, ``pipelined_on_node`` does the same on one node's own connections
+(the cluster client's pool for it), packing in C as ``gateway.redis_client`` does on one
+Redis; redis-py's ``ClusterPipeline`` around it cost about a fifth of the gateway's CPU
+per acked send (docs/benchmarks.md, "The cluster's append path").
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import asyncio
 import math
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -31,20 +38,45 @@ async def pipelined(redis: Redis, commands: list[Command], waits: float = 0.0) -
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         return await connection.retry.call_with_retry(  # type: ignore[no-any-return]
-            lambda: _exchange(connection, commands, waits),
+            lambda: _exchange(connection, connection.pack_commands(commands), len(commands),
+                              waits),
             lambda _: connection.disconnect())
     finally:
         await pool.release(connection)
 
 
-async def _exchange(connection: AbstractConnection, commands: list[Command], waits: float
+async def pipelined_on_node(node: ClusterNode, commands: list[Command]) -> list[Any]:
+    """``pipelined`` on one node of a Redis Cluster, without retry or redirection: a
+    ``MOVED``, ``ASK``, ``TRYAGAIN`` or ``CLUSTERDOWN`` answer comes back in its command's
+    place (``MovedError``, ``AskError``...), a lost connection raises, and the caller sends
+    those commands again through the cluster client, which follows the slot map."""
+    packed = pack_commands(commands)
+    connection = node.acquire_connection()
+    try:
+        return await _exchange(connection, packed, len(commands), 0.0)
+    finally:
+        node.release(connection)
+
+
+def pack_commands(commands: list[Command]) -> bytes:
+    """The commands in the Redis protocol, packed by hiredis in C (str, bytes, int and
+    float arguments; a bytearray is copied)."""
+    try:
+        return b"".join([hiredis.pack_command(command) for command in commands])
+    except TypeError:
+        copied: list[Any] = [tuple(bytes(a) if isinstance(a, bytearray) else a for a in c)
+                             for c in commands]
+        return b"".join([hiredis.pack_command(command) for command in copied])
+
+
+async def _exchange(connection: AbstractConnection, packed: Any, count: int, waits: float
                     ) -> list[Any]:
-    await connection.send_packed_command(connection.pack_commands(commands))
+    await connection.send_packed_command(packed)
     replies: list[Any] = []
     try:
         limit = connection.socket_timeout
         async with asyncio.timeout(None if limit is None else limit + waits):
-            for _ in commands:
+            for _ in range(count):
                 try:
                     replies.append(await connection.read_response(timeout=math.inf))
                 except ResponseError as exc:
