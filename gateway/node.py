@@ -96,24 +96,32 @@ class Gateway:
         return encode_frame(Hello(user=conn.user, threads=summaries, limits=limits,
                                   more_threads=len(threads) > HELLO_THREADS))
 
-    async def handle(self, conn: Connection, text: str | None) -> None:
-        """Answer one client frame; refusals become error frames, the socket stays open."""
-        ref: str | None = None
-        kind = "unparsed"
+    def read(self, conn: Connection, text: str | None) -> ClientFrame | None:
+        """One client frame decoded, or None when it was refused (answered already)."""
         try:
-            frame = parse(text)
-            kind = str(frame.__struct_config__.tag)  # the frame's `type`
-            ref = getattr(frame, "client_msg_id", None)
+            return parse(text)
+        except Exception as exc:
+            self._failed(conn, "unparsed", None, exc)
+            return None
+
+    async def handle(self, conn: Connection, frame: ClientFrame) -> None:
+        """Answer one client frame; refusals become error frames, the socket stays open."""
+        kind = str(frame.__struct_config__.tag)  # the frame's `type`
+        try:
             await self.dispatch(conn, frame)
         except Exception as exc:
-            code = code_for(exc)
-            self.metrics.command(kind, code or "internal")
-            if code is None:
-                raise
-            ref = exc.ref if isinstance(exc, FrameError) else ref
-            self.refuse(conn, code, client_message(exc, code), ref, exc)
+            self._failed(conn, kind, getattr(frame, "client_msg_id", None), exc)
         else:
             self.metrics.command(kind, "ok")
+
+    def _failed(self, conn: Connection, kind: str, ref: str | None, exc: Exception) -> None:
+        """A refused frame answered with its error (an unexpected exception re-raised)."""
+        code = code_for(exc)
+        self.metrics.command(kind, code or "internal")
+        if code is None:
+            raise exc
+        ref = exc.ref if isinstance(exc, FrameError) else ref
+        self.refuse(conn, code, client_message(exc, code), ref, exc)
 
     async def post(self, command: SendMessage) -> Appended:
         """An HTTP send: the budget, rules and idempotency of a WebSocket send."""

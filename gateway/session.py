@@ -19,11 +19,13 @@ from gateway.http_errors import error_response
 from gateway.log_throttle import LogThrottle
 from gateway.node import SHUTTING_DOWN, Gateway
 from gateway.ws_protocol import TEXT_FRAMES
+from schemas.client import ClientFrame, Send
 from schemas.server import Error, encode_frame
 
 log = structlog.get_logger("duologue.ws")
 INTERNAL = 1011
 TURN = 0.0002  # seconds a connection's frames may run before the loop serves the others
+OVERLAPPING = 16  # sends of one connection under way at once (its next frames wait)
 REFUSED = LogThrottle()  # refused handshakes: a line a second per user (or address)
 
 
@@ -134,33 +136,68 @@ async def _serve(gateway: Gateway, ws: WebSocket, conn: Connection, identity: Id
 
 async def _receive(gateway: Gateway, ws: WebSocket, conn: Connection) -> None:
     held = 0.0  # seconds this connection has run since the loop last served the others
-    while True:
-        if held > TURN:
-            # Frames already read answer without waiting (a refusal, a dropped typing
-            # notice), so a client writing them back to back would hold the loop for as
-            # long as it likes: the other connections get their turn first.
-            await asyncio.sleep(0)
-            held = 0.0
-        began = time.perf_counter()
-        message = await ws.receive()
-        if message["type"] == "websocket.disconnect":
-            conn.closed_by_client(message.get("code", 1000))
-            return
-        conn.received += 1
-        if conn.draining or conn.close_code is not None:
-            continue  # not acked: the client resends after reconnecting
-        conn.inflight += 1
-        try:
-            await gateway.handle(conn, message.get("text"))
-        except Exception:
-            log.exception("frame_failed", user=conn.user)
-            conn.push(encode_frame(Error(code="internal", message="internal error")))
-            conn.close(INTERNAL, "internal error", flush=True)
-        finally:
-            conn.inflight -= 1
-        took = time.perf_counter() - began
-        # longer than a turn: it waited (for the frame, or for Redis), and others ran
-        held = 0.0 if took > TURN else held + took
+    overlapping: set[asyncio.Task[None]] = set()  # sends whose append is under way
+    try:
+        while True:
+            if held > TURN:
+                # Frames already read answer without waiting (a refusal, a dropped typing
+                # notice), so a client writing them back to back would hold the loop for as
+                # long as it likes: the other connections get their turn first.
+                await asyncio.sleep(0)
+                held = 0.0
+            began = time.perf_counter()
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                conn.closed_by_client(message.get("code", 1000))
+                return
+            conn.received += 1
+            if conn.draining or conn.close_code is not None:
+                continue  # not acked: the client resends after reconnecting
+            frame = gateway.read(conn, message.get("text"))
+            if frame is None:
+                pass  # refused
+            elif overlaps(frame):
+                if len(overlapping) >= OVERLAPPING:  # a full window: read no more frames
+                    await asyncio.wait(overlapping, return_when=asyncio.FIRST_COMPLETED)
+                conn.inflight += 1  # from now: a drain waits for it
+                task = asyncio.create_task(_handle(gateway, conn, frame))
+                overlapping.add(task)
+                task.add_done_callback(overlapping.discard)
+            else:
+                if overlapping:  # every earlier command answered first, as one at a time
+                    await asyncio.wait(overlapping)
+                conn.inflight += 1
+                await _handle(gateway, conn, frame)
+            took = time.perf_counter() - began
+            # longer than a turn: it waited (for the frame, or for Redis), and others ran
+            held = 0.0 if took > TURN else held + took
+    finally:
+        if overlapping:  # their acks (the client went away: the appends stand, unacked)
+            await asyncio.wait(overlapping)
+
+
+def overlaps(frame: ClientFrame) -> bool:
+    """Whether a frame may be handled while the connection's next frames are read: a
+    ``send`` without ``reply_to``. Its way to the append batch has no wait of its own
+    (on a cluster, the send budget's batch first, answered in order), so the sends of one
+    connection are appended in the order they came, as when each waited for the last;
+    they are decided on no state they read (the append script checks the block), so
+    nothing they decide on can change between them. Every other frame (a reply, which may
+    ask the archive first; a command that loads the thread state) waits for the sends
+    before it, then runs alone (docs/protocol-notes.md, "Commands of one connection")."""
+    return isinstance(frame, Send) and frame.reply_to is None
+
+
+async def _handle(gateway: Gateway, conn: Connection, frame: ClientFrame) -> None:
+    """Answer one frame counted in ``conn.inflight`` (uncounted when done)."""
+    try:
+        await gateway.handle(conn, frame)
+    except Exception:
+        log.exception("frame_failed", user=conn.user)
+        conn.push(encode_frame(Error(code="internal", message="internal error")))
+        conn.close(INTERNAL, "internal error", flush=True)
+    finally:
+        conn.inflight -= 1
 
 
 def _client(ws: WebSocket) -> str:

@@ -73,7 +73,7 @@ async def test_fan_out_reaches_every_gateway_whatever_node_holds_the_thread(
             assert ack["type"] == "ack", ack
             assert (await peer.next("event", thread=ack["thread"]))["id"] == ack["id"]
             back = await peer.say(alice, "and back")
-            assert (await a.next("event", id=back["id"]))["thread"] == ack["thread"]
+            assert await a.next("event", id=back["id"], thread=ack["thread"])
     finally:
         for client in (a, *peers):
             await client.close()

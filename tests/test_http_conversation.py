@@ -60,8 +60,8 @@ async def test_messages_and_threads_carry_replies_reactions_and_blocks(
             assert entry["last_message"]["reply_to"] == first["id"]
 
     # the analysts' tables: current state only
-    assert db.execute("SELECT reply_to FROM messages WHERE id = %s",
-                      (reply["id"],)).fetchone() == (first["id"],)
+    assert db.execute("SELECT reply_to FROM messages WHERE thread = %s AND id = %s",
+                      (thread, reply["id"])).fetchone() == (first["id"],)
     rows = db.execute('SELECT message_id, "user", emoji FROM reactions ORDER BY event_key')
     assert rows.fetchall() == [(first["id"], bob, "👍"), (first["id"], alice, "🎉"),
                                (first["id"], alice, "👍")]
