@@ -136,7 +136,8 @@ async def _serve(gateway: Gateway, ws: WebSocket, conn: Connection, identity: Id
 
 async def _receive(gateway: Gateway, ws: WebSocket, conn: Connection) -> None:
     held = 0.0  # seconds this connection has run since the loop last served the others
-    overlapping: set[asyncio.Task[None]] = set()  # sends whose append is under way
+    overlapping: set[asyncio.Task[None]] | None = None  # sends whose append is under way
+    # (made at the first: an idle socket keeps no empty set)
     try:
         while True:
             if held > TURN:
@@ -157,7 +158,9 @@ async def _receive(gateway: Gateway, ws: WebSocket, conn: Connection) -> None:
             if frame is None:
                 pass  # refused
             elif overlaps(frame):
-                if len(overlapping) >= OVERLAPPING:  # a full window: read no more frames
+                if overlapping is None:
+                    overlapping = set()
+                elif len(overlapping) >= OVERLAPPING:  # a full window: read no more frames
                     await asyncio.wait(overlapping, return_when=asyncio.FIRST_COMPLETED)
                 conn.inflight += 1  # from now: a drain waits for it
                 task = asyncio.create_task(_handle(gateway, conn, frame))
