@@ -40,12 +40,17 @@ MAX_BATCH = 512
 
 class ScriptBatcher:
     def __init__(self, redis: AsyncRedis, script: str, replicas: int = 0,
-                 wait_ms: int = 1000, drop_abandoned: bool = False) -> None:
+                 wait_ms: int = 1000, drop_abandoned: bool = False,
+                 idempotent: bool = True) -> None:
         self.redis = redis
         self.script = script
         # a call whose caller went away before its batch was sent is not sent (the send
         # budget: a take nobody will append after, or give back, would be lost)
         self.drop_abandoned = drop_abandoned
+        # a call that may have run can be sent again (an append: a rerun is the duplicate
+        # it is; not the send budget's take or refund, which would count twice)
+        self.idempotent = idempotent
+        self.refreshing: asyncio.Task[None] | None = None  # a cluster's slot map, read again
         # DUOLOGUE_ACK_REPLICAS (protocol.md section 9): each batch ends with WAIT on the
         # connection (each node's, on a cluster) that ran its scripts
         self.replicas = replicas
@@ -113,12 +118,14 @@ class ScriptBatcher:
         return [_replicated(result, results[-1], self.replicas) for result in results[:-1]]
 
     async def _send_to_nodes(self, cluster: RedisCluster, batch: list[Call]) -> list[Any]:
-        """Each node's calls in one round trip on that node's connection, in parallel; a
-        call the node answers belongs elsewhere (or whose node cannot be reached or is not
-        known) is sent again, in order, through the cluster client's pipeline, which
-        follows redirections and reads the slot map again. Sending again is safe: a call
-        that ran is answered as the duplicate it is (every script here is idempotent). A
-        node that does not answer within the socket timeout fails its calls."""
+        """Each node's calls in one round trip on that node's connection, in parallel. A
+        call the node says belongs elsewhere (or whose node is not known) is sent again,
+        in order, through the cluster client's pipeline, which follows redirections and
+        reads the slot map again. A call its node did not answer (the connection was lost
+        or timed out; it may have run) is sent again that way only when the script is
+        ``idempotent`` (an append that ran answers as the duplicate it is); otherwise, and
+        after a timeout, it fails (``unavailable``). A lost or silent node has the slot
+        map read again, in the background."""
         results: list[Any] = [None] * len(batch)
         again: list[int] = []
         groups: dict[str, tuple[ClusterNode, list[int]]] = {}
@@ -132,32 +139,40 @@ class ScriptBatcher:
             else:
                 groups.setdefault(node.name, (node, []))[1].append(n)
 
+        lost: list[str] = []  # nodes whose connection was lost or timed out
+
         async def on(node: ClusterNode, calls: list[int]) -> None:
-            try:
-                replies = await pipelined_on_node(node, [self._command(batch[n]) for n in calls])
-            except RedisTimeoutError as exc:  # a node that stopped answering: unavailable,
-                for n in calls:  # not sent to it again (a client resends after its own
-                    results[n] = exc  # wait, as on one Redis)
-                return
-            except (RedisError, OSError):  # its connection is gone: the cluster client
-                again.extend(calls)  # connects again, where the slot map says now
-                return
+            replies = await pipelined_on_node(node, [self._command(batch[n]) for n in calls])
             for n, reply in zip(calls, replies, strict=True):
-                if isinstance(reply, ELSEWHERE):
+                if isinstance(reply, ConnectionError | RedisTimeoutError):
+                    lost.append(node.name)
+                if isinstance(reply, ELSEWHERE) or (
+                        self.idempotent and isinstance(reply, ConnectionError)):
                     again.append(n)
                 else:
                     results[n] = reply
 
         await asyncio.gather(*(on(node, calls) for node, calls in groups.values()))
+        if lost:  # a failover may have moved its slots (a redirection mends the map itself)
+            self._refresh_slots(cluster)
         if again:
             again.sort()
-            async with cluster.pipeline(transaction=False) as pipe:
-                for n in again:
-                    pipe.execute_command(*self._command(batch[n]))
-                replies = await pipe.execute(raise_on_error=False)
+            try:
+                async with cluster.pipeline(transaction=False) as pipe:
+                    for n in again:
+                        pipe.execute_command(*self._command(batch[n]))
+                    replies: list[Any] = list(await pipe.execute(raise_on_error=False))
+            except (RedisError, RedisClusterException, OSError) as exc:  # these calls only
+                replies = [exc] * len(again)
             for n, reply in zip(again, replies, strict=True):
                 results[n] = reply
         return results
+
+    def _refresh_slots(self, cluster: RedisCluster) -> None:
+        """Read the slot map again, once at a time, without holding the batch up."""
+        if self.refreshing is None or self.refreshing.done():
+            self.refreshing = asyncio.create_task(_initialize(cluster),
+                                                  name="duologue-slot-map")
 
     async def _send_per_node(self, cluster: RedisCluster, batch: list[Call]) -> list[Any]:
         """``WAIT`` counts what one connection wrote, so on a cluster each node's calls go
@@ -191,8 +206,7 @@ class ScriptBatcher:
 
         await asyncio.gather(*(on(name, calls) for name, calls in groups.items()))
         if any(isinstance(r, (*ELSEWHERE, ConnectionError)) for r in results):
-            with contextlib.suppress(RedisError, RedisClusterException, OSError):
-                await cluster.nodes_manager.initialize()  # where the slots are now
+            await _initialize(cluster)  # where the slots are now
         return results
 
     def _node_client(self, node: Any) -> Redis:
@@ -203,6 +217,11 @@ class ScriptBatcher:
                 host=node.host, port=int(node.port), socket_timeout=5,
                 socket_connect_timeout=2)
         return client
+
+
+async def _initialize(cluster: RedisCluster) -> None:
+    with contextlib.suppress(RedisError, RedisClusterException, OSError):
+        await cluster.nodes_manager.initialize()
 
 
 def _replicated(result: Any, held: Any, wanted: int) -> Any:

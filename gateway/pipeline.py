@@ -25,7 +25,7 @@ import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Command = tuple[Any, ...]
@@ -46,16 +46,27 @@ async def pipelined(redis: Redis, commands: list[Command], waits: float = 0.0) -
 
 
 async def pipelined_on_node(node: ClusterNode, commands: list[Command]) -> list[Any]:
-    """``pipelined`` on one node of a Redis Cluster, without retry or redirection: a
-    ``MOVED``, ``ASK``, ``TRYAGAIN`` or ``CLUSTERDOWN`` answer comes back in its command's
-    place (``MovedError``, ``AskError``...), a lost connection raises, and the caller sends
-    those commands again through the cluster client, which follows the slot map."""
+    """``pipelined`` on one node of a Redis Cluster, without retry or redirection: each
+    command's reply or error in its place. A ``MOVED``, ``ASK``, ``TRYAGAIN`` or
+    ``CLUSTERDOWN`` answer comes back as its ``ResponseError`` (``MovedError``...); when the
+    connection is lost or times out, the commands it did not answer get that error (a
+    ``ConnectionError`` or ``TimeoutError``: they may or may not have run) and the replies
+    read before it are kept. The caller sends again, through the cluster client, what
+    belongs elsewhere (and what was not answered, where that is safe)."""
     packed = pack_commands(commands)
-    connection = node.acquire_connection()
     try:
-        return await _exchange(connection, packed, len(commands), 0.0)
+        connection = node.acquire_connection()
+    except RedisError as exc:  # MaxConnectionsError
+        return [exc] * len(commands)
+    replies: list[Any] = []
+    try:
+        await _exchange(connection, packed, len(commands), 0.0, replies)
+    except (RedisError, OSError) as exc:
+        lost = exc if isinstance(exc, RedisError) else ConnectionError(str(exc))
+        replies += [lost] * (len(commands) - len(replies))
     finally:
         node.release(connection)
+    return replies
 
 
 def pack_commands(commands: list[Command]) -> bytes:
@@ -69,10 +80,12 @@ def pack_commands(commands: list[Command]) -> bytes:
         return b"".join([hiredis.pack_command(command) for command in copied])
 
 
-async def _exchange(connection: AbstractConnection, packed: Any, count: int, waits: float
-                    ) -> list[Any]:
+async def _exchange(connection: AbstractConnection, packed: Any, count: int, waits: float,
+                    replies: list[Any] | None = None) -> list[Any]:
+    """Send the packed commands, then read ``count`` replies into ``replies`` (what was
+    read stays there when the exchange fails part of the way)."""
     await connection.send_packed_command(packed)
-    replies: list[Any] = []
+    replies = [] if replies is None else replies
     try:
         limit = connection.socket_timeout
         async with asyncio.timeout(None if limit is None else limit + waits):

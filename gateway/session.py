@@ -137,7 +137,7 @@ async def _serve(gateway: Gateway, ws: WebSocket, conn: Connection, identity: Id
 async def _receive(gateway: Gateway, ws: WebSocket, conn: Connection) -> None:
     held = 0.0  # seconds this connection has run since the loop last served the others
     overlapping: set[asyncio.Task[None]] | None = None  # sends whose append is under way
-    # (made at the first: an idle socket keeps no empty set)
+    # (made at the connection's first send: a socket that never sends keeps none)
     try:
         while True:
             if held > TURN:
@@ -154,22 +154,26 @@ async def _receive(gateway: Gateway, ws: WebSocket, conn: Connection) -> None:
             conn.received += 1
             if conn.draining or conn.close_code is not None:
                 continue  # not acked: the client resends after reconnecting
-            frame = gateway.read(conn, message.get("text"))
+            frame = _read(gateway, conn, message.get("text"))
             if frame is None:
-                pass  # refused
+                pass  # refused, or the connection is closing
             elif overlaps(frame):
+                conn.inflight += 1  # from now: a drain waits for it
                 if overlapping is None:
                     overlapping = set()
                 elif len(overlapping) >= OVERLAPPING:  # a full window: read no more frames
                     await asyncio.wait(overlapping, return_when=asyncio.FIRST_COMPLETED)
-                conn.inflight += 1  # from now: a drain waits for it
+                if _given_up(conn):
+                    continue
                 task = asyncio.create_task(_handle(gateway, conn, frame))
                 overlapping.add(task)
                 task.add_done_callback(overlapping.discard)
             else:
+                conn.inflight += 1
                 if overlapping:  # every earlier command answered first, as one at a time
                     await asyncio.wait(overlapping)
-                conn.inflight += 1
+                if _given_up(conn):
+                    continue
                 await _handle(gateway, conn, frame)
             took = time.perf_counter() - began
             # longer than a turn: it waited (for the frame, or for Redis), and others ran
@@ -191,14 +195,37 @@ def overlaps(frame: ClientFrame) -> bool:
     return isinstance(frame, Send) and frame.reply_to is None
 
 
+def _read(gateway: Gateway, conn: Connection, text: str | None) -> ClientFrame | None:
+    """The frame decoded (None when refused); an unexpected failure as in ``_handle``."""
+    try:
+        return gateway.read(conn, text)
+    except Exception:
+        _failed(conn)
+        return None
+
+
+def _given_up(conn: Connection) -> bool:
+    """After a wait for the sends before it: a frame the connection no longer takes (a
+    drain began, or the connection is closing) is dropped uncounted, unanswered, as a
+    frame read then is (the client resends after reconnecting)."""
+    if conn.draining or conn.close_code is not None:
+        conn.inflight -= 1
+        return True
+    return False
+
+
+def _failed(conn: Connection) -> None:
+    log.exception("frame_failed", user=conn.user)
+    conn.push(encode_frame(Error(code="internal", message="internal error")))
+    conn.close(INTERNAL, "internal error", flush=True)
+
+
 async def _handle(gateway: Gateway, conn: Connection, frame: ClientFrame) -> None:
     """Answer one frame counted in ``conn.inflight`` (uncounted when done)."""
     try:
         await gateway.handle(conn, frame)
     except Exception:
-        log.exception("frame_failed", user=conn.user)
-        conn.push(encode_frame(Error(code="internal", message="internal error")))
-        conn.close(INTERNAL, "internal error", flush=True)
+        _failed(conn)
     finally:
         conn.inflight -= 1
 

@@ -174,7 +174,8 @@ class EventStore:
         # batches as the appends are (a call of its own per send: 176 us of gateway CPU per
         # acked send against 148 batched, docs/cluster.md)
         self.cluster = isinstance(redis, RedisCluster)
-        self._send_budget = ScriptBatcher(redis, SEND_BUDGET_LUA, drop_abandoned=True)
+        self._send_budget = ScriptBatcher(redis, SEND_BUDGET_LUA, drop_abandoned=True,
+                                          idempotent=False)  # a take or refund counts
         self._reads_refused: dict[str, float] = {}  # user -> monotonic end of a refusal
         self._typed: dict[tuple[str, str], float] = {}  # (sender, thread) -> relay + interval
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from adapters.redis_connect import AsyncRedis
 from gateway.batching import ScriptBatcher
@@ -111,5 +112,27 @@ async def test_a_node_connection_killed_between_batches_is_replaced(cluster):
             await admin.aclose()
         assert await batcher([key], [1]) == 2  # the dead connection's call, sent again
         assert await batcher([key], [1]) == 3
+    finally:
+        await cluster.delete(key)
+
+
+async def test_a_call_that_may_have_run_is_not_sent_again_unless_idempotent(cluster):
+    """Attacks: the send budget's take sent again after its node's connection was lost
+    (a budget charged twice); such a call fails, and only it."""
+    [key] = next(iter(keys_on_every_node(cluster, 1).values()))
+    node = cluster.get_node_from_key(key)
+    batcher = ScriptBatcher(cluster, INCR, idempotent=False)
+    await cluster.script_load(INCR)
+    try:
+        assert await batcher([key], [1]) == 1
+        [client_id] = await pipelined_on_node(node, [("CLIENT", "ID")])
+        admin = Redis(host=node.host, port=int(node.port))
+        try:
+            assert await admin.client_kill_filter(_id=client_id) == 1
+        finally:
+            await admin.aclose()
+        with pytest.raises(RedisConnectionError):
+            await batcher([key], [1])
+        assert await batcher([key], [1]) == 2  # the failed call did not run, nor again
     finally:
         await cluster.delete(key)
