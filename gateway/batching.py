@@ -127,25 +127,14 @@ class ScriptBatcher:
         after a timeout, it fails (``unavailable``). A lost or silent node has the slot
         map read again, in the background."""
         results: list[Any] = [None] * len(batch)
-        again: list[int] = []
-        groups: dict[str, tuple[ClusterNode, list[int]]] = {}
-        for n, (keys, _, _) in enumerate(batch):
-            try:
-                node = cluster.get_node_from_key(keys[0]) if keys else None
-            except RedisClusterException:  # the slot map is not read yet, or lacks it
-                node = None
-            if node is None:
-                again.append(n)
-            else:
-                groups.setdefault(node.name, (node, []))[1].append(n)
-
-        lost: list[str] = []  # nodes whose connection was lost or timed out
+        groups, again = _by_node(cluster, batch)
+        lost = False  # a node's connection was lost or timed out
 
         async def on(node: ClusterNode, calls: list[int]) -> None:
+            nonlocal lost
             replies = await pipelined_on_node(node, [self._command(batch[n]) for n in calls])
             for n, reply in zip(calls, replies, strict=True):
-                if isinstance(reply, ConnectionError | RedisTimeoutError):
-                    lost.append(node.name)
+                lost = lost or isinstance(reply, ConnectionError | RedisTimeoutError)
                 if isinstance(reply, ELSEWHERE) or (
                         self.idempotent and isinstance(reply, ConnectionError)):
                     again.append(n)
@@ -179,19 +168,13 @@ class ScriptBatcher:
         in a pipeline of their own on one connection to that node, ``WAIT`` last, and are
         never redirected: a call that met ``MOVED``, ``ASK`` or ``TRYAGAIN`` there is
         ``unavailable`` (the slot map is read again), never acked by another node's count."""
-        groups: dict[str, list[int]] = {}
-        nodes: dict[str, Any] = {}
         results: list[Any] = [None] * len(batch)
-        for n, (keys, _, _) in enumerate(batch):
-            node = cluster.get_node_from_key(keys[0])
-            if node is None:
-                results[n] = ClusterDownError("no node holds this slot now")
-                continue
-            nodes[node.name] = node
-            groups.setdefault(node.name, []).append(n)
+        groups, unknown = _by_node(cluster, batch)
+        for n in unknown:
+            results[n] = ClusterDownError("no node holds this slot now")
 
-        async def on(name: str, calls: list[int]) -> None:
-            client = self._node_client(nodes[name])
+        async def on(node: ClusterNode, calls: list[int]) -> None:
+            client = self._node_client(node)
             try:
                 async with client.pipeline(transaction=False) as pipe:
                     for n in calls:
@@ -204,7 +187,7 @@ class ScriptBatcher:
             for n, reply in zip(calls, replies, strict=False):
                 results[n] = _replicated(reply, replies[-1], self.replicas)
 
-        await asyncio.gather(*(on(name, calls) for name, calls in groups.items()))
+        await asyncio.gather(*(on(node, calls) for node, calls in groups.values()))
         if any(isinstance(r, (*ELSEWHERE, ConnectionError)) for r in results):
             await _initialize(cluster)  # where the slots are now
         return results
@@ -217,6 +200,24 @@ class ScriptBatcher:
                 host=node.host, port=int(node.port), socket_timeout=5,
                 socket_connect_timeout=2)
         return client
+
+
+def _by_node(cluster: RedisCluster, batch: list[Call]
+             ) -> tuple[dict[str, tuple[ClusterNode, list[int]]], list[int]]:
+    """The batch's calls by the node the slot map names for their first key, and the
+    calls it names none for (the map is not read yet, or lacks the slot)."""
+    groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+    unknown: list[int] = []
+    for n, (keys, _, _) in enumerate(batch):
+        try:
+            node = cluster.get_node_from_key(keys[0]) if keys else None
+        except RedisClusterException:
+            node = None
+        if node is None:
+            unknown.append(n)
+        else:
+            groups.setdefault(node.name, (node, []))[1].append(n)
+    return groups, unknown
 
 
 async def _initialize(cluster: RedisCluster) -> None:

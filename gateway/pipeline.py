@@ -10,9 +10,10 @@ idempotent: a rerun append answers as the duplicate it is), a timeout raised as 
 ``TimeoutError`` with the connection dropped.
 
 On a Redis Cluster, ``pipelined_on_node`` does the same on one node's own connections
-(the cluster client's pool for it), packing in C as ``gateway.redis_client`` does on one
-Redis; redis-py's ``ClusterPipeline`` around it cost about a fifth of the gateway's CPU
-per acked send (docs/benchmarks.md, "The cluster's append path").
+(the cluster client's pool for it), packing in C with ``gateway.redis_client``'s
+``pack_command``, as its connections do on one Redis; redis-py's ``ClusterPipeline``
+around it cost about a fifth of the gateway's CPU per acked send (docs/benchmarks.md,
+"The cluster's append path").
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import asyncio
 import math
 from typing import Any
 
-import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.redis_client import pack_command
 
 Command = tuple[Any, ...]
 
@@ -53,7 +55,7 @@ async def pipelined_on_node(node: ClusterNode, commands: list[Command]) -> list[
     ``ConnectionError`` or ``TimeoutError``: they may or may not have run) and the replies
     read before it are kept. The caller sends again, through the cluster client, what
     belongs elsewhere (and what was not answered, where that is safe)."""
-    packed = pack_commands(commands)
+    packed = b"".join([pack_command(*command) for command in commands])
     try:
         connection = node.acquire_connection()
     except RedisError as exc:  # MaxConnectionsError
@@ -67,17 +69,6 @@ async def pipelined_on_node(node: ClusterNode, commands: list[Command]) -> list[
     finally:
         node.release(connection)
     return replies
-
-
-def pack_commands(commands: list[Command]) -> bytes:
-    """The commands in the Redis protocol, packed by hiredis in C (str, bytes, int and
-    float arguments; a bytearray is copied)."""
-    try:
-        return b"".join([hiredis.pack_command(command) for command in commands])
-    except TypeError:
-        copied: list[Any] = [tuple(bytes(a) if isinstance(a, bytearray) else a for a in c)
-                             for c in commands]
-        return b"".join([hiredis.pack_command(command) for command in copied])
 
 
 async def _exchange(connection: AbstractConnection, packed: Any, count: int, waits: float,

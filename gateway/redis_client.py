@@ -20,19 +20,25 @@ from adapters.redis_connect import AsyncRedis, cluster_enabled
 CLUSTER_CONNECTIONS = 1024  # per node; a cluster client fails a command past it
 
 
+def pack_command(*args: Any) -> bytes:
+    """One command in the Redis protocol, packed by hiredis in C."""
+    head = args[0]
+    # multi-word commands ("SCRIPT LOAD", "CLIENT KILL") arrive as one argument
+    if isinstance(head, str):
+        head = head.encode()
+    if isinstance(head, bytes) and b" " in head:
+        args = (*head.split(), *args[1:])
+    try:
+        packed: bytes = hiredis.pack_command(args)
+    except TypeError:  # a bytearray (rare): hiredis takes str, int, float, bytes, memoryview
+        copied: Any = tuple(bytes(a) if isinstance(a, bytearray) else a for a in args)
+        packed = hiredis.pack_command(copied)
+    return packed
+
+
 class PackedConnection(Connection):
     def pack_command(self, *args: Any) -> list[bytes]:
-        head = args[0]
-        # multi-word commands ("SCRIPT LOAD", "CLIENT KILL") arrive as one argument
-        if isinstance(head, str):
-            head = head.encode()
-        if isinstance(head, bytes) and b" " in head:
-            args = (*head.split(), *args[1:])
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError:  # a bytearray (rare): hiredis takes str, int, float, bytes, memoryview
-            packed: Any = tuple(bytes(a) if isinstance(a, bytearray) else a for a in args)
-            return [hiredis.pack_command(packed)]
+        return [pack_command(*args)]
 
 
 def connect_redis(url: str, pool_size: int = 64) -> AsyncRedis:

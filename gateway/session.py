@@ -200,7 +200,7 @@ def _read(gateway: Gateway, conn: Connection, text: str | None) -> ClientFrame |
     try:
         return gateway.read(conn, text)
     except Exception:
-        _failed(conn)
+        _internal_error(conn)
         return None
 
 
@@ -214,7 +214,8 @@ def _given_up(conn: Connection) -> bool:
     return False
 
 
-def _failed(conn: Connection) -> None:
+def _internal_error(conn: Connection) -> None:
+    """An unexpected failure: logged, answered ``internal``, the connection closed."""
     log.exception("frame_failed", user=conn.user)
     conn.push(encode_frame(Error(code="internal", message="internal error")))
     conn.close(INTERNAL, "internal error", flush=True)
@@ -225,7 +226,7 @@ async def _handle(gateway: Gateway, conn: Connection, frame: ClientFrame) -> Non
     try:
         await gateway.handle(conn, frame)
     except Exception:
-        _failed(conn)
+        _internal_error(conn)
     finally:
         conn.inflight -= 1
 
