@@ -47,6 +47,7 @@ class Settings:
     burst: int = 40
     rate_bytes: float = 65536.0  # body bytes per second per user; the burst is 4 s' worth
     max_sockets: int = 20  # open WebSockets per user across gateways (0: no cap)
+    violation_hold: float = 10.0  # s a socket closed for breaking the protocol keeps its place
     ack_replicas: int = 0  # an ack waits until this many replicas hold the event (WAIT)
     ack_wait_ms: int = 1000  # how long it waits; then the send is `unavailable`
     read_rate: float = 50.0  # sync, watch and HTTP reads per second per user (0: off)
@@ -90,6 +91,7 @@ class Settings:
             rate=_number(env, "DUOLOGUE_RATE", 20),
             typing_every=_number(env, "DUOLOGUE_TYPING_EVERY", 2),
             max_sockets=int(_number(env, "DUOLOGUE_MAX_SOCKETS", 20)),
+            violation_hold=_number(env, "DUOLOGUE_VIOLATION_HOLD", 10),
             ack_replicas=int(_number(env, "DUOLOGUE_ACK_REPLICAS", 0)),
             ack_wait_ms=int(_number(env, "DUOLOGUE_ACK_WAIT_MS", 1000, minimum=1)),
             read_rate=(read_rate := _number(env, "DUOLOGUE_READ_RATE", 50)),

@@ -21,7 +21,8 @@ from gateway.http_errors import http_exception
 from gateway.metrics import HttpMetricsMiddleware, Metrics
 from gateway.node import Gateway
 from gateway.read_model import ReadModel
-from gateway.session import websocket_endpoint
+from gateway.session import refused_before_upgrade, websocket_endpoint
+from gateway.upgrade_screen import Screen
 
 WS_PATH = "/v1/ws"
 DEMO_PAGE = files("gateway").joinpath("static/index.html").read_text()
@@ -61,6 +62,18 @@ class WebSocketFirst:
             await websocket_endpoint(WebSocket(scope, receive, send))
         else:
             await self.app(scope, receive, send)
+
+
+def upgrade_screen(app: Starlette) -> Screen | None:
+    """The running gateway's check of an upgrade before it becomes a WebSocket
+    (``gateway.upgrade_screen``); None before the application has started."""
+    gateway = getattr(app.state, "gateway", None)
+    if gateway is None:
+        return None
+
+    def check(path: str, token: str, client: str) -> Response | None:
+        return refused_before_upgrade(gateway, token, client) if path == WS_PATH else None
+    return check
 
 
 def _route_path(scope: Scope) -> str:

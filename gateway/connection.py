@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 SLOW_CONSUMER = 1013
 POLICY = 1008
+TOO_MANY_REFUSED = "too many refused frames"  # the reason of that 1008 close
 GONE = 1006  # logged only: the peer vanished without a close frame
 REFUSAL_LIMIT = 20  # more refusals than this within REFUSAL_WINDOW seconds close the socket
 REFUSAL_WINDOW = 60.0

@@ -32,6 +32,10 @@ class Metrics:
             ["route", "method"], buckets=FAST, registry=registry)
         self.ws_connections = Gauge(
             "duologue_ws_connections", "WebSocket connections open.", registry=registry)
+        self.ws_refused = Counter(
+            "duologue_ws_refused", "WebSocket handshakes refused, by reason (token, "
+            "read_budget, max_sockets) and where: 'upgrade', answered while still an HTTP "
+            "request, or 'endpoint'.", ["reason", "where"], registry=registry)
         self.commands = Counter(
             "duologue_commands", "Client commands (WebSocket frames and HTTP sends) by result.",
             ["type", "result"], registry=registry)

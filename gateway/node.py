@@ -15,7 +15,7 @@ from domain.ids import check_participant
 from gateway import handlers
 from gateway.archive import Archive
 from gateway.backfill import schedule_catch_up
-from gateway.connection import POLICY, Connection
+from gateway.connection import POLICY, TOO_MANY_REFUSED, Connection
 from gateway.errors import REFUSALS, FrameError, RateLimitedError, client_message, code_for
 from gateway.hub import Hub
 from gateway.metrics import Metrics
@@ -171,7 +171,7 @@ class Gateway:
             log.info("frame_refused", user=conn.user, code=code, reason=clip(message),
                      ref=clip(ref), unlogged=unlogged)
         if code in REFUSALS and conn.refused():
-            conn.close(POLICY, "too many refused frames", flush=True)
+            conn.close(POLICY, TOO_MANY_REFUSED, flush=True)
 
     async def drain(self) -> None:
         """SIGTERM: finish in-flight commands, then close every socket with 1001."""

@@ -13,12 +13,12 @@ from starlette.websockets import WebSocket
 from adapters.logs import clip
 from adapters.tokens import AuthError, Identity, bearer, read_token
 from gateway.backfill import schedule_catch_up
-from gateway.connection import Connection
+from gateway.connection import POLICY, TOO_MANY_REFUSED, Connection
 from gateway.errors import RateLimitedError, UnavailableError
 from gateway.http_errors import error_response
 from gateway.log_throttle import LogThrottle
 from gateway.node import SHUTTING_DOWN, Gateway
-from gateway.ws_protocol import TEXT_FRAMES
+from gateway.ws_protocol import TEXT_FRAMES, FrameWriter
 from schemas.client import ClientFrame, Send
 from schemas.server import Error, encode_frame
 
@@ -27,6 +27,7 @@ INTERNAL = 1011
 TURN = 0.0002  # seconds a connection's frames may run before the loop serves the others
 OVERLAPPING = 16  # sends of one connection under way at once (its next frames wait)
 REFUSED = LogThrottle()  # refused handshakes: a line a second per user (or address)
+UPGRADE, ENDPOINT = "upgrade", "endpoint"  # where a handshake was refused (metrics)
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
@@ -43,6 +44,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         identity = read_token(token, gateway.settings.secret)
     except AuthError as exc:
         client = _client(ws)
+        gateway.metrics.ws_refused.labels("token", ENDPOINT).inc()
         _refused(client.rpartition(":")[0], reason=clip(str(exc)), client=client)
         await ws.close(1008)  # before accept: the handshake is refused with HTTP 403
         return
@@ -50,24 +52,54 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     try:  # the hello reads the user's threads: a read (protocol.md section 8)
         await gateway.store.take_read(identity.user, settings.read_rate, settings.read_burst)
     except RateLimitedError as exc:
-        _refused(identity.user, reason="read budget spent", user=identity.user,
-                 client=_client(ws), retry_after_ms=exc.retry_after_ms)
-        await _deny(ws, error_response("rate_limited", str(exc),
-                                       {"Retry-After": str(-(-exc.retry_after_ms // 1000))}))
+        await _deny(ws, _reads_refused(gateway, identity.user, _client(ws), exc, ENDPOINT))
         return
     except (RedisError, RedisClusterException, OSError):
         pass  # the hello after it needs Redis too, and answers for it
     if not await gateway.sockets.admit(identity.user):
-        _refused(identity.user, reason="too many sockets", user=identity.user,
-                 client=_client(ws), max_sockets=settings.max_sockets)
-        await _deny(ws, error_response(
-            "rate_limited", f"at most {settings.max_sockets} open WebSockets per user",
-            {"Retry-After": "1"}))
+        await _deny(ws, _too_many_sockets(gateway, identity.user, _client(ws), ENDPOINT))
         return
+    broke_protocol = False
     try:
-        await _accepted(gateway, ws, identity)
-    finally:
-        gateway.sockets.release(identity.user)
+        broke_protocol = await _accepted(gateway, ws, identity)
+    finally:  # the place of a socket closed for breaking the protocol is held a while
+        gateway.sockets.release(identity.user,
+                                settings.violation_hold if broke_protocol else 0.0)
+
+
+def refused_before_upgrade(gateway: Gateway, token: str, client: str) -> Response | None:
+    """The endpoint's 429 for a user whose read budget this process knows is spent, or
+    whose every socket place this process holds, decided from the token alone (no Redis),
+    so that the upgrade is answered while still an HTTP request
+    (``gateway.upgrade_screen``); None: the upgrade goes on to the endpoint."""
+    if gateway.settings.read_rate <= 0 and gateway.settings.max_sockets <= 0:
+        return None
+    try:
+        user = read_token(token, gateway.settings.secret).user
+    except AuthError:
+        return None  # the endpoint refuses it, and says why
+    if refused_ms := gateway.store.reads_refused_ms(user):
+        return _reads_refused(gateway, user, client, RateLimitedError(refused_ms), UPGRADE)
+    if gateway.sockets.full(user):
+        return _too_many_sockets(gateway, user, client, UPGRADE)
+    return None
+
+
+def _reads_refused(gateway: Gateway, user: str, client: str, exc: RateLimitedError,
+                   where: str) -> Response:
+    gateway.metrics.ws_refused.labels("read_budget", where).inc()
+    _refused(user, reason="read budget spent", user=user, client=client,
+             retry_after_ms=exc.retry_after_ms)
+    return error_response("rate_limited", str(exc),
+                          {"Retry-After": str(-(-exc.retry_after_ms // 1000))})
+
+
+def _too_many_sockets(gateway: Gateway, user: str, client: str, where: str) -> Response:
+    gateway.metrics.ws_refused.labels("max_sockets", where).inc()
+    maximum = gateway.settings.max_sockets
+    _refused(user, reason="too many sockets", user=user, client=client, max_sockets=maximum)
+    return error_response("rate_limited", f"at most {maximum} open WebSockets per user",
+                          {"Retry-After": "1"})
 
 
 def _refused(key: str, **fields: object) -> None:
@@ -85,8 +117,12 @@ async def _deny(ws: WebSocket, answer: Response) -> None:
         await ws.close(1008)
 
 
-async def _accepted(gateway: Gateway, ws: WebSocket, identity: Identity) -> None:
+async def _accepted(gateway: Gateway, ws: WebSocket, identity: Identity) -> bool:
+    """Serve an admitted socket to its end; whether it was closed for breaking the
+    protocol (a frame the WebSocket parser refused, e.g. over the size limit: 1009; or
+    too many refused frames: 1008)."""
     await ws.accept()
+    writer: FrameWriter = ws.scope["extensions"][TEXT_FRAMES]["writer"]
     # Read (the token) and answered: nothing reads the upgrade's headers again, and an
     # idle socket would keep them (~1.2 KiB) for its whole life. Whatever a later change
     # needs of them must be read before this line: ``ws.headers`` is empty after it.
@@ -105,6 +141,8 @@ async def _accepted(gateway: Gateway, ws: WebSocket, identity: Identity) -> None
         log.info("ws_closed", user=conn.user, client=_client(ws), code=conn.close_code,
                  reason=conn.close_reason, seconds=round(time.monotonic() - started, 3),
                  frames_in=conn.received, frames_out=conn.delivered)
+    return writer.broke_protocol or (conn.close_code == POLICY
+                                     and conn.close_reason == TOO_MANY_REFUSED)
 
 
 async def _serve(gateway: Gateway, ws: WebSocket, conn: Connection, identity: Identity) -> None:

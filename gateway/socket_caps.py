@@ -11,6 +11,12 @@ The count here is this process's truth, reserved before the script runs, so two
 handshakes racing on one gateway cannot both take the last place; across gateways the
 script is atomic on the user's key. If Redis cannot answer, the handshake is admitted:
 the ``hello`` that follows needs Redis anyway and answers for it.
+
+A socket closed for breaking the protocol (a frame over the limit, 1009; too many refused
+frames, 1008) keeps its place for ``DUOLOGUE_VIOLATION_HOLD`` seconds (10) after it closed: a client
+that breaks the protocol and reconnects at once, in a loop, holds the user's places
+within a second, and is then refused at the handshake (429), cheaply, instead of costing
+a handshake, a hello and a close each time (docs/protocol-notes.md, "Limits").
 """
 
 from __future__ import annotations
@@ -74,12 +80,20 @@ class SocketCaps:
             self._write(user)  # what this gateway holds now, for the others to count
         return bool(admitted)
 
-    def release(self, user: str) -> None:
-        """A socket of ``user`` admitted here closed."""
+    def release(self, user: str, hold: float = 0.0) -> None:
+        """A socket of ``user`` admitted here closed; its place is given back after
+        ``hold`` seconds (a socket closed for breaking the protocol)."""
         if self.maximum <= 0:
+            return
+        if hold > 0:
+            asyncio.get_running_loop().call_later(hold, self.release, user)
             return
         self._drop(user)
         self._write(user)
+
+    def full(self, user: str) -> bool:
+        """Whether this gateway alone holds every place of ``user`` (no Redis asked)."""
+        return 0 < self.maximum <= self.local.get(user, 0)
 
     def _drop(self, user: str) -> None:
         count = self.local.get(user, 0) - 1

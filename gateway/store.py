@@ -310,12 +310,9 @@ class EventStore:
         (other gateways only take), so a flood of reads is refused without Redis."""
         if rate <= 0:
             return
+        if refused_ms := self.reads_refused_ms(user):
+            raise RateLimitedError(refused_ms)
         now = time.monotonic()
-        until = self._reads_refused.get(user)
-        if until is not None:
-            if now < until:
-                raise RateLimitedError(max(1, int((until - now) * 1000)))
-            del self._reads_refused[user]
         wait: int = await self._read_budget(keys=[self.keys.read_budget(user)],
                                             args=[rate, burst])
         if wait:
@@ -323,6 +320,17 @@ class EventStore:
                 self._reads_refused = {u: t for u, t in self._reads_refused.items() if t > now}
             self._reads_refused[user] = now + int(wait) / 1000
             raise RateLimitedError(int(wait))
+
+    def reads_refused_ms(self, user: str) -> int:
+        """How long ``user``'s reads are still known refused here, in ms (0: not known)."""
+        until = self._reads_refused.get(user)
+        if until is None:
+            return 0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._reads_refused[user]
+            return 0
+        return max(1, int(left * 1000))
 
     async def typing(self, thread: str, sender: str, receiver: str, message: str) -> bool:
         """Relay a typing notice to ``receiver`` unless they block the thread or ``sender``

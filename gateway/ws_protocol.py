@@ -66,6 +66,7 @@ class FrameWriter(Protocol):
     """What ``duologue.text_frames`` offers a connection (our protocol, below)."""
 
     on_resume: Callable[[], None] | None
+    broke_protocol: bool
 
     def write_now(self, frames: list[str], force: bool = False) -> bool: ...
 
@@ -113,6 +114,7 @@ class DuologueProtocol(WebSocketsSansIOProtocol):
     closing_since = 0.0  # loop time our close frame was written (close_now)
     closing_left = -1  # the write buffer's size at the last look after it
     on_resume: Callable[[], None] | None = None  # FrameWriter: called when writable again
+    broke_protocol = False  # the peer sent what the parser refused (closed: 1009, 1002...)
 
     def __init__(self, config: Config, server_state: ServerState,
                  app_state: dict[str, Any],
@@ -190,6 +192,10 @@ class DuologueProtocol(WebSocketsSansIOProtocol):
             self.closing_left = left
             self.close_timer = self.loop.call_later(self.close_timeout,
                                                     self._close_transport)
+
+    def handle_parser_exception(self) -> None:
+        self.broke_protocol = True
+        super().handle_parser_exception()
 
     def resume_writing(self) -> None:
         super().resume_writing()

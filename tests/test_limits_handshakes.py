@@ -1,0 +1,136 @@
+"""A client that breaks the protocol and reconnects in a loop (protocol.md sections 2 and
+8; docs/protocol-notes.md, "Limits"): the socket it broke keeps its place in the user's
+socket cap for ``DUOLOGUE_VIOLATION_HOLD`` seconds, across gateways; and a handshake whose
+refusal is already known here is answered while still an HTTP request, with the same 429
+the endpoint gives. Real gateway processes on one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import httpx
+import websockets
+
+from tests.support import Client, token, uid
+from tests.ws_errors_support import MAX_FRAME, padded
+
+
+async def _handshake(url: str, user: str) -> websockets.InvalidStatus | None:
+    """The refusal of a handshake of ``user`` (None: accepted, and closed again)."""
+    try:
+        ws = await websockets.connect(f"{url}?token={token(user)}")
+    except websockets.InvalidStatus as exc:
+        return exc
+    await ws.close()
+    return None
+
+
+async def _break_protocol(url: str, user: str) -> None:
+    """A socket of ``user`` closed by the gateway for a frame over the size limit."""
+    client = await Client.connect(url, user)
+    await client.ws.send(padded({"type": "send", "to": user, "body": "x",
+                                 "client_msg_id": "big"}, MAX_FRAME + 1))
+    assert await client.wait_closed(5) == 1009
+
+
+def _refusals(metrics: str) -> dict[tuple[str, str], float]:
+    found = re.findall(r'^duologue_ws_refused_total\{reason="(\w+)",where="(\w+)"\} (\S+)$',
+                       metrics, re.M)
+    return {(reason, where): float(n) for reason, where, n in found}
+
+
+async def test_a_socket_closed_for_breaking_the_protocol_keeps_its_place_a_while(
+        start_gateway):
+    """Attacks: a client looping "oversized frame, closed 1009, reconnect" costs a
+    handshake, a hello and a close each time, for as long as it likes (the hostile
+    benchmark's attacker: ~30 a second, the other users' delivery p99 4x); or the hold
+    applied to sockets that broke nothing, to other users, or to one gateway only."""
+    env = {"DUOLOGUE_MAX_SOCKETS": "3", "DUOLOGUE_VIOLATION_HOLD": "1.5"}
+    one, two = start_gateway(**env), start_gateway(**env)
+    alice, bob = uid("a"), uid("b")
+    for _ in range(3):  # a closed socket's place is given back at once
+        assert await _handshake(one.ws_url, alice) is None
+    await _break_protocol(one.ws_url, alice)  # one place held
+    await _break_protocol(one.ws_url, alice)  # two
+    await asyncio.sleep(0.3)  # long enough for places given back at once to be back
+    refused = await _handshake(two.ws_url, alice)  # two held and one open: full
+    await asyncio.sleep(0.3)  # its place is written back
+    kept = await Client.connect(two.ws_url, alice)
+    try:
+        assert refused is None
+        refused = await _handshake(one.ws_url, alice)
+        assert refused is not None and refused.response.status_code == 429
+        assert refused.response.headers["Retry-After"] == "1"
+        await asyncio.sleep(0.3)  # the other gateway counts the held places too
+        refused = await _handshake(two.ws_url, alice)
+        assert refused is not None and refused.response.status_code == 429
+        assert await _handshake(one.ws_url, bob) is None  # only alice's places
+        await asyncio.sleep(1.6)  # the hold ends: both places come back
+        extra = [await Client.connect(one.ws_url, alice), await Client.connect(two.ws_url, alice)]
+        assert (await kept.say(bob, "usable"))["type"] == "ack"
+        for client in extra:
+            await client.close()
+    finally:
+        await kept.close()
+
+
+async def test_a_socket_closed_for_too_many_refused_frames_keeps_its_place(start_gateway):
+    """Attacks: the hold applied to a 1009 only, not to the other close for breaking the
+    protocol (more than 20 invalid frames in a minute: 1008); or to a 1008 for an expired
+    token, which breaks nothing."""
+    gateway = start_gateway(DUOLOGUE_MAX_SOCKETS="1", DUOLOGUE_VIOLATION_HOLD="30")
+    alice, bob = uid("a"), uid("b")
+    client = await Client.connect(gateway.ws_url, alice, ttl=2)  # its token expires: 1008
+    assert await client.wait_closed(10) == 1008
+    assert await _handshake(gateway.ws_url, alice) is None  # no hold: its place came back
+    await asyncio.sleep(0.3)  # and this one's
+    client = await Client.connect(gateway.ws_url, alice)
+    for n in range(21):
+        await client.send({"type": "send", "to": "NOT A USER", "body": "x",
+                           "client_msg_id": f"c-{n}"})
+    assert await client.wait_closed(5) == 1008
+    await asyncio.sleep(0.3)  # long enough for a place given back at once to be back
+    refused = await _handshake(gateway.ws_url, alice)
+    assert refused is not None and refused.response.status_code == 429
+    assert await _handshake(gateway.ws_url, bob) is None
+
+
+async def test_a_handshake_refused_before_the_upgrade_is_the_endpoints_answer(
+        start_gateway):
+    """Attacks: a screen that answers differently from the endpoint (status, headers,
+    body), refuses what the endpoint would accept (another user; a read budget off; a
+    bad token, which the endpoint refuses with 403, not 429), or never screens at all (a
+    client retrying a refused handshake in a loop costs the whole upgrade path each time).
+    """
+    gateway = start_gateway(DUOLOGUE_READ_RATE="0.1", DUOLOGUE_READ_BURST="1")
+    alice, bob = uid("a"), uid("b")
+    client = await Client.connect(gateway.ws_url, alice)  # the hello takes alice's token
+    try:
+        first = await _handshake(gateway.ws_url, alice)  # Redis says no: the endpoint
+        second = await _handshake(gateway.ws_url, alice)  # known refused: the screen
+        assert first is not None and second is not None
+        async with httpx.AsyncClient() as http:
+            counts = _refusals((await http.get(f"{gateway.http_url}/metrics")).text)
+        assert counts[("read_budget", "endpoint")] == 1
+        assert counts[("read_budget", "upgrade")] == 1
+        # the same answer but for the date and the wait left (a few ms less)
+        answers = [(r.response.status_code, sorted((k.lower(), v) for k, v in
+                                                   r.response.headers.raw_items()
+                                                   if k.lower() not in ("date",
+                                                                        "content-length")),
+                    re.sub(rb"\d+ ms", b"N ms", r.response.body)) for r in (first, second)]
+        assert answers[0][0] == 429 and answers[0][2] == answers[1][2]
+        assert answers[0] == answers[1]
+        assert all(int(r.response.headers["Content-Length"]) == len(r.response.body)
+                   for r in (first, second))
+        assert b'"code":"rate_limited"' in answers[1][2]
+        assert await _handshake(gateway.ws_url, bob) is None  # bob's budget is his own
+        try:
+            await websockets.connect(f"{gateway.ws_url}?token=not-a-token")
+        except websockets.InvalidStatus as exc:
+            assert exc.response.status_code == 403
+        # alice's own socket still works, and her sends have their own budget
+        assert (await client.say(bob, "still here"))["type"] == "ack"
+    finally:
+        await client.close()
