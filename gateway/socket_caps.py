@@ -13,16 +13,19 @@ script is atomic on the user's key. If Redis cannot answer, the handshake is adm
 the ``hello`` that follows needs Redis anyway and answers for it.
 
 A socket closed for breaking the protocol (a frame over the limit, 1009; too many refused
-frames, 1008) keeps its place for ``DUOLOGUE_VIOLATION_HOLD`` seconds (10) after it closed: a client
-that breaks the protocol and reconnects at once, in a loop, holds the user's places
-within a second, and is then refused at the handshake (429), cheaply, instead of costing
-a handshake, a hello and a close each time (docs/protocol-notes.md, "Limits").
+frames, 1008) by a user another of whose sockets did so in the last
+``DUOLOGUE_VIOLATION_HOLD`` seconds (10) keeps its place that long after it closed. A
+client that breaks the protocol once and reconnects loses nothing; one that does it in a
+loop holds all its user's places within a second and is then refused at the handshake
+(429, answered before the upgrade: ``gateway.upgrade_screen``) instead of costing a
+handshake, a ``hello`` and a close each time (docs/protocol-notes.md, "Limits").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import structlog
 from redis.exceptions import RedisClusterException, RedisError
@@ -34,6 +37,7 @@ from adapters.redis_connect import AsyncRedis, AsyncTarget, apreload
 log = structlog.get_logger("duologue.sockets")
 SOCKETS_LUA = lua("gateway", "sockets.lua")
 BATCH = 1000  # renewals per pipeline
+REMEMBERED = 4096  # users whose last protocol break is remembered, before pruning
 
 
 class SocketCaps:
@@ -47,6 +51,8 @@ class SocketCaps:
         self.local: dict[str, int] = {}  # user -> sockets open (or being admitted) here
         self.script = redis.register_script(SOCKETS_LUA)
         self.writes: set[asyncio.Task[None]] = set()
+        self.holds: dict[asyncio.TimerHandle, str] = {}  # places held, until the handle runs
+        self.broke: dict[str, float] = {}  # user -> when a socket last broke the protocol
         self.heartbeat: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -57,6 +63,9 @@ class SocketCaps:
         if self.heartbeat is not None:
             self.heartbeat.cancel()
             await asyncio.gather(self.heartbeat, return_exceptions=True)
+        for handle in list(self.holds):  # the process ends: nothing is held any more
+            handle.cancel()
+            self._hold_ended(handle)
         if self.writes:
             await asyncio.wait(list(self.writes), timeout=2)
 
@@ -81,15 +90,31 @@ class SocketCaps:
         return bool(admitted)
 
     def release(self, user: str, hold: float = 0.0) -> None:
-        """A socket of ``user`` admitted here closed; its place is given back after
-        ``hold`` seconds (a socket closed for breaking the protocol)."""
+        """A socket of ``user`` admitted here closed. ``hold``: it was closed for breaking
+        the protocol; if another socket of the user did so in the last ``hold`` seconds,
+        its place is given back only ``hold`` seconds from now (the first is forgiven)."""
         if self.maximum <= 0:
             return
-        if hold > 0:
-            asyncio.get_running_loop().call_later(hold, self.release, user)
+        if hold > 0 and self._broke_again(user, hold):
+            handle: asyncio.TimerHandle = asyncio.get_running_loop().call_later(
+                hold, lambda: self._hold_ended(handle))
+            self.holds[handle] = user
             return
         self._drop(user)
         self._write(user)
+
+    def _broke_again(self, user: str, hold: float) -> bool:
+        now = time.monotonic()
+        last = self.broke.get(user)
+        if last is None and len(self.broke) >= REMEMBERED:
+            self.broke = {u: t for u, t in self.broke.items() if now - t < hold}
+        self.broke[user] = now
+        return last is not None and now - last < hold
+
+    def _hold_ended(self, handle: asyncio.TimerHandle) -> None:
+        user = self.holds.pop(handle, None)
+        if user is not None:
+            self.release(user)
 
     def full(self, user: str) -> bool:
         """Whether this gateway alone holds every place of ``user`` (no Redis asked)."""

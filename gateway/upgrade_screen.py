@@ -9,11 +9,13 @@ response. Ten sockets retrying in step put those in front of every other connect
 frames at once, and the other users' delivery p99 paid for it (docs/benchmarks.md, "a
 hostile user").
 
-Here the upgrade is answered by uvicorn's HTTP protocol itself, before any of that, when
-the answer is already known without Redis: the token is one this process has verified
-and the user's read budget is known spent until later (``EventStore.reads_refused_ms``).
-The answer is the same 429, byte for byte in status, headers and body, as the endpoint
-gives. Every other upgrade goes the usual way.
+Here a well-formed upgrade is answered by uvicorn's HTTP protocol itself, before any of
+that, when the answer is known without Redis: the token verifies (as the endpoint checks
+it, remembered once verified) and the user's read budget is known spent until later
+(``EventStore.reads_refused_ms``), or this process holds every one of the user's socket
+places (``SocketCaps.full``). The answer is the endpoint's 429: the same status, header
+fields and body (only ``Date`` and the wait in the message can differ). Every other
+upgrade goes the usual way, and so does one the screen fails on.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, unquote
 
 import httptools
+import structlog
 from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from adapters.tokens import bearer
 
+log = structlog.get_logger("duologue.ws")
 Screen = Callable[[str, str, str], Response | None]  # (path, token, client) -> refusal | None
 
 
@@ -40,14 +44,11 @@ class ScreenedHttpProtocol(HttpToolsProtocol):
     screen: Callable[[], Screen | None]
 
     def handle_websocket_upgrade(self) -> None:
-        check = self.screen()
         refusal = None
-        if check is not None:
-            path, token = _path_and_token(self.url, self.scope["headers"])
-            if self.root_path and path.startswith(self.root_path):
-                path = path[len(self.root_path):]  # as the router matches it
-            client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
-            refusal = check(path, token, client)
+        try:
+            refusal = self._refusal()
+        except Exception:  # never the reason an upgrade goes unanswered: the usual way
+            log.exception("upgrade_screen_failed")
         if refusal is None:
             super().handle_websocket_upgrade()
             return
@@ -55,17 +56,35 @@ class ScreenedHttpProtocol(HttpToolsProtocol):
         self.transport.write(rendered(refusal, self.server_state.default_headers))
         self.transport.close()
 
+    def _refusal(self) -> Response | None:
+        """The screen's answer to a well-formed upgrade (a GET over HTTP/1.1 with its
+        WebSocket headers, nothing before it on the connection still unanswered); None
+        for anything else, which websockets answers (400, 426...) as before."""
+        check = self.screen()
+        if check is None or (self.cycle is not None and not self.cycle.response_complete):
+            return None
+        if self.scope["method"] != "GET" or self.parser.get_http_version() != "1.1":
+            return None
+        headers = self.scope["headers"]
+        if not any(n == b"sec-websocket-key" for n, _ in headers) or \
+                (b"sec-websocket-version", b"13") not in headers:
+            return None
+        parsed = httptools.parse_url(self.url)
+        if parsed.path is None:
+            return None
+        path = unquote(parsed.path.decode("ascii", "replace"))  # as the router matches it
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
+        return check(path, _token(parsed.query, headers), client)
 
-def _path_and_token(url: bytes, headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str]:
-    """The request's path and its token (``Authorization: Bearer``, else ``?token=``), as
-    ``gateway.session`` reads them."""
-    parsed = httptools.parse_url(url)
-    path = unquote(parsed.path.decode("ascii", "replace"))
+
+def _token(query: bytes | None, headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The request's token as ``gateway.session`` reads it: ``Authorization: Bearer``,
+    else the last ``token`` of the query string."""
     header = next((v.decode("latin-1") for n, v in headers if n == b"authorization"), None)
     if token := bearer(header):
-        return path, token
-    query = parsed.query.decode("latin-1") if parsed.query else ""
-    return path, dict(parse_qsl(query, keep_blank_values=True)).get("token", "")
+        return token
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True) if query else []
+    return dict(pairs).get("token", "")
 
 
 def rendered(response: Response, server_headers: list[tuple[bytes, bytes]]) -> bytes:
