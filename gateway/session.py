@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from adapters.logs import clip
-from adapters.tokens import AuthError, Identity, bearer, read_token
+from adapters.tokens import AuthError, Identity, bearer, claimed_user, read_token
 from gateway.backfill import schedule_catch_up
 from gateway.connection import POLICY, TOO_MANY_REFUSED, Connection
 from gateway.errors import RateLimitedError, UnavailableError
@@ -72,17 +72,21 @@ def refused_before_upgrade(gateway: Gateway, token: str, client: str) -> Respons
     whose every socket place this process holds, decided from the token alone (no Redis),
     so that the upgrade is answered while still an HTTP request
     (``gateway.upgrade_screen``); None: the upgrade goes on to the endpoint."""
-    if gateway.settings.read_rate <= 0 and gateway.settings.max_sockets <= 0:
+    claimed = claimed_user(token)  # not verified yet: worth verifying only if refused
+    if claimed is None:
+        return None
+    refused_ms = gateway.store.reads_refused_ms(claimed)
+    if not refused_ms and not gateway.sockets.full(claimed):
         return None
     try:
         user = read_token(token, gateway.settings.secret).user
     except AuthError:
         return None  # the endpoint refuses it, and says why
-    if refused_ms := gateway.store.reads_refused_ms(user):
+    if user != claimed:
+        return None
+    if refused_ms:
         return _reads_refused(gateway, user, client, RateLimitedError(refused_ms), UPGRADE)
-    if gateway.sockets.full(user):
-        return _too_many_sockets(gateway, user, client, UPGRADE)
-    return None
+    return _too_many_sockets(gateway, user, client, UPGRADE)
 
 
 def _reads_refused(gateway: Gateway, user: str, client: str, exc: RateLimitedError,

@@ -193,6 +193,17 @@ class Client:
         await asyncio.gather(self.reader, return_exceptions=True)
 
 
+async def handshake_refusal(ws_url: str, bearer: str) -> websockets.InvalidStatus | None:
+    """How a handshake with the token ``bearer`` (in the query) was refused; None: it was
+    accepted (and is closed again)."""
+    try:
+        ws = await websockets.connect(f"{ws_url}?token={bearer}")
+    except websockets.InvalidStatus as exc:
+        return exc
+    await ws.close()
+    return None
+
+
 def thread_of(a: str, b: str) -> str:
     low, high = sorted((a, b), key=str.encode)
     return f"dm:{low}:{high}"

@@ -13,18 +13,13 @@ import re
 import httpx
 import websockets
 
-from tests.support import Client, token, uid
+from tests.support import Client, handshake_refusal, token, uid
 from tests.ws_errors_support import MAX_FRAME, padded
 
 
 async def _handshake(url: str, user: str) -> websockets.InvalidStatus | None:
     """The refusal of a handshake of ``user`` (None: accepted, and closed again)."""
-    try:
-        ws = await websockets.connect(f"{url}?token={token(user)}")
-    except websockets.InvalidStatus as exc:
-        return exc
-    await ws.close()
-    return None
+    return await handshake_refusal(url, token(user))
 
 
 async def _break_protocol(url: str, user: str) -> None:
@@ -63,8 +58,9 @@ async def test_a_socket_closed_for_breaking_the_protocol_again_keeps_its_place_a
     env = {"DUOLOGUE_MAX_SOCKETS": "3", "DUOLOGUE_VIOLATION_HOLD": "4"}
     one, two = start_gateway(**env), start_gateway(**env)
     alice, bob = uid("a"), uid("b")
-    for _ in range(3):  # a closed socket's place is given back at once
+    for _ in range(3):  # a closed socket's place is given back once the server sees the close
         assert await _handshake(one.ws_url, alice) is None
+        await asyncio.sleep(0.3)
     await _break_protocol(one.ws_url, alice)  # the first break: forgiven
     await asyncio.sleep(0.3)  # long enough for a place given back at once to be back
     opened = [await Client.connect(url, alice) for url in (one.ws_url, two.ws_url, one.ws_url)]
@@ -164,10 +160,10 @@ async def test_a_handshake_refused_before_the_upgrade_is_the_endpoints_answer(
         await both.close()
         # an upgrade the screen cannot read (no path) is answered, as before, not dropped
         assert (await _raw_upgrade(gateway.port, b"http://127.0.0.1")).startswith(b"HTTP/1.1 ")
-        try:
-            await websockets.connect(f"{gateway.ws_url}?token=not-a-token")
-        except websockets.InvalidStatus as exc:
-            assert exc.response.status_code == 403
+        forged = token(alice, secret="another-secret-" + "y" * 32)  # claims alice
+        for bad in ("not-a-token", forged):  # the screen verifies before it refuses
+            refused = await handshake_refusal(gateway.ws_url, bad)
+            assert refused is not None and refused.response.status_code == 403
         # alice's own socket still works, and her sends have their own budget
         assert (await client.say(bob, "still here"))["type"] == "ack"
     finally:

@@ -70,3 +70,16 @@ def test_a_token_is_decoded_once_and_a_long_one_every_time(
         assert read_token(long, SECRET).user == "bob"
     assert decoded.count(short) == 1
     assert decoded.count(long) == 3
+
+
+def test_the_claimed_user_is_read_without_trusting_anything() -> None:
+    """``claimed_user`` only routes (gateway.upgrade_screen verifies before it refuses):
+    it reads ``sub`` from any well-shaped token, signed or not, and never raises."""
+    assert tokens.claimed_user(mint("alice", SECRET)) == "alice"
+    assert tokens.claimed_user(mint("alice", "another secret " + "x" * 30)) == "alice"
+    unsigned = jwt.encode({"sub": "bob", "exp": 1}, None, algorithm="none")
+    assert tokens.claimed_user(unsigned) == "bob"
+    for junk in ("", "a.b", "a.b.c", "a.!!!.c", "x." + "W10" + ".y",  # a list, not claims
+                 jwt.encode({"sub": 7, "exp": 1}, SECRET, algorithm="HS256"),
+                 "a." + "e" * 5000 + ".c"):
+        assert tokens.claimed_user(junk) is None

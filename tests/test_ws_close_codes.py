@@ -121,13 +121,17 @@ async def test_token_expiring_while_connected_closes_with_1008(shared_gateway):
 
 
 async def test_slow_consumer_closed_with_1013(start_gateway):
-    gateway = start_gateway(DUOLOGUE_OUTBOX="16")
+    """A reader that stops reading is closed with 1013 once its queue overflows; the
+    others on its gateway are served on. The sender writes from a second gateway with the
+    default queue: its own copies of 10 MB of events, on a queue of 16, would make it a
+    slow consumer too whenever this machine is slow to read them."""
+    gateway, other = start_gateway(DUOLOGUE_OUTBOX="16"), start_gateway()
     slow, sender = uid("s"), uid("f")
     stalled = await websockets.connect(
         gateway.ws_url, additional_headers={"Authorization": f"Bearer {token(slow)}"},
         max_queue=1, max_size=2**24, compression=None)  # raw bytes: real backpressure
     try:
-        async with opened(gateway.ws_url, sender) as (f,):
+        async with opened(other.ws_url, sender) as (f,):
             body = base64.b85encode(os.urandom(3200)).decode()  # 4000 chars, incompressible
             window, total = 8, 2500  # 10 MB: more than socket buffers hold
             for start in range(0, total, window):
@@ -141,11 +145,17 @@ async def test_slow_consumer_closed_with_1013(start_gateway):
                         10)
                     assert answer["type"] == "ack", answer
                 f.frames = [fr for fr in f.frames if fr.get("type") != "event"]
-            # the sender's own connection is healthy
+            # the sender's own connection is healthy, and so is a bystander beside the
+            # stalled reader on its gateway
             assert not f.reader.done(), f.ws.close_code
             ack = await f.say(sender, "I am fine")
             assert ack["type"] == "ack"
             await f.next("event", id=ack["id"], timeout=5)
+            bystander = uid("b")
+            async with opened(gateway.ws_url, bystander) as (b,):
+                ack = await b.say(bystander, "me too")
+                assert ack["type"] == "ack"
+                await b.next("event", id=ack["id"], timeout=5)
         # the stalled reader now reads what was buffered, then finds the socket closed
         received = 0
         with pytest.raises(ConnectionClosed) as info:
