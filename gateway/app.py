@@ -64,15 +64,15 @@ class WebSocketFirst:
             await self.app(scope, receive, send)
 
 
-def upgrade_screen(app: Starlette) -> Screen | None:
+def upgrade_screen(app: Starlette) -> Screen:
     """The running gateway's check of an upgrade before it becomes a WebSocket
-    (``gateway.upgrade_screen``); None before the application has started."""
-    gateway = getattr(app.state, "gateway", None)
-    if gateway is None:
-        return None
+    (``gateway.upgrade_screen``): nothing is refused before the application has started."""
 
     def check(path: str, token: str, client: str) -> Response | None:
-        return refused_before_upgrade(gateway, token, client) if path == WS_PATH else None
+        gateway = getattr(app.state, "gateway", None)
+        if gateway is None or path != WS_PATH:
+            return None
+        return refused_before_upgrade(gateway, token, client)
     return check
 
 

@@ -51,7 +51,7 @@ def build(
     app = create_app(settings)
     config = uvicorn.Config(
         WebSocketFirst(app), host=host, port=port, ws=protocol_class(settings.ws_compression),
-        http=http_protocol_class(lambda: upgrade_screen(app)),
+        http=http_protocol_class(upgrade_screen(app)),
         ws_max_size=settings.max_frame, ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_interval, log_config=None, access_log=False,
         lifespan="on", timeout_graceful_shutdown=int(settings.drain_timeout) + 5,

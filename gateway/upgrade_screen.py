@@ -34,14 +34,13 @@ log = structlog.get_logger("duologue.ws")
 Screen = Callable[[str, str, str], Response | None]  # (path, token, client) -> refusal | None
 
 
-def http_protocol_class(screen: Callable[[], Screen | None]) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol answering an upgrade early when ``screen()`` (the
-    running gateway's check, None before it starts) refuses it."""
+def http_protocol_class(screen: Screen) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol answering an upgrade early when ``screen`` refuses it."""
     return type("ScreenedHttpProtocol", (ScreenedHttpProtocol,), {"screen": staticmethod(screen)})
 
 
 class ScreenedHttpProtocol(HttpToolsProtocol):
-    screen: Callable[[], Screen | None]
+    screen: Screen
 
     def handle_websocket_upgrade(self) -> None:
         refusal = None
@@ -60,8 +59,7 @@ class ScreenedHttpProtocol(HttpToolsProtocol):
         """The screen's answer to a well-formed upgrade (a GET over HTTP/1.1 with its
         WebSocket headers, nothing before it on the connection still unanswered); None
         for anything else, which websockets answers (400, 426...) as before."""
-        check = self.screen()
-        if check is None or (self.cycle is not None and not self.cycle.response_complete):
+        if self.cycle is not None and not self.cycle.response_complete:
             return None
         if self.scope["method"] != "GET" or self.parser.get_http_version() != "1.1":
             return None
@@ -74,7 +72,7 @@ class ScreenedHttpProtocol(HttpToolsProtocol):
             return None
         path = unquote(parsed.path.decode("ascii", "replace"))  # as the router matches it
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
-        return check(path, _token(parsed.query, headers), client)
+        return self.screen(path, _token(parsed.query, headers), client)
 
 
 def _token(query: bytes | None, headers: Iterable[tuple[bytes, bytes]]) -> str:
